@@ -1,0 +1,14 @@
+//! Hotline Triage's domain: the types a complaint becomes, the seams to models and storage
+//! (`Embedder`, `Generator`, `CaseStore`) and the logic between them. No HTTP, candle or Qdrant here.
+
+pub mod case;
+pub mod embed;
+pub mod error;
+pub mod generate;
+pub mod store;
+
+pub use case::{Case, Prediction};
+pub use embed::{EmbedKind, Embedder};
+pub use error::{Error, Result};
+pub use generate::{GenerateParams, Generation, Generator, StopReason};
+pub use store::{CaseFilter, CaseStore, Hit, Page};
