@@ -2,13 +2,20 @@
 //! (`Embedder`, `Generator`, `CaseStore`) and the logic between them. No HTTP, candle or Qdrant here.
 
 pub mod case;
+pub mod classify;
 pub mod embed;
 pub mod error;
+pub mod fsutil;
 pub mod generate;
+pub mod pii;
 pub mod store;
+pub mod taxonomy;
+pub mod text;
+pub mod units;
 
 pub use case::{Case, Prediction};
 pub use embed::{EmbedKind, Embedder};
 pub use error::{Error, Result};
 pub use generate::{GenerateParams, Generation, Generator, StopReason};
 pub use store::{CaseFilter, CaseStore, Hit, Page};
+pub use taxonomy::{Category, Taxonomy};

@@ -1,0 +1,286 @@
+//! The unit directory (who handles what, where), the district gazetteer, and unit suggestions.
+//!
+//! A directory is data (TOML), not code: districts with aliases, units with the categories they
+//! handle and the districts they cover, and templates that stamp out one unit per district
+//! (e.g. "{district}教育局"). See `data/units.toml` for the shipped example.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct District {
+    pub name: String,
+    /// The district that contains this one (a city for a county), for fallbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    /// Category ids this unit handles.
+    pub categories: Vec<String>,
+    /// Districts it covers; empty means everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub districts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+/// A unit stamped out for every district (or those of a level, e.g. only counties).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnitTemplate {
+    /// With `{district}` replaced, e.g. "{district}-edu".
+    pub id: String,
+    /// With `{district}` replaced, e.g. "{district}教育局".
+    pub name: String,
+    pub categories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnitDirectory {
+    #[serde(default, rename = "district")]
+    pub districts: Vec<District>,
+    #[serde(default, rename = "unit")]
+    pub units: Vec<Unit>,
+    #[serde(default, rename = "template", skip_serializing)]
+    pub templates: Vec<UnitTemplate>,
+}
+
+/// Why a unit was suggested.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitSuggestion {
+    pub unit_id: String,
+    pub name: String,
+    pub score: f32,
+    /// The rule that matched, e.g. "handles 教育文体 in A7县".
+    pub rule: Option<String>,
+    /// Ids of similar past cases this unit handled.
+    pub similar_cases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+}
+
+impl UnitDirectory {
+    /// Reads a TOML (or JSON, by extension) directory and expands its templates.
+    pub fn load(path: &Path) -> Result<Self> {
+        let raw = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let parsed: Result<Self, String> = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&raw).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&raw).map_err(|e| e.to_string())
+        };
+        let mut directory = parsed
+            .map_err(|e| Error::InvalidInput(format!("unit directory {}: {e}", path.display())))?;
+        directory.expand_templates();
+        Ok(directory)
+    }
+
+    fn expand_templates(&mut self) {
+        for template in std::mem::take(&mut self.templates) {
+            for district in &self.districts {
+                let fill = |s: &str| s.replace("{district}", &district.name);
+                let id = fill(&template.id);
+                if self.units.iter().any(|u| u.id == id) {
+                    continue; // an explicit unit overrides its template
+                }
+                self.units.push(Unit {
+                    id,
+                    name: fill(&template.name),
+                    categories: template.categories.clone(),
+                    districts: vec![district.name.clone()],
+                    contact: template.contact.clone(),
+                });
+            }
+        }
+    }
+
+    /// The most specific district named in `text`: the longest name or alias found, preferring
+    /// a district over its parent ("A市A2区" → A2区, "朝阳区" → 朝阳区).
+    pub fn extract_district(&self, text: &str) -> Option<&District> {
+        let mut best: Option<(&District, usize, usize)> = None; // (district, depth, name length)
+        for district in &self.districts {
+            let names = std::iter::once(&district.name).chain(&district.aliases);
+            for name in names.filter(|n| !n.is_empty()) {
+                if text.contains(name.as_str()) {
+                    let candidate = (district, self.depth(district), name.chars().count());
+                    if best.is_none_or(|b| (candidate.1, candidate.2) > (b.1, b.2)) {
+                        best = Some(candidate);
+                    }
+                }
+            }
+        }
+        best.map(|b| b.0)
+    }
+
+    fn depth(&self, district: &District) -> usize {
+        let mut depth = 0;
+        let mut parent = district.parent.as_deref();
+        while let Some(p) = parent {
+            depth += 1;
+            parent = self.districts.iter().find(|d| d.name == p).and_then(|d| d.parent.as_deref());
+            if depth > 8 {
+                break; // a cycle in the data; stop rather than loop
+            }
+        }
+        depth
+    }
+
+    /// The district and its ancestors, most specific first.
+    fn lineage(&self, district: &str) -> Vec<String> {
+        let mut out = vec![district.to_string()];
+        while let Some(parent) = self
+            .districts
+            .iter()
+            .find(|d| Some(&d.name) == out.last())
+            .and_then(|d| d.parent.clone())
+        {
+            if out.contains(&parent) || out.len() > 8 {
+                break;
+            }
+            out.push(parent);
+        }
+        out
+    }
+
+    /// Top-`k` units for a complaint. `categories` are (category id, probability), `district`
+    /// the extracted one, `similar` the (case id, unit id, similarity) of similar past cases.
+    /// A unit's score is the probability of the categories it handles, discounted by how far its
+    /// coverage is from the complaint's district, plus a share from similar cases it handled.
+    pub fn suggest(
+        &self,
+        categories: &[(String, f32)],
+        district: Option<&str>,
+        similar: &[(String, String, f32)],
+        k: usize,
+    ) -> Vec<UnitSuggestion> {
+        const SIMILAR_WEIGHT: f32 = 0.5;
+        let lineage = district.map(|d| self.lineage(d)).unwrap_or_default();
+        let mut scored: BTreeMap<&str, UnitSuggestion> = BTreeMap::new();
+        for unit in &self.units {
+            let Some((category, p)) = categories
+                .iter()
+                .filter(|(c, _)| unit.categories.contains(c))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                continue;
+            };
+            // Exact district 1.0, its parent 0.5, … ; a unit for another district does not apply.
+            let (place, fit) = if unit.districts.is_empty() {
+                ("everywhere".to_string(), if lineage.is_empty() { 1.0 } else { 0.3 })
+            } else if lineage.is_empty() {
+                (unit.districts.join("/"), 0.2)
+            } else {
+                match lineage.iter().position(|d| unit.districts.contains(d)) {
+                    Some(level) => (lineage[level].clone(), 0.5f32.powi(level as i32)),
+                    None => continue,
+                }
+            };
+            scored.insert(
+                &unit.id,
+                UnitSuggestion {
+                    unit_id: unit.id.clone(),
+                    name: unit.name.clone(),
+                    score: p * fit,
+                    rule: Some(format!("handles {category} in {place}")),
+                    similar_cases: Vec::new(),
+                    contact: unit.contact.clone(),
+                },
+            );
+        }
+        let total_similarity: f32 = similar.iter().map(|s| s.2.max(0.0)).sum();
+        for (case_id, unit_id, similarity) in similar {
+            let Some(unit) = self.units.iter().find(|u| &u.id == unit_id || &u.name == unit_id) else {
+                continue;
+            };
+            let entry = scored.entry(&unit.id).or_insert_with(|| UnitSuggestion {
+                unit_id: unit.id.clone(),
+                name: unit.name.clone(),
+                score: 0.0,
+                rule: None,
+                similar_cases: Vec::new(),
+                contact: unit.contact.clone(),
+            });
+            entry.score += SIMILAR_WEIGHT * similarity.max(0.0) / total_similarity.max(1e-6);
+            entry.similar_cases.push(case_id.clone());
+        }
+        let mut out: Vec<UnitSuggestion> = scored.into_values().collect();
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.unit_id.cmp(&b.unit_id)));
+        out.truncate(k);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIRECTORY: &str = r#"
+        [[district]]
+        name = "A市"
+        [[district]]
+        name = "A2区"
+        parent = "A市"
+        [[district]]
+        name = "朝阳区"
+        parent = "北京市"
+        aliases = ["朝阳"]
+        [[district]]
+        name = "北京市"
+
+        [[unit]]
+        id = "a-edu"
+        name = "A市教育局"
+        categories = ["教育文体"]
+        districts = ["A市"]
+
+        [[template]]
+        id = "{district}-transport"
+        name = "{district}交通运输局"
+        categories = ["交通运输"]
+    "#;
+
+    fn directory() -> UnitDirectory {
+        let mut d: UnitDirectory = toml::from_str(DIRECTORY).unwrap();
+        d.expand_templates();
+        d
+    }
+
+    #[test]
+    fn extracts_most_specific_district() {
+        let d = directory();
+        assert_eq!(d.extract_district("A市A2区桂花坪街道路灯坏了").unwrap().name, "A2区");
+        assert_eq!(d.extract_district("A市某小区").unwrap().name, "A市");
+        assert_eq!(d.extract_district("北京市朝阳区望京街道").unwrap().name, "朝阳区");
+        assert_eq!(d.extract_district("家住朝阳，噪音").unwrap().name, "朝阳区");
+        assert!(d.extract_district("no place here").is_none());
+    }
+
+    #[test]
+    fn templates_expand_per_district() {
+        let d = directory();
+        assert!(d.units.iter().any(|u| u.id == "A2区-transport" && u.name == "A2区交通运输局"));
+        assert_eq!(d.units.iter().filter(|u| u.id.ends_with("-transport")).count(), 4);
+    }
+
+    #[test]
+    fn suggests_local_unit_first_with_rule_and_evidence() {
+        let d = directory();
+        let cats = vec![("交通运输".to_string(), 0.8), ("教育文体".to_string(), 0.2)];
+        let similar = vec![("case-1".to_string(), "A2区-transport".to_string(), 0.9)];
+        let units = d.suggest(&cats, Some("A2区"), &similar, 3);
+        assert_eq!(units[0].unit_id, "A2区-transport");
+        assert_eq!(units[0].similar_cases, vec!["case-1"]);
+        assert_eq!(units[0].rule.as_deref(), Some("handles 交通运输 in A2区"));
+        assert_eq!(units[1].unit_id, "A市-transport");
+        assert!(units.iter().any(|u| u.unit_id == "a-edu"));
+        assert!(!units.iter().any(|u| u.unit_id == "朝阳区-transport"));
+    }
+}
