@@ -1,0 +1,425 @@
+//! One complaint in, one suggestion out: embed → similar cases → classify → units → draft.
+
+use crate::classify::{argmax, Classifier, Neighbor};
+use crate::prompt::Prompts;
+use crate::units::{UnitDirectory, UnitSuggestion};
+use crate::{
+    pii, text, Case, CaseFilter, CaseStore, EmbedKind, Embedder, Error, GenerateParams, Generator,
+    Hit, Result, Taxonomy,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// When a new complaint is flagged as a repeat of a past one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DuplicateConfig {
+    /// Cosine similarity at or above which the nearest case counts as the same complaint.
+    pub threshold: f32,
+    /// Only past cases this recent (days) count; cases without a time always do.
+    pub window_days: i64,
+    /// Both must be in the same district when both districts are known.
+    pub same_district: bool,
+}
+
+impl Default for DuplicateConfig {
+    fn default() -> Self {
+        Self { threshold: 0.95, window_days: 90, same_district: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DraftConfig {
+    /// Past replies shown to the model as examples.
+    pub examples: usize,
+    /// Characters of each example complaint and reply kept in the prompt.
+    pub example_chars: usize,
+    /// Characters of the new complaint kept in the prompt.
+    pub complaint_chars: usize,
+    /// Longest draft, in characters, after post-processing.
+    pub max_chars: usize,
+    pub params: GenerateParams,
+}
+
+impl Default for DraftConfig {
+    fn default() -> Self {
+        Self {
+            examples: 2,
+            example_chars: 160,
+            complaint_chars: 300,
+            max_chars: 300,
+            params: GenerateParams {
+                max_tokens: 160,
+                temperature: 0.0,
+                top_p: 0.9,
+                seed: 42,
+                stop: vec!["###".into(), "\n\n\n".into(), "来信".into()],
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PipelineConfig {
+    /// Similar cases returned with a suggestion.
+    pub similar_k: usize,
+    /// Units returned with a suggestion.
+    pub units_k: usize,
+    /// Categories returned with a suggestion.
+    pub categories_k: usize,
+    pub duplicate: DuplicateConfig,
+    pub draft: DraftConfig,
+    /// Characters of a similar case's text shown as its snippet.
+    pub snippet_chars: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            similar_k: 5,
+            units_k: 3,
+            categories_k: 3,
+            duplicate: DuplicateConfig::default(),
+            draft: DraftConfig::default(),
+            snippet_chars: 120,
+        }
+    }
+}
+
+/// What a call-taker typed, plus what is known about it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Complaint {
+    pub text: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// When known; otherwise the district is extracted from the text.
+    #[serde(default)]
+    pub district: Option<String>,
+    /// Unix seconds; defaults to now (for the duplicate window).
+    #[serde(default)]
+    pub time: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryScore {
+    pub id: String,
+    pub name: String,
+    pub probability: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimilarCase {
+    pub id: String,
+    pub score: f32,
+    /// The head of the case's text with personal data masked.
+    pub snippet: String,
+    pub category: Option<String>,
+    pub unit: Option<String>,
+    pub district: Option<String>,
+    pub time: Option<i64>,
+    pub has_reply: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Duplicate {
+    pub case_id: String,
+    pub score: f32,
+}
+
+/// The answer for one complaint. Timings are per stage, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub categories: Vec<CategoryScore>,
+    /// True when the top category's confidence is below the classifier's threshold: a person
+    /// must choose.
+    pub abstain: bool,
+    pub threshold: f32,
+    /// The top category of each method, for transparency.
+    pub methods: BTreeMap<String, CategoryScore>,
+    pub district: Option<String>,
+    pub units: Vec<UnitSuggestion>,
+    pub similar: Vec<SimilarCase>,
+    pub duplicate: Option<Duplicate>,
+    pub draft: Option<String>,
+    pub classifier_version: String,
+    pub timings_ms: BTreeMap<String, f64>,
+}
+
+/// What the draft stage needs from the analysis stage.
+pub struct DraftContext {
+    prompt: String,
+}
+
+pub struct Pipeline {
+    pub embedder: Arc<dyn Embedder>,
+    pub store: Arc<dyn CaseStore>,
+    pub generator: Option<Arc<dyn Generator>>,
+    pub taxonomy: Taxonomy,
+    pub units: UnitDirectory,
+    pub prompts: Prompts,
+    pub config: PipelineConfig,
+    classifier: RwLock<Option<Arc<Classifier>>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        embedder: Arc<dyn Embedder>,
+        store: Arc<dyn CaseStore>,
+        generator: Option<Arc<dyn Generator>>,
+        taxonomy: Taxonomy,
+        units: UnitDirectory,
+        prompts: Prompts,
+        config: PipelineConfig,
+    ) -> Self {
+        Self { embedder, store, generator, taxonomy, units, prompts, config, classifier: RwLock::new(None) }
+    }
+
+    pub fn set_classifier(&self, classifier: Classifier) {
+        *self.classifier.write().expect("classifier lock") = Some(Arc::new(classifier));
+    }
+
+    pub fn classifier(&self) -> Option<Arc<Classifier>> {
+        self.classifier.read().expect("classifier lock").clone()
+    }
+
+    /// Everything but the draft: categories, units, similar cases, duplicate flag.
+    pub fn analyze(&self, complaint: &Complaint) -> Result<(Suggestion, DraftContext)> {
+        let classifier = self
+            .classifier()
+            .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
+        let case = Case {
+            title: complaint.title.as_deref().map(text::normalize),
+            text: text::normalize(&complaint.text),
+            ..Default::default()
+        };
+        let full = case.full_text();
+        if full.trim().is_empty() {
+            return Err(Error::InvalidInput("the complaint text is empty".into()));
+        }
+        if full.chars().count() > text::MAX_INPUT_CHARS {
+            return Err(Error::InvalidInput(format!(
+                "the complaint is longer than {} characters",
+                text::MAX_INPUT_CHARS
+            )));
+        }
+        let mut timings = BTreeMap::new();
+        let mut clock = Instant::now();
+        let mut lap = |name: &str, timings: &mut BTreeMap<String, f64>| {
+            timings.insert(name.to_string(), clock.elapsed().as_secs_f64() * 1e3);
+            clock = Instant::now();
+        };
+
+        let vector = self
+            .embedder
+            .embed(&[full.as_str()], EmbedKind::Query)?
+            .pop()
+            .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?;
+        lap("embed", &mut timings);
+
+        let similar = self.store.search(&vector, self.config.similar_k, &CaseFilter::default())?;
+        let labeled = if classifier.uses_neighbors() {
+            let filter = CaseFilter { labeled_only: true, ..Default::default() };
+            self.store.search(&vector, classifier.config.knn_k, &filter)?
+        } else {
+            Vec::new()
+        };
+        lap("search", &mut timings);
+
+        let neighbors: Vec<Neighbor> = labeled
+            .iter()
+            .filter_map(|h| Some(Neighbor { label: h.case.label.as_deref()?, score: h.score }))
+            .collect();
+        let scores = classifier.predict(&full, &vector, &neighbors);
+        let categories = self.top_categories(&classifier, &scores.ensemble, self.config.categories_k);
+        let confidence = categories.first().map_or(0.0, |c| c.probability);
+        let methods = scores
+            .methods
+            .iter()
+            .map(|(m, p)| (m.clone(), self.top_categories(&classifier, p, 1).remove(0)))
+            .collect();
+        lap("classify", &mut timings);
+
+        let district = complaint
+            .district
+            .clone()
+            .or_else(|| self.units.extract_district(&full).map(|d| d.name.clone()));
+        let category_probs: Vec<(String, f32)> =
+            classifier.labels.iter().cloned().zip(scores.ensemble.iter().copied()).collect();
+        let handled: Vec<(String, String, f32)> = similar
+            .iter()
+            .chain(&labeled)
+            .filter_map(|h| Some((h.case.id.clone(), h.case.unit.clone()?, h.score)))
+            .collect();
+        let units = self.units.suggest(&category_probs, district.as_deref(), &handled, self.config.units_k);
+        let duplicate = self.duplicate(&similar, district.as_deref(), complaint.time);
+        lap("units", &mut timings);
+
+        let prompt = self.reply_prompt(&full, &vector, &categories, &units)?;
+        lap("draft_context", &mut timings);
+
+        let suggestion = Suggestion {
+            abstain: confidence < classifier.threshold,
+            threshold: classifier.threshold,
+            categories,
+            methods,
+            district,
+            units,
+            similar: similar.iter().map(|h| self.similar_case(h)).collect(),
+            duplicate,
+            draft: None,
+            classifier_version: classifier.version.clone(),
+            timings_ms: timings,
+        };
+        Ok((suggestion, DraftContext { prompt }))
+    }
+
+    /// Writes the reply draft, streaming each final piece of text to `on_text`.
+    pub fn draft(&self, context: &DraftContext, on_text: &mut dyn FnMut(&str) -> bool) -> Result<String> {
+        let generator = self
+            .generator
+            .as_ref()
+            .ok_or_else(|| Error::NotReady("no generator model loaded".into()))?;
+        let max_chars = self.config.draft.max_chars;
+        let mut emitted = 0usize;
+        // Stream only what the post-processing will keep: stop forwarding at the length cap.
+        let mut forward = |piece: &str| {
+            let room = max_chars.saturating_sub(emitted);
+            let piece = text::truncate_chars(piece, room);
+            emitted += piece.chars().count();
+            (piece.is_empty() || on_text(&pii::mask(piece))) && emitted < max_chars
+        };
+        let generation = generator.generate(&context.prompt, &self.config.draft.params, &mut forward)?;
+        Ok(postprocess_draft(&generation.text, max_chars))
+    }
+
+    /// `analyze` and `draft` together.
+    pub fn triage(&self, complaint: &Complaint, with_draft: bool) -> Result<Suggestion> {
+        let (mut suggestion, context) = self.analyze(complaint)?;
+        if with_draft && self.generator.is_some() {
+            let started = Instant::now();
+            suggestion.draft = Some(self.draft(&context, &mut |_| true)?);
+            suggestion.timings_ms.insert("draft".into(), started.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(suggestion)
+    }
+
+    fn top_categories(&self, classifier: &Classifier, probs: &[f32], k: usize) -> Vec<CategoryScore> {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        if order.is_empty() {
+            order.push(argmax(probs));
+        }
+        order
+            .into_iter()
+            .take(k.max(1))
+            .map(|i| {
+                let id = classifier.labels[i].clone();
+                let name = self.taxonomy.resolve(&id).map_or_else(|| id.clone(), |c| c.name.clone());
+                CategoryScore { id, name, probability: probs[i] }
+            })
+            .collect()
+    }
+
+    fn duplicate(&self, similar: &[Hit], district: Option<&str>, time: Option<i64>) -> Option<Duplicate> {
+        let rule = &self.config.duplicate;
+        let now = time.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let nearest = similar.first()?;
+        let recent = nearest.case.time.is_none_or(|t| (now - t).abs() <= rule.window_days * 86_400);
+        let same_place = !rule.same_district
+            || match (district, nearest.case.district.as_deref()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+        (nearest.score >= rule.threshold && recent && same_place)
+            .then(|| Duplicate { case_id: nearest.case.id.clone(), score: nearest.score })
+    }
+
+    fn similar_case(&self, hit: &Hit) -> SimilarCase {
+        let snippet = text::truncate_chars(&hit.case.full_text(), self.config.snippet_chars).to_string();
+        SimilarCase {
+            id: hit.case.id.clone(),
+            score: hit.score,
+            snippet: pii::mask(&snippet),
+            category: hit.case.label.clone(),
+            unit: hit.case.unit.clone(),
+            district: hit.case.district.clone(),
+            time: hit.case.time,
+            has_reply: hit.case.reply.is_some(),
+        }
+    }
+
+    fn reply_prompt(
+        &self,
+        full: &str,
+        vector: &[f32],
+        categories: &[CategoryScore],
+        units: &[UnitSuggestion],
+    ) -> Result<String> {
+        let draft = &self.config.draft;
+        let with_reply = CaseFilter { with_reply: true, ..Default::default() };
+        let examples: Vec<_> = if self.generator.is_some() && draft.examples > 0 {
+            self.store.search(vector, draft.examples, &with_reply)?
+        } else {
+            Vec::new()
+        };
+        // Most similar last: small models copy the nearest example most.
+        let examples: Vec<_> = examples
+            .iter()
+            .rev()
+            .map(|h| {
+                let clip = |s: &str| pii::mask(text::truncate_chars(s, draft.example_chars));
+                minijinja::context! {
+                    complaint => clip(&h.case.full_text()),
+                    reply => clip(h.case.reply.as_deref().unwrap_or_default()),
+                    unit => h.case.unit.clone(),
+                }
+            })
+            .collect();
+        self.prompts.render(
+            "reply.jinja",
+            minijinja::context! {
+                complaint => pii::mask(text::truncate_chars(full, draft.complaint_chars)),
+                category => categories.first().map(|c| c.name.clone()),
+                unit => units.first().map(|u| u.name.clone()),
+                examples => examples,
+            },
+        )
+    }
+}
+
+/// Trims the model's continuation to a clean draft: first section only, whole sentences within
+/// the length cap, personal data masked (a small model invents phone numbers).
+pub fn postprocess_draft(raw: &str, max_chars: usize) -> String {
+    let section = raw.split("###").next().unwrap_or_default();
+    let mut draft = text::truncate_chars(section.trim(), max_chars).to_string();
+    if draft.chars().count() == max_chars {
+        // Cut back to the last sentence end, when there is one in the second half.
+        if let Some(end) = draft.rfind(['。', '！', '!', '.']) {
+            if draft[..end].chars().count() > max_chars / 2 {
+                draft.truncate(end + draft[end..].chars().next().map_or(0, char::len_utf8));
+            }
+        }
+    }
+    pii::mask(draft.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postprocess_draft;
+
+    #[test]
+    fn draft_is_cut_at_next_section_and_masked() {
+        let raw = " 您好，已转交A市城管局处理，联系电话13812345678。\n### 来信\n另一个";
+        assert_eq!(postprocess_draft(raw, 300), "您好，已转交A市城管局处理，联系电话[手机号]。");
+    }
+
+    #[test]
+    fn long_draft_ends_on_a_sentence() {
+        let raw = "第一句话说完了。第二句话没有说完就";
+        assert_eq!(postprocess_draft(raw, 12), "第一句话说完了。");
+    }
+}
