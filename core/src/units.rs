@@ -30,6 +30,9 @@ pub struct Unit {
     pub districts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    /// Other names the unit goes by, to recognise it in past replies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// A unit stamped out for every district (or those of a level, e.g. only counties).
@@ -42,6 +45,8 @@ pub struct UnitTemplate {
     pub categories: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,6 +102,7 @@ impl UnitDirectory {
                     categories: template.categories.clone(),
                     districts: vec![district.name.clone()],
                     contact: template.contact.clone(),
+                    aliases: template.aliases.iter().map(|a| fill(a)).collect(),
                 });
             }
         }
@@ -131,6 +137,17 @@ impl UnitDirectory {
             }
         }
         depth
+    }
+
+    /// The unit a text names (e.g. an official reply saying who handled the case): the longest
+    /// name or alias found in it.
+    pub fn find_named_unit(&self, text: &str) -> Option<&Unit> {
+        self.units
+            .iter()
+            .flat_map(|u| std::iter::once(&u.name).chain(&u.aliases).map(move |n| (u, n)))
+            .filter(|(_, name)| !name.is_empty() && text.contains(name.as_str()))
+            .max_by_key(|(_, name)| name.chars().count())
+            .map(|(unit, _)| unit)
     }
 
     /// The district and its ancestors, most specific first.
@@ -244,6 +261,7 @@ mod tests {
         [[template]]
         id = "{district}-transport"
         name = "{district}交通运输局"
+        aliases = ["{district}交通局"]
         categories = ["交通运输"]
     "#;
 
@@ -268,6 +286,24 @@ mod tests {
         let d = directory();
         assert!(d.units.iter().any(|u| u.id == "A2区-transport" && u.name == "A2区交通运输局"));
         assert_eq!(d.units.iter().filter(|u| u.id.ends_with("-transport")).count(), 4);
+    }
+
+    #[test]
+    fn shipped_directory_loads_and_routes() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/units.toml"));
+        let d = UnitDirectory::load(path).unwrap();
+        assert_eq!(d.extract_district("A市A2区桂花坪街道的小区").unwrap().name, "A2区");
+        let units = d.suggest(&[("教育文体".to_string(), 0.9)], Some("A7县"), &[], 2);
+        assert_eq!(units[0].name, "A7县教育局");
+        assert_eq!(units[1].name, "A市教育局");
+    }
+
+    #[test]
+    fn finds_the_unit_a_reply_names() {
+        let d = directory();
+        let reply = "经A2区交通局调查核实，该线路已调整。";
+        assert_eq!(d.find_named_unit(reply).unwrap().id, "A2区-transport");
+        assert!(d.find_named_unit("感谢您的来信").is_none());
     }
 
     #[test]
