@@ -7,7 +7,7 @@ use chrono::{NaiveDateTime, TimeZone};
 use serde_json::{Map, Value};
 
 /// A line that could not be turned into a case.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rejected {
     pub line: usize,
     pub reason: String,
@@ -208,4 +208,190 @@ mod tests {
         assert_eq!((*line, second["text"].as_str().unwrap()), (3, "两行\n文本 \"引号\""));
         assert_eq!(rows[2].as_ref().unwrap_err().line, 5);
     }
+}
+
+/// Counts of one import run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImportSummary {
+    pub file: String,
+    /// New cases.
+    pub imported: usize,
+    /// Cases whose id was already in the store (replaced).
+    pub updated: usize,
+    /// Lines skipped because an earlier, interrupted run had already stored them.
+    pub resumed_from_line: usize,
+    pub skipped: Vec<Rejected>,
+}
+
+/// Progress of an import, for a progress bar: bytes of the file read so far and in total.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub cases_done: usize,
+}
+
+/// Where an interrupted import of one file got to. Written after each acknowledged batch, so a
+/// restart with the same file skips exactly the lines already stored.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    path: String,
+    size: u64,
+    modified: u64,
+    line: usize,
+    byte: u64,
+    summary: ImportSummary,
+}
+
+/// Imports cases into a store: embed as passages in batches, upsert by id, fill in the unit named
+/// in a reply and the district named in the text when the record lacks them.
+pub struct Importer<'a> {
+    pub embedder: &'a dyn crate::Embedder,
+    pub store: &'a dyn crate::CaseStore,
+    pub units: &'a crate::units::UnitDirectory,
+    /// Cases per embed + upsert round.
+    pub batch_size: usize,
+    /// Where checkpoints of interrupted imports are kept; `None` disables resuming.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+}
+
+impl Importer<'_> {
+    /// Imports one JSONL or CSV file (by extension).
+    pub fn import_file(
+        &self,
+        path: &std::path::Path,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> crate::Result<ImportSummary> {
+        use std::io::{BufRead, Seek};
+        let io = |e| crate::Error::io(path, e);
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let canonical = std::fs::canonicalize(path).map_err(io)?.display().to_string();
+        let checkpoint_path = self.checkpoint_dir.as_ref().map(|d| d.join(checkpoint_name(&canonical)));
+        let mut checkpoint = checkpoint_path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
+            .filter(|c| c.path == canonical && c.size == meta.len() && c.modified == modified)
+            .unwrap_or(Checkpoint {
+                path: canonical.clone(),
+                size: meta.len(),
+                modified,
+                summary: ImportSummary { file: path.display().to_string(), ..Default::default() },
+                ..Default::default()
+            });
+        checkpoint.summary.resumed_from_line = checkpoint.line;
+
+        let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let mut batch: Vec<(usize, Case)> = Vec::with_capacity(self.batch_size);
+        let mut flush = |batch: &mut Vec<(usize, Case)>, checkpoint: &mut Checkpoint, line: usize, byte: u64| {
+            self.store_batch(batch, &mut checkpoint.summary)?;
+            batch.clear();
+            checkpoint.line = line;
+            checkpoint.byte = byte;
+            if let Some(p) = &checkpoint_path {
+                let bytes = serde_json::to_vec(&checkpoint).expect("checkpoint serialises");
+                crate::fsutil::write_atomic(p, &bytes)?;
+            }
+            progress(ImportProgress {
+                bytes_done: byte,
+                bytes_total: meta.len(),
+                cases_done: checkpoint.summary.imported + checkpoint.summary.updated,
+            });
+            crate::Result::Ok(())
+        };
+
+        if is_csv {
+            let raw = std::fs::read(path).map_err(io)?;
+            let data = String::from_utf8(raw).map_err(|e| {
+                crate::Error::InvalidInput(format!("{} is not UTF-8 ({e})", path.display()))
+            })?;
+            for row in parse_csv(&data) {
+                match row.and_then(|(line, map)| {
+                    case_from_map(map).map(|c| (line, c)).map_err(|reason| Rejected { line, reason })
+                }) {
+                    Ok((line, case)) if line > checkpoint.line => batch.push((line, case)),
+                    Ok(_) => {}
+                    Err(rejected) if rejected.line > checkpoint.line => checkpoint.summary.skipped.push(rejected),
+                    Err(_) => {}
+                }
+                if batch.len() >= self.batch_size {
+                    let line = batch.last().map_or(0, |b| b.0);
+                    flush(&mut batch, &mut checkpoint, line, 0)?;
+                }
+            }
+            let line = batch.last().map_or(checkpoint.line, |b| b.0);
+            flush(&mut batch, &mut checkpoint, line, meta.len())?;
+        } else {
+            let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+            reader.seek(std::io::SeekFrom::Start(checkpoint.byte)).map_err(io)?;
+            let (mut line, mut byte) = (checkpoint.line, checkpoint.byte);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                line += 1;
+                byte += n as u64;
+                let parsed = std::str::from_utf8(&buf)
+                    .map_err(|e| format!("not UTF-8 ({e})"))
+                    .map(|s| s.trim().trim_start_matches('\u{feff}'));
+                match parsed {
+                    Ok("") => {}
+                    Ok(text) => match parse_case_line(text) {
+                        Ok(case) => batch.push((line, case)),
+                        Err(reason) => checkpoint.summary.skipped.push(Rejected { line, reason }),
+                    },
+                    Err(reason) => checkpoint.summary.skipped.push(Rejected { line, reason }),
+                }
+                if batch.len() >= self.batch_size {
+                    flush(&mut batch, &mut checkpoint, line, byte)?;
+                }
+            }
+            flush(&mut batch, &mut checkpoint, line, byte)?;
+        }
+        if let Some(p) = &checkpoint_path {
+            // Finished: the next import of this file starts afresh (and changes nothing).
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(checkpoint.summary)
+    }
+
+    fn store_batch(&self, batch: &mut [(usize, Case)], summary: &mut ImportSummary) -> crate::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (_, case) in batch.iter_mut() {
+            if case.unit.is_none() {
+                case.unit = case.reply.as_deref().and_then(|r| self.units.find_named_unit(r)).map(|u| u.id.clone());
+            }
+            if case.district.is_none() {
+                case.district = self.units.extract_district(&case.full_text()).map(|d| d.name.clone());
+            }
+        }
+        let texts: Vec<String> = batch.iter().map(|(_, c)| c.full_text()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = self.embedder.embed(&refs, crate::EmbedKind::Passage)?;
+        for (_, case) in batch.iter() {
+            if self.store.get(&case.id)?.is_some() {
+                summary.updated += 1;
+            } else {
+                summary.imported += 1;
+            }
+        }
+        let cases: Vec<(Case, Vec<f32>)> = batch.iter().map(|(_, c)| c.clone()).zip(vectors).collect();
+        self.store.upsert(&cases)
+    }
+}
+
+fn checkpoint_name(canonical: &str) -> String {
+    // FNV-1a of the path: a stable, file-system-safe name.
+    let hash = canonical.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("import-{hash:016x}.json")
 }

@@ -186,11 +186,9 @@ impl Pipeline {
         self.classifier.read().expect("classifier lock").clone()
     }
 
-    /// Everything but the draft: categories, units, similar cases, duplicate flag.
-    pub fn analyze(&self, complaint: &Complaint) -> Result<(Suggestion, DraftContext)> {
-        let classifier = self
-            .classifier()
-            .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
+    /// The text a complaint is embedded and classified as (normalised title + body), checked
+    /// against the input limits.
+    pub fn complaint_text(complaint: &Complaint) -> Result<String> {
         let case = Case {
             title: complaint.title.as_deref().map(text::normalize),
             text: text::normalize(&complaint.text),
@@ -206,19 +204,42 @@ impl Pipeline {
                 text::MAX_INPUT_CHARS
             )));
         }
+        Ok(full)
+    }
+
+    /// Everything but the draft: categories, units, similar cases, duplicate flag.
+    pub fn analyze(&self, complaint: &Complaint) -> Result<(Suggestion, DraftContext)> {
+        let full = Self::complaint_text(complaint)?;
+        let started = Instant::now();
+        let vector = self
+            .embedder
+            .embed(&[full.as_str()], EmbedKind::Query)?
+            .pop()
+            .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?;
+        let embed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (mut suggestion, context) = self.analyze_embedded(complaint, &full, &vector)?;
+        suggestion.timings_ms.insert("embed".into(), embed_ms);
+        Ok((suggestion, context))
+    }
+
+    /// `analyze` for a complaint already embedded (as a query): batch jobs embed many at once.
+    pub fn analyze_embedded(
+        &self,
+        complaint: &Complaint,
+        full: &str,
+        vector: &[f32],
+    ) -> Result<(Suggestion, DraftContext)> {
+        let classifier = self
+            .classifier()
+            .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
         let mut timings = BTreeMap::new();
         let mut clock = Instant::now();
         let mut lap = |name: &str, timings: &mut BTreeMap<String, f64>| {
             timings.insert(name.to_string(), clock.elapsed().as_secs_f64() * 1e3);
             clock = Instant::now();
         };
-
-        let vector = self
-            .embedder
-            .embed(&[full.as_str()], EmbedKind::Query)?
-            .pop()
-            .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?;
-        lap("embed", &mut timings);
+        let full = full.to_string();
+        let vector = vector.to_vec();
 
         let similar = self.store.search(&vector, self.config.similar_k, &CaseFilter::default())?;
         let labeled = if classifier.uses_neighbors() {
@@ -338,7 +359,7 @@ impl Pipeline {
             .then(|| Duplicate { case_id: nearest.case.id.clone(), score: nearest.score })
     }
 
-    fn similar_case(&self, hit: &Hit) -> SimilarCase {
+    pub fn similar_case(&self, hit: &Hit) -> SimilarCase {
         let snippet = text::truncate_chars(&hit.case.full_text(), self.config.snippet_chars).to_string();
         SimilarCase {
             id: hit.case.id.clone(),

@@ -88,6 +88,14 @@ impl UnitDirectory {
         Ok(directory)
     }
 
+    /// Parses a TOML directory and expands its templates.
+    pub fn from_toml(raw: &str) -> Result<Self> {
+        let mut directory: Self =
+            toml::from_str(raw).map_err(|e| Error::InvalidInput(format!("unit directory: {e}")))?;
+        directory.expand_templates();
+        Ok(directory)
+    }
+
     fn expand_templates(&mut self) {
         for template in std::mem::take(&mut self.templates) {
             for district in &self.districts {

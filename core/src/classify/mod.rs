@@ -617,3 +617,47 @@ mod tests {
         }
     }
 }
+
+/// Trains on every labeled case in a store, with zero-shot profiles of the taxonomy's
+/// categories embedded by `embedder` (the same model that embedded the cases).
+pub fn train_from_store(
+    store: &dyn crate::CaseStore,
+    embedder: &dyn crate::Embedder,
+    taxonomy: &Taxonomy,
+    config: ClassifierConfig,
+) -> Result<Classifier> {
+    let filter = crate::CaseFilter { labeled_only: true, ..Default::default() };
+    let mut cases = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scroll(&filter, after.as_deref(), 1000)?;
+        cases.extend(page.cases);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
+    let labels: Vec<String> = cases
+        .iter()
+        .map(|(c, _)| {
+            let label = c.label.as_deref().unwrap_or_default();
+            taxonomy.resolve(label).map_or_else(|| label.to_string(), |cat| cat.id.clone())
+        })
+        .collect();
+    let texts: Vec<String> = cases.iter().map(|(c, _)| c.full_text()).collect();
+    let examples: Vec<LabeledExample> = cases
+        .iter()
+        .zip(&texts)
+        .zip(&labels)
+        .map(|(((_, vector), text), label)| LabeledExample { text, vector, label })
+        .collect();
+    let profiles: Vec<String> = taxonomy.categories.iter().map(|c| c.profile()).collect();
+    let profile_refs: Vec<&str> = profiles.iter().map(String::as_str).collect();
+    let profile_vectors = if profile_refs.is_empty() {
+        None
+    } else {
+        Some(embedder.embed(&profile_refs, crate::EmbedKind::Passage)?)
+    };
+    Classifier::train(&examples, taxonomy, profile_vectors.as_deref(), embedder.model_id(), config)
+}
