@@ -1,0 +1,294 @@
+//! The qdrant-edge backend.
+//!
+//! - A case id (any string) maps to a UUIDv5 point id; the case is the point's payload.
+//! - Writes hold an exclusive lock and are flushed (WAL and segments) before they return, so an
+//!   acknowledged write survives a crash. qdrant-edge's `flush` asserts that no update runs at the
+//!   same time, which the lock also guarantees.
+//! - An OS file lock on `store.lock` keeps a second process out (qdrant-edge itself does not).
+//! - qdrant-edge panics on some I/O faults; every call is wrapped so a panic becomes an error.
+
+use crate::Error;
+use fs2::FileExt;
+use qdrant_edge::{
+    CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, FieldIndexOperations, Filter,
+    NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
+    PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal,
+    VectorPersisted, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use triage_core::{Case, CaseFilter, CaseStore, Hit, Page};
+
+const VECTOR: &str = "text";
+/// Namespace of the UUIDv5 point ids (fixed forever: changing it orphans every stored case).
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b1f_3c2e_9a47_4d55_8e0b_1c2d_3e4f_5a6b);
+
+pub struct EdgeStore {
+    shard: RwLock<Option<EdgeShard>>,
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl EdgeStore {
+    /// Opens the store in `data_dir/store`, creating it for `dim`-dimensional vectors if absent.
+    pub fn open(data_dir: &Path, dim: usize) -> Result<Self, Error> {
+        let path = data_dir.join("store");
+        std::fs::create_dir_all(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let lock_path = data_dir.join("store.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| Error::Io { path: lock_path.clone(), source })?;
+        if lock.try_lock_exclusive().is_err() {
+            return Err(Error::Locked { path, lock: lock_path });
+        }
+        let backend = |message: String| Error::Backend { path: path.clone(), message };
+        let shard = if path.join("edge_config.json").exists() {
+            let shard = guarded(&path, "open", || EdgeShard::load(&path, None).map_err(|e| e.to_string()))?;
+            let found = shard.config().vectors.get(VECTOR).map(|v| v.size);
+            match found {
+                Some(found) if found == dim => shard,
+                Some(found) => return Err(Error::Dimension { path, found, expected: dim }),
+                None => return Err(backend(format!("no vector named {VECTOR:?}: not a triage store"))),
+            }
+        } else {
+            let mut config = EdgeConfig::default();
+            config.vectors.insert(
+                VECTOR.to_string(),
+                EdgeVectorParams {
+                    size: dim,
+                    distance: Distance::Cosine,
+                    on_disk: Some(true),
+                    multivector_config: None,
+                    datatype: None,
+                    quantization_config: None,
+                    hnsw_config: None,
+                },
+            );
+            let shard = guarded(&path, "create", || EdgeShard::new(&path, config).map_err(|e| e.to_string()))?;
+            for (field, schema) in [
+                ("label", PayloadSchemaType::Keyword),
+                ("unit", PayloadSchemaType::Keyword),
+                ("district", PayloadSchemaType::Keyword),
+                ("time", PayloadSchemaType::Integer),
+            ] {
+                let index = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: field.parse().expect("valid JSON path"),
+                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                }));
+                guarded(&path, "index", || shard.update(index).map_err(|e| e.to_string()))?;
+            }
+            guarded(&path, "flush", || {
+                shard.flush();
+                Ok(())
+            })?;
+            shard
+        };
+        Ok(Self { shard: RwLock::new(Some(shard)), path, _lock: lock })
+    }
+
+    fn read<T>(&self, what: &str, op: impl FnOnce(&EdgeShard) -> Result<T, String>) -> triage_core::Result<T> {
+        let guard = self.shard.read().unwrap_or_else(|e| e.into_inner());
+        let shard = guard.as_ref().expect("open until dropped");
+        Ok(guarded(&self.path, what, || op(shard))?)
+    }
+
+    /// Runs an update alone and flushes it before returning (the durability point).
+    fn write(&self, what: &str, operation: UpdateOperation) -> triage_core::Result<()> {
+        let guard = self.shard.write().unwrap_or_else(|e| e.into_inner());
+        let shard = guard.as_ref().expect("open until dropped");
+        Ok(guarded(&self.path, what, || {
+            shard.update(operation).map_err(|e| e.to_string())?;
+            shard.flush();
+            Ok(())
+        })?)
+    }
+}
+
+impl Drop for EdgeStore {
+    fn drop(&mut self) {
+        // qdrant-edge flushes on drop and panics if that fails; a drop must not panic.
+        let shard = self.shard.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if catch_unwind(AssertUnwindSafe(move || drop(shard))).is_err() {
+            tracing::error!(path = %self.path.display(), "flushing the store on close failed");
+        }
+    }
+}
+
+fn guarded<T>(path: &Path, what: &str, op: impl FnOnce() -> Result<T, String>) -> Result<T, Error> {
+    match catch_unwind(AssertUnwindSafe(op)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(Error::Backend { path: path.to_path_buf(), message: format!("{what}: {message}") }),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(Error::Backend { path: path.to_path_buf(), message: format!("{what} failed: {message}") })
+        }
+    }
+}
+
+fn point_id(case_id: &str) -> PointId {
+    PointId::Uuid(uuid::Uuid::new_v5(&ID_NAMESPACE, case_id.as_bytes()))
+}
+
+fn to_payload(case: &Case) -> Payload {
+    match serde_json::to_value(case).expect("a case serialises") {
+        serde_json::Value::Object(map) => Payload(map),
+        _ => unreachable!("a case serialises to an object"),
+    }
+}
+
+fn from_payload(payload: Option<Payload>) -> triage_core::Result<Case> {
+    let map = payload.map(|p| p.0).unwrap_or_default();
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| triage_core::Error::Store(format!("a stored case does not parse: {e}")))
+}
+
+fn dense(vector: Option<VectorStructInternal>) -> Vec<f32> {
+    match vector {
+        Some(VectorStructInternal::Named(mut named)) => match named.remove(VECTOR) {
+            Some(VectorInternal::Dense(v)) => v,
+            _ => Vec::new(),
+        },
+        Some(VectorStructInternal::Single(v)) => v,
+        _ => Vec::new(),
+    }
+}
+
+/// The filter in Qdrant's own JSON form (the REST API's), which its types deserialize.
+fn to_filter(f: &CaseFilter) -> Option<Filter> {
+    let mut must = Vec::new();
+    let mut must_not = Vec::new();
+    for (field, value) in [("label", &f.category), ("unit", &f.unit), ("district", &f.district)] {
+        if let Some(value) = value {
+            must.push(json!({"key": field, "match": {"value": value}}));
+        }
+    }
+    if f.time_from.is_some() || f.time_to.is_some() {
+        must.push(json!({"key": "time", "range": {"gte": f.time_from, "lte": f.time_to}}));
+    }
+    if f.labeled_only {
+        must_not.push(json!({"is_empty": {"key": "label"}}));
+    }
+    if f.with_reply {
+        must_not.push(json!({"is_empty": {"key": "reply"}}));
+    }
+    if must.is_empty() && must_not.is_empty() {
+        return None;
+    }
+    let filter = json!({"must": must, "must_not": must_not});
+    Some(serde_json::from_value(filter).expect("a well-formed Qdrant filter"))
+}
+
+impl CaseStore for EdgeStore {
+    fn backend(&self) -> &str {
+        "qdrant-edge"
+    }
+
+    fn upsert(&self, cases: &[(Case, Vec<f32>)]) -> triage_core::Result<()> {
+        if cases.is_empty() {
+            return Ok(());
+        }
+        let points = cases
+            .iter()
+            .map(|(case, vector)| PointStructPersisted {
+                id: point_id(&case.id),
+                vector: VectorStructPersisted::Named(HashMap::from([(VECTOR.to_string(), VectorPersisted::Dense(vector.clone()))])),
+                payload: Some(to_payload(case)),
+            })
+            .collect();
+        self.write(
+            "upsert",
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))),
+        )
+    }
+
+    fn delete(&self, id: &str) -> triage_core::Result<bool> {
+        if self.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let ids = vec![point_id(id)];
+        self.write("delete", UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))?;
+        Ok(true)
+    }
+
+    fn get(&self, id: &str) -> triage_core::Result<Option<Case>> {
+        let ids = [point_id(id)];
+        let records = self.read("get", |s| {
+            s.retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
+                .map_err(|e| e.to_string())
+        })?;
+        records.into_iter().next().map(|r| from_payload(r.payload)).transpose()
+    }
+
+    fn search(&self, vector: &[f32], k: usize, filter: &CaseFilter) -> triage_core::Result<Vec<Hit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let request = QueryRequest {
+            prefetches: vec![],
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                query: vector.to_vec().into(),
+                using: Some(VECTOR.to_string()),
+            }))),
+            filter: to_filter(filter),
+            score_threshold: None,
+            limit: k,
+            offset: 0,
+            params: None,
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(true),
+        };
+        let points = self.read("search", |s| s.query(request).map_err(|e| e.to_string()))?;
+        points
+            .into_iter()
+            .map(|p| Ok(Hit { score: p.score, case: from_payload(p.payload)? }))
+            .collect()
+    }
+
+    fn count(&self, filter: &CaseFilter) -> triage_core::Result<usize> {
+        let request = CountRequest { filter: to_filter(filter), exact: true };
+        self.read("count", |s| s.count(request).map_err(|e| e.to_string()))
+    }
+
+    fn scroll(&self, filter: &CaseFilter, after: Option<&str>, limit: usize) -> triage_core::Result<Page> {
+        let offset = match after {
+            Some(cursor) => Some(PointId::Uuid(cursor.parse().map_err(|_| {
+                triage_core::Error::InvalidInput(format!("bad scroll cursor {cursor:?}"))
+            })?)),
+            None => None,
+        };
+        let request = ScrollRequest {
+            offset,
+            limit: Some(limit.max(1)),
+            filter: to_filter(filter),
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(true),
+            order_by: None,
+        };
+        let (records, next) = self.read("scroll", |s| s.scroll(request).map_err(|e| e.to_string()))?;
+        let cases = records
+            .into_iter()
+            .map(|r| Ok((from_payload(r.payload)?, dense(r.vector))))
+            .collect::<triage_core::Result<Vec<_>>>()?;
+        Ok(Page { cases, next: next.map(|id| id.to_string()) })
+    }
+
+    fn optimize(&self) -> triage_core::Result<()> {
+        let guard = self.shard.write().unwrap_or_else(|e| e.into_inner());
+        let shard = guard.as_ref().expect("open until dropped");
+        Ok(guarded(&self.path, "optimize", || {
+            shard.optimize().map_err(|e| e.to_string())?;
+            shard.flush();
+            Ok(())
+        })?)
+    }
+}
