@@ -2,6 +2,7 @@
 
 mod converter;
 mod embedder;
+mod generator;
 
 use std::path::PathBuf;
 

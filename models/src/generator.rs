@@ -1,0 +1,310 @@
+//! Text generation from a GGUF file behind `triage_core::Generator`: Gemma 3 with the model and
+//! tokenizer written here (prefix-cached), or Llama / Qwen 2 / Qwen 3 through candle-transformers
+//! with a `tokenizer.json` beside the GGUF.
+
+use crate::error::{Error, Result};
+use crate::gemma3::{Gemma3, KvCache};
+use crate::gguf_tokenizer::GgufTokenizer;
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+use std::path::Path;
+use std::sync::Mutex;
+use triage_core::{GenerateParams, Generation, Generator, StopReason};
+
+/// Longest context served (prompt + new tokens). Gemma 3 allows 32k, but KV memory grows with it
+/// and drafts need a few thousand at most; a longer prompt is an error naming both numbers.
+pub const MAX_CONTEXT: usize = 8192;
+/// Prompts whose KV state is kept for reuse by a later prompt with the same beginning.
+const PREFIX_CACHE_ENTRIES: usize = 4;
+
+enum Tokenizer {
+    Gguf(GgufTokenizer),
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
+impl Tokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Gguf(t) => Ok(t.encode(text)),
+            Tokenizer::Hf(t) => Ok(t.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec()),
+        }
+    }
+
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        match self {
+            Tokenizer::Gguf(t) => t.token_bytes(id),
+            Tokenizer::Hf(t) => t.decode(&[id], true).unwrap_or_default().into_bytes(),
+        }
+    }
+}
+
+enum Model {
+    Gemma3 { model: Gemma3, prefixes: Vec<(Vec<u32>, KvCache)> },
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+}
+
+impl Model {
+    /// Logits after the prompt; reuses the longest cached prefix where the model supports it.
+    /// Returns the logits, the number of prompt tokens taken from the cache, and the cache.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<(Tensor, usize, Option<KvCache>)> {
+        match self {
+            Model::Gemma3 { model, prefixes } => {
+                let best = prefixes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (tokens, _))| (i, common_prefix(tokens, prompt).min(prompt.len() - 1)))
+                    .max_by_key(|&(_, n)| n);
+                let mut cache = match best {
+                    Some((i, n)) if n > 0 => {
+                        let entry = prefixes.remove(i);
+                        let cache = entry.1.truncated(n)?;
+                        prefixes.push(entry); // most recently used last
+                        cache
+                    }
+                    _ => model.new_cache(),
+                };
+                let reused = cache.len();
+                // Prefill in chunks: bounded memory for the attention scores of long prompts.
+                let mut logits = None;
+                for chunk in prompt[reused..].chunks(512) {
+                    logits = Some(model.forward(chunk, &mut cache)?);
+                }
+                prefixes.push((prompt.to_vec(), cache.clone()));
+                if prefixes.len() > PREFIX_CACHE_ENTRIES {
+                    prefixes.remove(0);
+                }
+                Ok((logits.expect("prompt is not empty"), reused, Some(cache)))
+            }
+            other => Ok((other.step(prompt, 0, None)?, 0, None)),
+        }
+    }
+
+    fn step(&mut self, tokens: &[u32], position: usize, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let device = Device::Cpu;
+        let input = || Tensor::new(tokens, &device).and_then(|t| t.unsqueeze(0));
+        Ok(match (self, cache) {
+            (Model::Gemma3 { model, .. }, Some(cache)) => model.forward(tokens, cache)?,
+            (Model::Gemma3 { .. }, None) => unreachable!("Gemma 3 steps always carry their cache"),
+            (Model::Llama(m), _) => m.forward(&input()?, position)?.squeeze(0)?,
+            (Model::Qwen2(m), _) => m.forward(&input()?, position)?.squeeze(0)?,
+            (Model::Qwen3(m), _) => m.forward(&input()?, position)?.squeeze(0)?,
+        })
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+struct State {
+    model: Model,
+}
+
+pub struct GgufGenerator {
+    id: String,
+    tokenizer: Tokenizer,
+    /// Tokens that end generation: EOS and end-of-turn markers.
+    stop_tokens: Vec<u32>,
+    context: usize,
+    state: Mutex<State>,
+}
+
+/// Loads a GGUF model, choosing the implementation by `general.architecture`.
+pub fn load_generator(path: &Path, device: &Device) -> Result<Box<dyn Generator>> {
+    Ok(Box::new(GgufGenerator::load(path, device)?))
+}
+
+impl GgufGenerator {
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| Error::bad(path, format!("not a GGUF file: {e}")))?;
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("generator").to_string();
+        let context = content
+            .metadata
+            .get(&format!("{arch}.context_length"))
+            .and_then(|v| v.to_u32().ok())
+            .map_or(MAX_CONTEXT, |n| (n as usize).min(MAX_CONTEXT));
+        let mut stop_tokens = Vec::new();
+        if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+            stop_tokens.push(eos);
+        }
+        // Never guess a tokenizer: tokenizer.json beside the file, else the GGUF's own SentencePiece.
+        let tokenizer_json = path.with_file_name("tokenizer.json");
+        let tokenizer = match tokenizers::Tokenizer::from_file(&tokenizer_json) {
+            Ok(t) if arch != "gemma3" => Tokenizer::Hf(Box::new(t)),
+            _ => match GgufTokenizer::from_gguf(&content) {
+                Ok(t) => Tokenizer::Gguf(t),
+                Err(_) => return Err(Error::Missing { path: tokenizer_json }),
+            },
+        };
+        let model = match arch.as_str() {
+            "gemma3" => Model::Gemma3 { model: Gemma3::load(&content, &mut file, path, device)?, prefixes: Vec::new() },
+            "llama" => Model::Llama(quantized_llama::ModelWeights::from_gguf(content, &mut file, device)?),
+            "qwen2" => Model::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)?),
+            "qwen3" => Model::Qwen3(quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)?),
+            other => return Err(Error::bad(path, format!("architecture {other:?} is not supported (gemma3, llama, qwen2, qwen3)"))),
+        };
+        if let Tokenizer::Gguf(t) = &tokenizer {
+            stop_tokens.extend(["<end_of_turn>", "<eos>"].iter().filter_map(|p| t.piece_id(p)));
+        }
+        if let Tokenizer::Hf(t) = &tokenizer {
+            stop_tokens.extend(["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"].iter().filter_map(|p| t.token_to_id(p)));
+        }
+        Ok(Self { id, tokenizer, stop_tokens, context, state: Mutex::new(State { model }) })
+    }
+
+    /// Token ids of a prompt as the model sees it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+}
+
+/// Text that is final: never a possible beginning of a stop string.
+struct StopScanner<'a> {
+    stops: &'a [String],
+    bytes: Vec<u8>,
+    emitted: usize,
+}
+
+impl StopScanner<'_> {
+    /// Adds a token's bytes; returns (text now safe to emit, whether a stop string was hit).
+    fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+        self.bytes.extend_from_slice(bytes);
+        // Only whole characters: a multi-byte character may span tokens.
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        let text = std::str::from_utf8(&self.bytes[..valid]).expect("valid prefix");
+        if let Some(at) = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+            let out = text[self.emitted.min(at)..at].to_string();
+            self.emitted = at;
+            return (out, true);
+        }
+        // Hold back the longest suffix that could still grow into a stop string.
+        let hold = self
+            .stops
+            .iter()
+            .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])))
+            .max()
+            .unwrap_or(0);
+        let safe = valid - hold;
+        let out = if safe > self.emitted { text[self.emitted..safe].to_string() } else { String::new() };
+        self.emitted = self.emitted.max(safe);
+        (out, false)
+    }
+
+    fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.bytes).into_owned();
+        let out = text.get(self.emitted..).unwrap_or_default().to_string();
+        self.emitted = text.len();
+        out
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes[..self.emitted.min(self.bytes.len())]).into_owned()
+    }
+}
+
+impl Generator for GgufGenerator {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn context_length(&self) -> usize {
+        self.context
+    }
+
+    fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> triage_core::Result<Generation> {
+        let tokens = self.tokenizer.encode(prompt)?;
+        if tokens.is_empty() {
+            return Err(triage_core::Error::InvalidInput("the prompt is empty".into()));
+        }
+        if tokens.len() + params.max_tokens > self.context {
+            return Err(Error::TooLong { tokens: tokens.len() + params.max_tokens, limit: self.context }.into());
+        }
+        let sampling = if params.temperature <= 0.0 {
+            Sampling::ArgMax
+        } else {
+            Sampling::TopP { p: params.top_p.clamp(0.0, 1.0), temperature: params.temperature }
+        };
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut logits, cached, mut cache) = state.model.prefill(&tokens).map_err(triage_core::Error::from)?;
+        let mut scanner = StopScanner { stops: &params.stop, bytes: Vec::new(), emitted: 0 };
+        let mut generated = 0;
+        let stop_reason = loop {
+            if generated >= params.max_tokens {
+                let rest = scanner.finish();
+                if !rest.is_empty() {
+                    on_text(&rest);
+                }
+                break StopReason::MaxTokens;
+            }
+            let next = sampler.sample(&logits).map_err(|e| triage_core::Error::Model(e.to_string()))?;
+            generated += 1;
+            if self.stop_tokens.contains(&next) {
+                let rest = scanner.finish();
+                if !rest.is_empty() {
+                    on_text(&rest);
+                }
+                break StopReason::EndOfSequence;
+            }
+            let (piece, hit) = scanner.push(&self.tokenizer.token_bytes(next));
+            if !piece.is_empty() && !on_text(&piece) {
+                break StopReason::Cancelled;
+            }
+            if hit {
+                break StopReason::StopString;
+            }
+            let position = tokens.len() + generated - 1;
+            logits = state.model.step(&[next], position, cache.as_mut()).map_err(triage_core::Error::from)?;
+        };
+        Ok(Generation {
+            text: scanner.text(),
+            prompt_tokens: tokens.len(),
+            cached_prompt_tokens: cached,
+            generated_tokens: generated,
+            stop_reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopScanner;
+
+    #[test]
+    fn holds_back_a_possible_stop_string() {
+        let stops = vec!["###".to_string()];
+        let mut s = StopScanner { stops: &stops, bytes: Vec::new(), emitted: 0 };
+        assert_eq!(s.push("答复#".as_bytes()), ("答复".to_string(), false));
+        assert_eq!(s.push(b"#"), (String::new(), false));
+        assert_eq!(s.push(b"# next"), (String::new(), true));
+        assert_eq!(s.text(), "答复");
+    }
+
+    #[test]
+    fn waits_for_whole_characters() {
+        let stops: Vec<String> = Vec::new();
+        let mut s = StopScanner { stops: &stops, bytes: Vec::new(), emitted: 0 };
+        let bytes = "好".as_bytes();
+        assert_eq!(s.push(&bytes[..2]).0, "");
+        assert_eq!(s.push(&bytes[2..]).0, "好");
+    }
+}

