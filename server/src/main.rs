@@ -1,1 +1,54 @@
-fn main() {}
+//! `triage`: the Hotline Triage command line and service.
+
+mod app;
+mod commands;
+mod http;
+
+use clap::{Parser, Subcommand};
+
+/// Hotline Triage: local, LLM-assisted triage for city complaint hotlines.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: app::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage local model files (conversion from the wheels; see scripts/setup.sh).
+    Models(commands::models::ModelsArgs),
+    /// Embed texts and print their dimensions and pairwise cosine similarities.
+    Embed(commands::smoke::EmbedArgs),
+    /// Stream a continuation of a prompt from the local LLM.
+    Generate(commands::smoke::GenerateArgs),
+    /// Load past cases (JSONL or CSV) into the store: embed, upsert by id, resumable.
+    Import(commands::import::ImportArgs),
+    /// Fit the classifier from the labeled cases in the store and save it beside the store.
+    Train(commands::train::TrainArgs),
+    /// Triage one complaint and print the suggestion as JSON.
+    Classify(commands::classify::ClassifyArgs),
+    /// Run the HTTP service and the call-taker page.
+    Serve(commands::serve::ServeArgs),
+}
+
+fn main() {
+    triage_models::tune_allocator();
+    let cli = Cli::parse();
+    app::init_tracing(&cli.global);
+    let result = match cli.command {
+        Command::Models(args) => commands::models::run(&cli.global, args),
+        Command::Embed(args) => commands::smoke::embed(&cli.global, args),
+        Command::Generate(args) => commands::smoke::generate(&cli.global, args),
+        Command::Import(args) => commands::import::run(&cli.global, args),
+        Command::Train(args) => commands::train::run(&cli.global, args),
+        Command::Classify(args) => commands::classify::run(&cli.global, args),
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

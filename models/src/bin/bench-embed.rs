@@ -1,0 +1,80 @@
+//! Embedding throughput on real complaint texts, as TSV rows `bench\tmetric\tvalue\tunit`.
+//!
+//!   cargo run --release -p triage-models --bin bench-embed -- [MODELS_DIR] [TEXTS.jsonl]
+//!
+//! For 32-, 128- and 512-token inputs (texts cut to that many tokens): texts/s and achieved
+//! GFLOP/s (BERT encoder FLOPs: 2·L·(4H² + 2HF) + 4·L²·H per layer), plus the machine's measured
+//! f32 matmul peak on the same threads, model load time and peak RSS.
+
+use candle_core::{Device, Tensor};
+use std::path::PathBuf;
+use std::time::Instant;
+use triage_core::{EmbedKind, Embedder};
+use triage_models::BertEmbedder;
+
+fn main() -> anyhow::Result<()> {
+    triage_models::tune_allocator();
+    let args: Vec<String> = std::env::args().collect();
+    let models = args.get(1).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hotline-triage/models")
+    });
+    let texts_path = args.get(2).cloned().unwrap_or_else(|| "../shared/data/teddycup2020c/dev.jsonl".into());
+    let texts: Vec<String> = std::fs::read_to_string(&texts_path)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| format!("{}\n{}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or("")))
+        .collect();
+
+    let started = Instant::now();
+    let full = BertEmbedder::load(&models.join("multilingual-e5-small"), &Device::Cpu)?;
+    row("load_time", started.elapsed().as_secs_f64(), "s");
+    let (h, f, layers) = (384.0, 1536.0, 12.0);
+    row("matmul_peak_f32", matmul_peak()?, "GFLOP/s");
+
+    for (tokens, count) in [(32usize, 256usize), (128, 128), (512, 32)] {
+        let model = BertEmbedder::load(&models.join("multilingual-e5-small"), &Device::Cpu)?.with_max_tokens(tokens)?;
+        // Only texts long enough to fill the length, so every input has `tokens` tokens.
+        let batch: Vec<&str> = texts
+            .iter()
+            .filter(|t| full.token_ids(&format!("passage: {t}")).map(|ids| ids.len() >= tokens).unwrap_or(false))
+            .take(count)
+            .map(String::as_str)
+            .collect();
+        model.embed(&batch[..batch.len().min(4)], EmbedKind::Passage)?; // warm-up
+        let started = Instant::now();
+        model.embed(&batch, EmbedKind::Passage)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let l = tokens as f64;
+        let flops = layers * (2.0 * l * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * l * h);
+        row(&format!("texts_per_s_{tokens}tok"), batch.len() as f64 / seconds, "texts/s");
+        row(&format!("gflops_{tokens}tok"), flops * batch.len() as f64 / seconds / 1e9, "GFLOP/s");
+    }
+    row("peak_rss", peak_rss_mb(), "MB");
+    Ok(())
+}
+
+fn row(metric: &str, value: f64, unit: &str) {
+    println!("embed\t{metric}\t{value:.2}\t{unit}");
+}
+
+/// Best of a few 1024³ f32 matmuls through candle (the same gemm and threads the model uses).
+fn matmul_peak() -> anyhow::Result<f64> {
+    let n = 1024;
+    let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        a.matmul(&b)?.sum_all()?.to_scalar::<f32>()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -1,0 +1,147 @@
+//! Shared set-up of every command: paths, models, store, pipeline.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use triage_core::pipeline::{Pipeline, PipelineConfig};
+use triage_core::prompt::Prompts;
+use triage_core::units::UnitDirectory;
+use triage_core::{classify::Classifier, CaseStore, Embedder, Generator, Taxonomy};
+
+const BUILTIN_TAXONOMY: &str = include_str!("../../data/taxonomy.json");
+const BUILTIN_UNITS: &str = include_str!("../../data/units.toml");
+
+/// Options every command takes. Each also reads an environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Store, classifier and caches [default: ~/.cache/hotline-triage/data]
+    #[arg(long, env = "TRIAGE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Model files, as laid out by scripts/setup.sh [default: ~/.cache/hotline-triage/models]
+    #[arg(long, env = "TRIAGE_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
+    /// Embedding model: a directory name under --models-dir or a path to a Hugging Face directory
+    #[arg(long, env = "TRIAGE_EMBEDDER", default_value = "multilingual-e5-small", global = true)]
+    pub embedder: String,
+    /// Tokens of each text the embedder reads (title and the head of the body; at most the
+    /// model's limit). 128 keeps routing accuracy and embeds ~5x faster than 512 (see README).
+    #[arg(long, env = "TRIAGE_MAX_TOKENS", default_value_t = 128, global = true)]
+    pub max_tokens: usize,
+    /// Generator model: a GGUF file (path, or relative to --models-dir)
+    #[arg(long, env = "TRIAGE_GENERATOR", default_value = "gemma-3-270m/gemma-3-270m-q4_k_m.gguf", global = true)]
+    pub generator: String,
+    /// Category taxonomy (JSON) [default: the shipped data/taxonomy.json]
+    #[arg(long, env = "TRIAGE_TAXONOMY", global = true)]
+    pub taxonomy: Option<PathBuf>,
+    /// Unit directory (TOML or JSON) [default: the shipped data/units.toml]
+    #[arg(long, env = "TRIAGE_UNITS", global = true)]
+    pub units: Option<PathBuf>,
+    /// Directory of prompt templates overriding the built-in ones (prompts/*.jinja)
+    #[arg(long, env = "TRIAGE_PROMPTS", global = true)]
+    pub prompts: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `triage=debug`
+    #[arg(long, env = "RUST_LOG", default_value = "warn,qdrant_edge=error", global = true)]
+    pub log: String,
+}
+
+pub fn init_tracing(args: &GlobalArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn cache_dir() -> PathBuf {
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("hotline-triage")
+}
+
+impl GlobalArgs {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| cache_dir().join("data"))
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(|| cache_dir().join("models"))
+    }
+
+    fn model_path(&self, name: &str) -> PathBuf {
+        let path = Path::new(name);
+        if path.is_absolute() || path.exists() {
+            path.to_path_buf()
+        } else {
+            self.models_dir().join(name)
+        }
+    }
+
+    pub fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
+        let dir = self.model_path(&self.embedder);
+        let embedder = triage_models::BertEmbedder::load(&dir, &triage_models::default_device()?)
+            .and_then(|e| e.with_max_tokens(self.max_tokens))
+            .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+        Ok(Arc::new(embedder))
+    }
+
+    pub fn load_generator(&self) -> Result<Arc<dyn Generator>> {
+        let path = self.model_path(&self.generator);
+        let generator = triage_models::load_generator(&path, &triage_models::default_device()?)
+            .with_context(|| format!("loading the generator from {}", path.display()))?;
+        Ok(Arc::from(generator))
+    }
+
+    pub fn open_store(&self, dim: usize) -> Result<Arc<dyn CaseStore>> {
+        Ok(Arc::new(triage_store::EdgeStore::open(&self.data_dir(), dim)?))
+    }
+
+    pub fn taxonomy(&self) -> Result<Taxonomy> {
+        match &self.taxonomy {
+            Some(path) => Ok(Taxonomy::load(path)?),
+            None => Taxonomy::from_json(BUILTIN_TAXONOMY).map_err(anyhow::Error::msg),
+        }
+    }
+
+    pub fn units(&self) -> Result<UnitDirectory> {
+        match &self.units {
+            Some(path) => Ok(UnitDirectory::load(path)?),
+            None => Ok(UnitDirectory::from_toml(BUILTIN_UNITS)?),
+        }
+    }
+
+    pub fn classifier_dir(&self) -> PathBuf {
+        self.data_dir().join("classifier")
+    }
+
+    /// The current classifier (named by `classifier/current`).
+    pub fn load_classifier(&self) -> Result<Classifier> {
+        let dir = self.classifier_dir();
+        let current = dir.join("current");
+        let version = std::fs::read_to_string(&current).map_err(|_| {
+            anyhow::anyhow!("no classifier in {}: run `triage train` (after `triage import`)", dir.display())
+        })?;
+        Ok(Classifier::load(&dir.join(format!("{}.bin", version.trim())))?)
+    }
+
+    /// Loads models, store, taxonomy, units and classifier into a pipeline.
+    pub fn pipeline(&self, with_generator: bool) -> Result<Pipeline> {
+        let embedder = self.load_embedder()?;
+        let store = self.open_store(embedder.dim())?;
+        let generator = if with_generator { Some(self.load_generator()?) } else { None };
+        let pipeline = Pipeline::new(
+            embedder,
+            store,
+            generator,
+            self.taxonomy()?,
+            self.units()?,
+            Prompts::load(self.prompts.as_deref())?,
+            PipelineConfig::default(),
+        );
+        let classifier = self.load_classifier()?;
+        if classifier.embedder != pipeline.embedder.model_id() {
+            bail!(
+                "the classifier was trained with embedder {} but {} is loaded: run `triage train`",
+                classifier.embedder,
+                pipeline.embedder.model_id()
+            );
+        }
+        pipeline.set_classifier(classifier);
+        Ok(pipeline)
+    }
+}

@@ -1,0 +1,81 @@
+//! `triage import FILE…`
+
+use crate::app::GlobalArgs;
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use triage_core::ingest::Importer;
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// JSONL (one case per line: id, text, and optionally title, label, unit, district, time,
+    /// reply) or CSV with a header row of the same names
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Cases embedded and stored per round (each round is flushed to disk and checkpointed)
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
+    let embedder = global.load_embedder()?;
+    let store = global.open_store(embedder.dim())?;
+    let units = global.units()?;
+    let importer = Importer {
+        embedder: embedder.as_ref(),
+        store: store.as_ref(),
+        units: &units,
+        batch_size: args.batch_size.max(1),
+        checkpoint_dir: Some(global.data_dir().join("import")),
+    };
+    let mut summaries = Vec::new();
+    for file in &args.files {
+        let bar = progress_bar(file);
+        let summary = importer.import_file(file, &mut |p| {
+            bar.set_length(p.bytes_total);
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("{} cases", p.cases_done));
+        })?;
+        bar.finish_and_clear();
+        if !args.json {
+            print_summary(&summary);
+        }
+        summaries.push(summary);
+    }
+    store.optimize()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    }
+    Ok(())
+}
+
+fn progress_bar(file: &std::path::Path) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {percent}% {msg} · {binary_bytes_per_sec} · ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(file.display().to_string());
+    bar
+}
+
+fn print_summary(s: &triage_core::ingest::ImportSummary) {
+    println!("{}: {} imported, {} updated, {} skipped", s.file, s.imported, s.updated, s.skipped.len());
+    if s.resumed_from_line > 0 {
+        println!("  resumed after line {} (an earlier run had stored the lines before it)", s.resumed_from_line);
+    }
+    for r in s.skipped.iter().take(20) {
+        println!("  line {}: {}", r.line, r.reason);
+    }
+    if s.skipped.len() > 20 {
+        println!("  … {} more (use --json for all)", s.skipped.len() - 20);
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+pub mod classify;
+pub mod import;
+pub mod models;
+pub mod serve;
+pub mod smoke;
+pub mod train;

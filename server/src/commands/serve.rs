@@ -1,0 +1,111 @@
+//! `triage serve`: the HTTP service.
+
+use crate::app::GlobalArgs;
+use crate::http::{self, AppState, Limits};
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback requires API keys.
+    #[arg(long, env = "TRIAGE_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// File of API keys, one `ROLE:KEY` per line (roles: admin, call-taker)
+    #[arg(long, env = "TRIAGE_API_KEYS_FILE")]
+    api_keys_file: Option<PathBuf>,
+    /// API keys as `ROLE:KEY,ROLE:KEY` (prefer the file: environments leak)
+    #[arg(long, env = "TRIAGE_API_KEYS", hide_env_values = true)]
+    api_keys: Option<String>,
+    /// Largest request body in bytes (413 beyond)
+    #[arg(long, env = "TRIAGE_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    max_body_bytes: usize,
+    /// Longest complaint in characters (422 beyond)
+    #[arg(long, env = "TRIAGE_MAX_TEXT_CHARS", default_value_t = 5000)]
+    max_text_chars: usize,
+    /// Model jobs run at once
+    #[arg(long, env = "TRIAGE_WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// Model jobs admitted (running + waiting); more get 429 with Retry-After
+    #[arg(long, env = "TRIAGE_QUEUE_DEPTH", default_value_t = 32)]
+    queue_depth: usize,
+    /// Per-request time limit in seconds
+    #[arg(long, env = "TRIAGE_REQUEST_TIMEOUT", default_value_t = 60)]
+    request_timeout: u64,
+    /// Do not load the LLM (no reply drafts)
+    #[arg(long, env = "TRIAGE_NO_DRAFT")]
+    no_draft: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
+    let mut keys = http::parse_keys(args.api_keys.as_deref().unwrap_or_default())?;
+    if let Some(path) = &args.api_keys_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.extend(http::parse_keys(&text).with_context(|| format!("in {}", path.display()))?);
+    }
+    if !args.bind.ip().is_loopback() && keys.is_empty() {
+        bail!(
+            "refusing to listen on {} without API keys: set --api-keys-file (ROLE:KEY lines) or bind 127.0.0.1",
+            args.bind
+        );
+    }
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_text_chars: args.max_text_chars,
+        workers: args.workers,
+        queue_depth: args.queue_depth,
+        request_timeout: Duration::from_secs(args.request_timeout),
+    };
+    let info = serde_json::json!({
+        "name": "hotline-triage",
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth": !keys.is_empty(),
+        "limits": {"max_body_bytes": limits.max_body_bytes, "max_text_chars": limits.max_text_chars,
+                   "workers": limits.workers, "queue_depth": limits.queue_depth,
+                   "request_timeout_s": args.request_timeout},
+    });
+    let state = AppState::new(keys, limits, info);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("binding {}", args.bind))?;
+        // Printed (not logged) so scripts and tests can find the port when binding port 0.
+        println!("listening on http://{}", listener.local_addr()?);
+        let loader = state.clone();
+        let global = global.clone();
+        tokio::task::spawn_blocking(move || match global.pipeline(!args.no_draft) {
+            Ok(pipeline) => {
+                let _ = loader.pipeline.set(std::sync::Arc::new(pipeline));
+                tracing::info!("models, store and classifier loaded");
+                eprintln!("ready");
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                let _ = loader.load_error.set(format!("{e:#}"));
+            }
+        });
+        axum::serve(listener, http::app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, then exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    eprintln!("shutting down: finishing in-flight requests");
+}

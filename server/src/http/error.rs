@@ -1,0 +1,81 @@
+//! The one error type of the HTTP layer: every failure becomes `{"error", "error_type"}` with a
+//! fitting status, and 5xx bodies never leak internals (the cause goes to the log).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    error_type: &'a str,
+}
+
+/// Seconds a shed client is told to wait.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+impl ApiError {
+    pub fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        Self { status, error_type, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown API key (Authorization: Bearer …)")
+    }
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "this operation needs the admin role")
+    }
+    pub fn overloaded() -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the service is at capacity; retry shortly")
+    }
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+    }
+    pub fn timeout() -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took longer than the configured limit")
+    }
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong")
+    }
+}
+
+impl From<triage_core::Error> for ApiError {
+    fn from(error: triage_core::Error) -> Self {
+        use triage_core::Error as E;
+        match error {
+            E::InvalidInput(m) => Self::unprocessable(m),
+            E::NotFound(m) => Self::not_found(m),
+            E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            E::NotReady(m) => Self::not_ready(m),
+            e @ (E::Model(_) | E::Store(_) | E::Io { .. }) => Self::internal(e),
+            e => Self::internal(e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(Body { error: &self.message, error_type: self.error_type });
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

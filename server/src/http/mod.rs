@@ -1,0 +1,175 @@
+//! The HTTP service: `app(state)` builds the router that `triage serve` and the tests share.
+
+pub mod error;
+pub mod json;
+pub mod metrics;
+mod open311;
+mod routes;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use error::ApiError;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use triage_core::pipeline::Pipeline;
+
+/// Who a key belongs to. Call-takers triage and give feedback; admins may also delete and run jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    CallTaker,
+    Admin,
+}
+
+/// Limits of the service; see `triage serve --help`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_text_chars: usize,
+    /// Model jobs running at once (threads doing embedding/generation).
+    pub workers: usize,
+    /// Model jobs admitted at once, running or waiting; beyond it requests get 429.
+    pub queue_depth: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_text_chars: 5_000,
+            workers: 2,
+            queue_depth: 32,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct AppState {
+    /// Set once models, store and classifier are loaded; `/health` is 503 until then.
+    pub pipeline: OnceLock<Arc<Pipeline>>,
+    /// Why loading failed, for `/health` and `/info`.
+    pub load_error: OnceLock<String>,
+    /// API key → role. Empty: no authentication (loopback only).
+    pub keys: HashMap<String, Role>,
+    pub limits: Limits,
+    pub metrics: metrics::Metrics,
+    pub info: serde_json::Value,
+    admitted: Semaphore,
+    workers: Semaphore,
+}
+
+impl AppState {
+    pub fn new(keys: HashMap<String, Role>, limits: Limits, info: serde_json::Value) -> Arc<Self> {
+        Arc::new(Self {
+            pipeline: OnceLock::new(),
+            load_error: OnceLock::new(),
+            keys,
+            admitted: Semaphore::new(limits.queue_depth.max(1)),
+            workers: Semaphore::new(limits.workers.max(1)),
+            limits,
+            metrics: metrics::Metrics::default(),
+            info,
+        })
+    }
+
+    pub fn pipeline(&self) -> Result<Arc<Pipeline>, ApiError> {
+        self.pipeline.get().cloned().ok_or_else(|| match self.load_error.get() {
+            Some(e) => ApiError::not_ready(format!("models or store failed to load: {e}")),
+            None => ApiError::not_ready("models and store are still loading"),
+        })
+    }
+
+    /// Runs model work on a blocking thread, at most `workers` at once and `queue_depth` admitted;
+    /// when the queue is full the request is shed with 429 instead of waiting forever.
+    pub async fn run_model<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        let Ok(_admitted) = self.admitted.try_acquire() else {
+            self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::overloaded());
+        };
+        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let worker = self.workers.acquire().await;
+        self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        let _worker = worker.map_err(ApiError::internal)?;
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::task::spawn_blocking(work).await;
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result.map_err(ApiError::internal)?
+    }
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    routes::router()
+        .merge(open311::router())
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route pattern (never by its path: ids are unbounded).
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let started = Instant::now();
+    let timeout = state.limits.request_timeout;
+    let response = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::timeout()),
+    };
+    let status = response.status().as_u16();
+    state.metrics.record_request(&route, status, started.elapsed().as_secs_f64());
+    tracing::info!(route, status, ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+/// Bearer-key check when keys are configured; admin-only operations need the admin role.
+async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    let public = matches!(path, "/health" | "/" ) || path.starts_with("/assets/");
+    if state.keys.is_empty() || public {
+        return Ok(next.run(req).await);
+    }
+    let role = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|key| state.keys.get(key.trim()).copied())
+        .ok_or_else(ApiError::unauthorized)?;
+    let admin_only = (req.method() == Method::DELETE && path.starts_with("/v1/cases/"))
+        || (req.method() == Method::POST && path == "/v1/jobs");
+    if admin_only && role != Role::Admin {
+        return Err(ApiError::forbidden());
+    }
+    Ok(next.run(req).await)
+}
+
+/// Reads `ROLE:KEY` entries (one per line in a file, or comma-separated in an env variable).
+pub fn parse_keys(text: &str) -> anyhow::Result<HashMap<String, Role>> {
+    let mut keys = HashMap::new();
+    for entry in text.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty() && !e.starts_with('#')) {
+        let (role, key) = entry
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("API key entry must be ROLE:KEY (role admin or call-taker)"))?;
+        let role = match role.trim() {
+            "admin" => Role::Admin,
+            "call-taker" | "calltaker" => Role::CallTaker,
+            other => anyhow::bail!("unknown role {other:?} (admin or call-taker)"),
+        };
+        anyhow::ensure!(key.trim().len() >= 16, "API keys must be at least 16 characters");
+        keys.insert(key.trim().to_string(), role);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests;

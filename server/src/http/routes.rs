@@ -1,0 +1,340 @@
+//! Route handlers. Model work goes through `AppState::run_model`; nothing here blocks the executor.
+
+use super::error::ApiError;
+use super::json::Json;
+use super::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use triage_core::pipeline::{Complaint, Pipeline};
+use triage_core::{ingest, Case, CaseFilter, EmbedKind};
+
+type AppResult<T> = Result<T, ApiError>;
+type Shared = State<Arc<AppState>>;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/info", get(info))
+        .route("/metrics", get(metrics))
+        .route("/v1/triage", post(triage))
+        .route("/v1/triage/stream", post(triage_stream))
+        .route("/v1/cases", post(create_cases))
+        .route("/v1/cases/{id}", get(get_case).delete(delete_case))
+        .route("/v1/search", post(search))
+        .route("/v1/feedback", post(feedback))
+        .route("/v1/taxonomy", get(taxonomy))
+        .route("/v1/units", get(units))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("../../assets/index.html"))
+}
+
+async fn health(State(state): Shared) -> Response {
+    match state.pipeline() {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn info(State(state): Shared) -> AppResult<Json<Value>> {
+    let mut info = state.info.clone();
+    if let Ok(p) = state.pipeline() {
+        info["store"] = json!({"backend": p.store.backend()});
+        info["embedder"] = json!({"model": p.embedder.model_id(), "dim": p.embedder.dim()});
+        info["generator"] = json!(p.generator.as_ref().map(|g| g.model_id().to_string()));
+        info["classifier"] = json!(p.classifier().map(|c| json!({
+            "version": c.version, "methods": c.methods(), "threshold": c.threshold,
+            "labeled_cases": c.report.labeled_cases, "coverage": c.report.coverage,
+        })));
+    }
+    info["ready"] = json!(state.pipeline.get().is_some());
+    Ok(Json(info))
+}
+
+async fn metrics(State(state): Shared) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageRequest {
+    text: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    district: Option<String>,
+    /// RFC 3339 or `YYYY-MM-DD HH:MM:SS`; defaults to now.
+    #[serde(default)]
+    time: Option<String>,
+    /// Write a reply draft (default true).
+    #[serde(default = "yes")]
+    draft: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TriageRequest {
+    fn complaint(self, state: &AppState) -> AppResult<(Complaint, bool)> {
+        let chars = self.text.chars().count() + self.title.as_deref().map_or(0, |t| t.chars().count());
+        if chars > state.limits.max_text_chars {
+            return Err(ApiError::unprocessable(format!(
+                "text is {chars} characters; the limit is {}",
+                state.limits.max_text_chars
+            )));
+        }
+        if self.text.trim().is_empty() && self.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            return Err(ApiError::unprocessable("text is empty"));
+        }
+        let time = match self.time.as_deref() {
+            None => None,
+            Some(t) => Some(ingest::parse_time(t).ok_or_else(|| ApiError::unprocessable(format!("unreadable time {t:?}")))?),
+        };
+        Ok((Complaint { text: self.text, title: self.title, district: self.district, time }, self.draft))
+    }
+}
+
+async fn triage(State(state): Shared, Json(req): Json<TriageRequest>) -> AppResult<Json<Value>> {
+    let pipeline = state.pipeline()?;
+    let (complaint, with_draft) = req.complaint(&state)?;
+    let suggestion = state
+        .run_model(move || pipeline.triage(&complaint, with_draft).map_err(ApiError::from))
+        .await?;
+    state.metrics.record_stages(&suggestion.timings_ms);
+    Ok(Json(serde_json::to_value(suggestion).map_err(ApiError::internal)?))
+}
+
+/// Server-sent events: `suggestion` (routing, at once), then `token` events with the draft as it
+/// is written, then `done` with the final draft (or `error`).
+async fn triage_stream(
+    State(state): Shared,
+    Json(req): Json<TriageRequest>,
+) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let started = Instant::now();
+    let pipeline = state.pipeline()?;
+    let (complaint, with_draft) = req.complaint(&state)?;
+    let analysis = pipeline.clone();
+    let (suggestion, context) = state
+        .run_model(move || analysis.analyze(&complaint).map_err(ApiError::from))
+        .await?;
+    state.metrics.record_stages(&suggestion.timings_ms);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    let event = |name: &str, data: Value| Event::default().event(name).data(data.to_string());
+    let _ = tx.send(event("suggestion", json!(suggestion))).await;
+    if with_draft && pipeline.generator.is_some() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let sender = tx.clone();
+            let metrics_state = state.clone();
+            let result = state
+                .run_model(move || {
+                    let drafted = Instant::now();
+                    let mut first = true;
+                    let draft = pipeline.draft(&context, &mut |piece| {
+                        if first {
+                            metrics_state.metrics.record_first_token(started.elapsed().as_secs_f64());
+                            first = false;
+                        }
+                        // A closed channel means the client left: stop generating.
+                        sender.blocking_send(event("token", json!({"text": piece}))).is_ok()
+                    })?;
+                    Ok((draft, drafted.elapsed().as_secs_f64() * 1e3))
+                })
+                .await;
+            let last = match result {
+                Ok((draft, ms)) => event("done", json!({"draft": draft, "draft_ms": ms})),
+                Err(e) => event("error", json!({"error": e.message, "error_type": e.error_type})),
+            };
+            let _ = tx.send(last).await;
+        });
+    } else {
+        let _ = tx.send(event("done", json!({"draft": null}))).await;
+    }
+    Ok(Sse::new(ReceiverStream::new(rx).map(Ok)).keep_alive(KeepAlive::default()))
+}
+
+/// One case object or an array of them (the JSONL fields); embedded and stored.
+async fn create_cases(State(state): Shared, Json(body): Json<Value>) -> AppResult<(StatusCode, Json<Value>)> {
+    let pipeline = state.pipeline()?;
+    let items = match body {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    if items.is_empty() || items.len() > 1000 {
+        return Err(ApiError::unprocessable("send 1 to 1000 cases"));
+    }
+    let mut cases = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(map) = item else {
+            return Err(ApiError::unprocessable(format!("item {i}: expected a JSON object")));
+        };
+        cases.push(ingest::case_from_map(map).map_err(|e| ApiError::unprocessable(format!("item {i}: {e}")))?);
+    }
+    let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+    state.run_model(move || store_cases(&pipeline, cases)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))
+}
+
+fn store_cases(pipeline: &Pipeline, mut cases: Vec<Case>) -> AppResult<()> {
+    for case in &mut cases {
+        if let Some(label) = case.label.as_deref() {
+            // Labels are stored by category id; an unknown one is refused, not guessed.
+            let category = pipeline
+                .taxonomy
+                .resolve(label)
+                .ok_or_else(|| ApiError::unprocessable(format!("unknown category {label:?}")))?;
+            case.label = Some(category.id.clone());
+        }
+        if case.district.is_none() {
+            case.district = pipeline.units.extract_district(&case.full_text()).map(|d| d.name.clone());
+        }
+    }
+    let texts: Vec<String> = cases.iter().map(Case::full_text).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = pipeline.embedder.embed(&refs, EmbedKind::Passage)?;
+    pipeline.store.upsert(&cases.into_iter().zip(vectors).collect::<Vec<_>>())?;
+    Ok(())
+}
+
+async fn get_case(State(state): Shared, Path(id): Path<String>) -> AppResult<Json<Case>> {
+    let pipeline = state.pipeline()?;
+    let found = state.run_model(move || pipeline.store.get(&id).map_err(ApiError::from).map(|c| (c, id))).await?;
+    match found {
+        (Some(case), _) => Ok(Json(case)),
+        (None, id) => Err(ApiError::not_found(format!("no case with id {id:?}"))),
+    }
+}
+
+async fn delete_case(State(state): Shared, Path(id): Path<String>) -> AppResult<StatusCode> {
+    let pipeline = state.pipeline()?;
+    let (deleted, id) = state
+        .run_model(move || pipeline.store.delete(&id).map_err(ApiError::from).map(|d| (d, id)))
+        .await?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no case with id {id:?}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    text: String,
+    #[serde(default = "default_k")]
+    k: usize,
+    #[serde(default)]
+    filter: CaseFilter,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+async fn search(State(state): Shared, Json(req): Json<SearchRequest>) -> AppResult<Json<Value>> {
+    let pipeline = state.pipeline()?;
+    if req.text.trim().is_empty() || req.text.chars().count() > state.limits.max_text_chars {
+        return Err(ApiError::unprocessable(format!(
+            "text must be 1 to {} characters",
+            state.limits.max_text_chars
+        )));
+    }
+    if req.k == 0 || req.k > 100 {
+        return Err(ApiError::unprocessable("k must be 1 to 100"));
+    }
+    let hits = state
+        .run_model(move || {
+            let text = triage_core::text::normalize(&req.text);
+            let vector = pipeline.embedder.embed(&[text.as_str()], EmbedKind::Query)?.remove(0);
+            let hits = pipeline.store.search(&vector, req.k, &req.filter)?;
+            Ok(hits.iter().map(|h| pipeline.similar_case(h)).collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(json!({"results": hits})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackRequest {
+    text: String,
+    #[serde(default)]
+    title: Option<String>,
+    /// The category the call-taker accepted or chose (id or name).
+    category: String,
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    district: Option<String>,
+    /// Id to store the case under (e.g. the hotline's ticket number); generated when absent.
+    #[serde(default)]
+    case_id: Option<String>,
+    /// What the service had suggested, kept for evaluation of accepted vs corrected.
+    #[serde(default)]
+    suggested_category: Option<String>,
+}
+
+/// Stores the call-taker's decision as a labeled case: it is found by the next similar-case
+/// search at once and used by the next `triage train`.
+async fn feedback(State(state): Shared, Json(req): Json<FeedbackRequest>) -> AppResult<(StatusCode, Json<Value>)> {
+    let pipeline = state.pipeline()?;
+    let chars = req.text.chars().count();
+    if req.text.trim().is_empty() || chars > state.limits.max_text_chars {
+        return Err(ApiError::unprocessable(format!("text must be 1 to {} characters", state.limits.max_text_chars)));
+    }
+    if let Some(unit) = req.unit.as_deref() {
+        if !pipeline.units.units.iter().any(|u| u.id == unit || u.name == unit) {
+            return Err(ApiError::unprocessable(format!("unknown unit {unit:?}")));
+        }
+    }
+    let id = req.case_id.clone().unwrap_or_else(|| format!("fb-{}", random_id()));
+    let mut extra = serde_json::Map::new();
+    extra.insert("source".into(), json!("feedback"));
+    if let Some(s) = &req.suggested_category {
+        extra.insert("suggested_category".into(), json!(s));
+        extra.insert("accepted".into(), json!(pipeline.taxonomy.resolve(s).map(|c| &c.id) == pipeline.taxonomy.resolve(&req.category).map(|c| &c.id)));
+    }
+    let unit = req.unit.as_deref().and_then(|u| pipeline.units.units.iter().find(|x| x.id == u || x.name == u)).map(|u| u.id.clone());
+    let case = Case {
+        id: id.clone(),
+        title: req.title.as_deref().map(triage_core::text::normalize),
+        text: triage_core::text::normalize(&req.text),
+        label: Some(req.category),
+        unit,
+        district: req.district,
+        time: Some(chrono::Utc::now().timestamp()),
+        extra,
+        ..Default::default()
+    };
+    state.run_model(move || store_cases(&pipeline, vec![case])).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+}
+
+async fn taxonomy(State(state): Shared) -> AppResult<Json<Value>> {
+    Ok(Json(json!(state.pipeline()?.taxonomy)))
+}
+
+async fn units(State(state): Shared) -> AppResult<Json<Value>> {
+    let p = state.pipeline()?;
+    Ok(Json(json!({"districts": p.units.districts, "units": p.units.units})))
+}
+
+/// A random 128-bit id in hex.
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

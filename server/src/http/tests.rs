@@ -1,0 +1,259 @@
+//! Handler tests: every route and error status through `app(state).oneshot(..)`.
+//! The HTTP seam is tested alone here, over a hashed bag-of-characters embedder and an in-memory
+//! store; the real models and the real store are exercised by tests/integration.
+
+use super::*;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use std::sync::Mutex;
+use tower::ServiceExt;
+use triage_core::classify::{Classifier, ClassifierConfig, LabeledExample};
+use triage_core::pipeline::PipelineConfig;
+use triage_core::prompt::Prompts;
+use triage_core::units::UnitDirectory;
+use triage_core::{Case, CaseFilter, CaseStore, EmbedKind, Embedder, Hit, Page, Taxonomy};
+
+const DIM: usize = 64;
+
+/// Characters hashed into 64 buckets: similar texts get similar vectors.
+struct CharEmbedder;
+
+impl Embedder for CharEmbedder {
+    fn model_id(&self) -> &str {
+        "char-hash"
+    }
+    fn dim(&self) -> usize {
+        DIM
+    }
+    fn max_tokens(&self) -> usize {
+        512
+    }
+    fn embed(&self, texts: &[&str], _: EmbedKind) -> triage_core::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0f32; DIM];
+                t.chars().for_each(|c| v[c as usize % DIM] += 1.0);
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.iter_mut().for_each(|x| *x /= n);
+                v
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+struct MemStore(Mutex<Vec<(Case, Vec<f32>)>>);
+
+impl CaseStore for MemStore {
+    fn backend(&self) -> &str {
+        "memory"
+    }
+    fn upsert(&self, cases: &[(Case, Vec<f32>)]) -> triage_core::Result<()> {
+        let mut all = self.0.lock().unwrap();
+        for (c, v) in cases {
+            all.retain(|(x, _)| x.id != c.id);
+            all.push((c.clone(), v.clone()));
+        }
+        Ok(())
+    }
+    fn delete(&self, id: &str) -> triage_core::Result<bool> {
+        let mut all = self.0.lock().unwrap();
+        let before = all.len();
+        all.retain(|(x, _)| x.id != id);
+        Ok(all.len() < before)
+    }
+    fn get(&self, id: &str) -> triage_core::Result<Option<Case>> {
+        Ok(self.0.lock().unwrap().iter().find(|(c, _)| c.id == id).map(|(c, _)| c.clone()))
+    }
+    fn search(&self, vector: &[f32], k: usize, filter: &CaseFilter) -> triage_core::Result<Vec<Hit>> {
+        let mut hits: Vec<Hit> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| !filter.labeled_only || c.label.is_some())
+            .filter(|(c, _)| !filter.with_reply || c.reply.is_some())
+            .map(|(c, v)| Hit { case: c.clone(), score: triage_core::classify::dot(v, vector) })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k);
+        Ok(hits)
+    }
+    fn count(&self, _: &CaseFilter) -> triage_core::Result<usize> {
+        Ok(self.0.lock().unwrap().len())
+    }
+    fn scroll(&self, _: &CaseFilter, _: Option<&str>, _: usize) -> triage_core::Result<Page> {
+        Ok(Page { cases: self.0.lock().unwrap().clone(), next: None })
+    }
+    fn optimize(&self) -> triage_core::Result<()> {
+        Ok(())
+    }
+}
+
+fn taxonomy() -> Taxonomy {
+    Taxonomy::from_json(r#"{"交通运输": {"公交": []}, "教育文体": {"学校": []}}"#).unwrap()
+}
+
+fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
+    let store = Arc::new(MemStore::default());
+    let embedder = Arc::new(CharEmbedder);
+    let rows = [("公交车不按站停车", "交通运输"), ("公交线路太绕", "交通运输"), ("学校乱收费", "教育文体"), ("老师体罚学生", "教育文体")];
+    let mut cases = Vec::new();
+    for i in 0..40 {
+        let (text, label) = rows[i % 4];
+        let text = format!("{text}{i}");
+        let v = embedder.embed(&[&text], EmbedKind::Passage).unwrap().remove(0);
+        cases.push((Case { id: format!("c{i}"), text, label: Some(label.into()), ..Default::default() }, v));
+    }
+    store.upsert(&cases).unwrap();
+    let examples: Vec<LabeledExample> = cases
+        .iter()
+        .map(|(c, v)| LabeledExample { text: &c.text, vector: v, label: c.label.as_deref().unwrap() })
+        .collect();
+    let config = ClassifierConfig { ngram_bits: 12, ..Default::default() };
+    let classifier = Classifier::train(&examples, &taxonomy(), None, "char-hash", config).unwrap();
+    let pipeline = triage_core::pipeline::Pipeline::new(
+        embedder,
+        store,
+        None,
+        taxonomy(),
+        UnitDirectory::from_toml("[[unit]]\nid = \"bus\"\nname = \"公交集团\"\ncategories = [\"交通运输\"]\n").unwrap(),
+        Prompts::load(None).unwrap(),
+        PipelineConfig::default(),
+    );
+    pipeline.set_classifier(classifier);
+    let state = AppState::new(keys, limits, serde_json::json!({"name": "test"}));
+    let _ = state.pipeline.set(Arc::new(pipeline));
+    state
+}
+
+async fn send(state: &Arc<AppState>, method: &str, uri: &str, body: Option<&str>, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req.body(Body::from(body.unwrap_or_default().to_string())).unwrap();
+    let response = app(state.clone()).oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
+#[tokio::test]
+async fn triage_search_feedback_and_cases() {
+    let state = ready_state(HashMap::new(), Limits::default());
+    let (status, body) = send(&state, "POST", "/v1/triage", Some(r#"{"text": "公交车不按站停车", "draft": false}"#), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["categories"][0]["id"], "交通运输");
+    assert_eq!(body["units"][0]["unit_id"], "bus");
+    assert!(body["timings_ms"]["embed"].is_number());
+
+    let (status, body) = send(&state, "POST", "/v1/search", Some(r#"{"text": "学校乱收费", "k": 2}"#), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["results"].as_array().unwrap().len(), 2);
+
+    let (status, body) = send(&state, "POST", "/v1/feedback", Some(r#"{"text": "校车超载", "category": "教育文体", "case_id": "fb1"}"#), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = send(&state, "GET", "/v1/cases/fb1", None, None).await;
+    assert_eq!((status, body["label"].as_str()), (StatusCode::OK, Some("教育文体")));
+
+    let (status, _) = send(&state, "POST", "/v1/cases", Some(r#"[{"id": "n1", "text": "公交站牌损坏", "label": "交通运输"}]"#), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send(&state, "DELETE", "/v1/cases/n1", None, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = send(&state, "GET", "/v1/cases/n1", None, None).await;
+    assert_eq!((status, body["error_type"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+
+    for uri in ["/v1/taxonomy", "/v1/units", "/info", "/health"] {
+        let (status, _) = send(&state, "GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    let (status, body) = send(&state, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.as_str().unwrap().contains("triage_requests_total{route=\"/v1/triage\",status=\"200\"} 1"));
+}
+
+#[tokio::test]
+async fn errors_share_one_shape() {
+    let limits = Limits { max_body_bytes: 2048, max_text_chars: 50, ..Default::default() };
+    let state = ready_state(HashMap::new(), limits);
+    let cases = [
+        (r#"{"text": "#, StatusCode::BAD_REQUEST),
+        (r#"{"txt": "x"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"text": "   "}"#, StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (body, expected) in cases {
+        let (status, value) = send(&state, "POST", "/v1/triage", Some(body), None).await;
+        assert_eq!(status, expected, "{body}: {value}");
+        assert!(value["error"].is_string() && value["error_type"].is_string(), "{value}");
+    }
+    let long = format!(r#"{{"text": "{}"}}"#, "长".repeat(60));
+    let (status, value) = send(&state, "POST", "/v1/triage", Some(&long), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(value["error"].as_str().unwrap().contains("limit is 50"), "{value}");
+    let huge = format!(r#"{{"text": "{}"}}"#, "x".repeat(4096));
+    let (status, value) = send(&state, "POST", "/v1/triage", Some(&huge), None).await;
+    assert_eq!((status, value["error_type"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")));
+    let (status, value) = send(&state, "POST", "/v1/feedback", Some(r#"{"text": "x", "category": "不存在"}"#), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{value}");
+}
+
+#[tokio::test]
+async fn not_ready_until_loaded() {
+    let state = AppState::new(HashMap::new(), Limits::default(), serde_json::json!({}));
+    let (status, body) = send(&state, "GET", "/health", None, None).await;
+    assert_eq!((status, body["error_type"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+    let (status, _) = send(&state, "POST", "/v1/triage", Some(r#"{"text": "x"}"#), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn keys_and_roles() {
+    let keys = parse_keys("admin:aaaaaaaaaaaaaaaaaaaa\ncall-taker:cccccccccccccccccccc").unwrap();
+    let state = ready_state(keys, Limits::default());
+    let (status, _) = send(&state, "GET", "/v1/taxonomy", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(&state, "GET", "/v1/taxonomy", None, Some("wrongwrongwrongwrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(&state, "GET", "/v1/taxonomy", None, Some("cccccccccccccccccccc")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(&state, "DELETE", "/v1/cases/c1", None, Some("cccccccccccccccccccc")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send(&state, "DELETE", "/v1/cases/c1", None, Some("aaaaaaaaaaaaaaaaaaaa")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Health stays public so a load balancer can probe it.
+    let (status, _) = send(&state, "GET", "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(parse_keys("admin:short").is_err());
+    assert!(parse_keys("root:aaaaaaaaaaaaaaaaaaaa").is_err());
+}
+
+#[tokio::test]
+async fn sheds_load_with_retry_after() {
+    let limits = Limits { workers: 1, queue_depth: 1, ..Default::default() };
+    let state = ready_state(HashMap::new(), limits);
+    // Hold the only admission slot with a slow job, then ask for more.
+    let busy = state.clone();
+    let slow = tokio::spawn(async move {
+        busy.run_model(|| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            Ok(())
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let req = Request::post("/v1/triage")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"text": "公交", "draft": false}"#))
+        .unwrap();
+    let response = app(state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    slow.await.unwrap().unwrap();
+    assert!(state.metrics.render().contains("triage_shed_requests_total 1"));
+}
