@@ -368,12 +368,7 @@ impl Importer<'_> {
             return Ok(());
         }
         for (_, case) in batch.iter_mut() {
-            if case.unit.is_none() {
-                case.unit = case.reply.as_deref().and_then(|r| self.units.find_named_unit(r)).map(|u| u.id.clone());
-            }
-            if case.district.is_none() {
-                case.district = self.units.extract_district(&case.full_text()).map(|d| d.name.clone());
-            }
+            enrich(case, self.units);
         }
         let texts: Vec<String> = batch.iter().map(|(_, c)| c.full_text()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -387,6 +382,17 @@ impl Importer<'_> {
         }
         let cases: Vec<(Case, Vec<f32>)> = batch.iter().map(|(_, c)| c.clone()).zip(vectors).collect();
         self.store.upsert(&cases)
+    }
+}
+
+/// Fills in what a record lacks and the directory can tell: the unit its reply names and the
+/// district its text names.
+pub fn enrich(case: &mut Case, units: &crate::units::UnitDirectory) {
+    if case.unit.is_none() {
+        case.unit = case.reply.as_deref().and_then(|r| units.find_named_unit(r)).map(|u| u.id.clone());
+    }
+    if case.district.is_none() {
+        case.district = units.extract_district(&case.full_text()).map(|d| d.name.clone());
     }
 }
 

@@ -1,6 +1,6 @@
 //! One complaint in, one suggestion out: embed → similar cases → classify → units → draft.
 
-use crate::classify::{argmax, Classifier, Neighbor};
+use crate::classify::{Classifier, Neighbor};
 use crate::prompt::Prompts;
 use crate::units::{UnitDirectory, UnitSuggestion};
 use crate::{
@@ -138,8 +138,8 @@ pub struct Suggestion {
     /// must choose.
     pub abstain: bool,
     pub threshold: f32,
-    /// The top category of each method, for transparency.
-    pub methods: BTreeMap<String, CategoryScore>,
+    /// The top categories of each method the ensemble combines, for transparency.
+    pub methods: BTreeMap<String, Vec<CategoryScore>>,
     pub district: Option<String>,
     pub units: Vec<UnitSuggestion>,
     pub similar: Vec<SimilarCase>,
@@ -260,7 +260,7 @@ impl Pipeline {
         let methods = scores
             .methods
             .iter()
-            .map(|(m, p)| (m.clone(), self.top_categories(&classifier, p, 1).remove(0)))
+            .map(|(m, p)| (m.clone(), self.top_categories(&classifier, p, self.config.categories_k)))
             .collect();
         lap("classify", &mut timings);
 
@@ -331,9 +331,6 @@ impl Pipeline {
     fn top_categories(&self, classifier: &Classifier, probs: &[f32], k: usize) -> Vec<CategoryScore> {
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        if order.is_empty() {
-            order.push(argmax(probs));
-        }
         order
             .into_iter()
             .take(k.max(1))

@@ -30,6 +30,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Triage one complaint and print the suggestion as JSON.
     Classify(commands::classify::ClassifyArgs),
+    /// Evaluate routing on a labeled set (report.json, report.md, SVG charts).
+    Eval(commands::eval::EvalArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
 }
@@ -46,6 +48,7 @@ fn main() {
         Command::Train(args) => commands::train::run(&cli.global, args),
         Command::Classify(args) => commands::classify::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
+        Command::Eval(args) => commands::eval::run(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -257,3 +257,46 @@ async fn sheds_load_with_retry_after() {
     slow.await.unwrap().unwrap();
     assert!(state.metrics.render().contains("triage_shed_requests_total 1"));
 }
+
+/// GeoReport v2 field lists (https://wiki.open311.org/GeoReport_v2) and a client's request sequence.
+#[tokio::test]
+async fn open311_conformance() {
+    let state = ready_state(HashMap::new(), Limits::default());
+    let (status, services) = send(&state, "GET", "/open311/v2/services.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for field in ["service_code", "service_name", "description", "metadata", "type", "keywords", "group"] {
+        assert!(services[0].get(field).is_some(), "services.json lacks {field}: {services}");
+    }
+
+    let req = Request::post("/open311/v2/requests.json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("description=%E5%85%AC%E4%BA%A4%E8%BD%A6%E4%B8%8D%E6%8C%89%E7%AB%99%E5%81%9C%E8%BD%A6&address_string=A2%E5%8C%BA&email=a%40b.c"))
+        .unwrap();
+    let response = app(state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: serde_json::Value =
+        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+    let id = created[0]["service_request_id"].as_str().unwrap().to_string();
+    assert_eq!(created[0]["service_code"], "交通运输", "{created}");
+    assert!(created[0].get("agency_responsible").is_some() && created[0].get("x_triage_categories").is_some());
+
+    let (status, one) = send(&state, "GET", &format!("/open311/v2/requests/{id}.json"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    for field in [
+        "service_request_id", "status", "status_notes", "service_name", "service_code", "description",
+        "agency_responsible", "service_notice", "requested_datetime", "updated_datetime", "expected_datetime",
+        "address", "address_id", "zipcode", "lat", "long", "media_url",
+    ] {
+        assert!(one[0].get(field).is_some(), "request lacks {field}: {one}");
+    }
+    assert_eq!(one[0]["status"], "open");
+    assert!(!one.to_string().contains("a@b.c"), "personal fields are never returned");
+
+    let (status, list) = send(&state, "GET", "/open311/v2/requests.json?service_code=%E4%BA%A4%E9%80%9A%E8%BF%90%E8%BE%93&status=open", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.as_array().unwrap().iter().any(|r| r["service_request_id"] == id.as_str()));
+
+    let (status, err) = send(&state, "GET", "/open311/v2/requests/nope.json", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err[0]["code"] == 404 && err[0]["description"].is_string(), "GeoReport error shape: {err}");
+}

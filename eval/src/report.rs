@@ -1,0 +1,275 @@
+//! The evaluation report: what `report.json` holds, built from per-case records.
+
+use crate::metrics::{self, Bin, ClassMetrics, Confusion};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use triage_core::classify::calibrate::threshold_for_accuracy;
+
+/// What the system said about one labeled test case.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub id: String,
+    pub gold: String,
+    /// Per method (and "ensemble"): (label, probability), best first.
+    pub methods: BTreeMap<String, Vec<(String, f32)>>,
+    pub gold_unit: Option<String>,
+    pub predicted_unit: Option<String>,
+    pub duplicate_flag: Option<bool>,
+    pub duplicate_gold: Option<bool>,
+    pub stage_ms: BTreeMap<String, f64>,
+}
+
+/// A line of the test file that could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub line: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Share of cases at or above the threshold.
+    pub coverage: f64,
+    pub threshold: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AtThreshold {
+    pub threshold: f64,
+    pub coverage: f64,
+    /// Accuracy of the cases at or above the threshold (the auto-routed ones).
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// The headline metrics of one method.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodMetrics {
+    pub n: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub weighted_f1: f64,
+    pub top3_accuracy: f64,
+    pub ece: f64,
+    pub per_class: BTreeMap<String, ClassMetrics>,
+    pub confusion: Confusion,
+    pub reliability: Vec<Bin>,
+    /// "0.95" / "0.99" → the largest share of cases routable at that accuracy; null if none.
+    pub coverage_at_accuracy: BTreeMap<String, Option<Coverage>>,
+    /// (coverage, accuracy) as the threshold sweeps from the most confident case down.
+    pub coverage_curve: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub n: usize,
+    pub method: String,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub weighted_f1: f64,
+    pub top3_accuracy: f64,
+    pub per_class: BTreeMap<String, ClassMetrics>,
+    pub confusion: Confusion,
+    pub ece: f64,
+    pub coverage_at_accuracy: BTreeMap<String, Option<Coverage>>,
+    pub at_threshold: Option<AtThreshold>,
+    pub latency_ms: BTreeMap<String, Latency>,
+    pub throughput_per_s: f64,
+    pub methods: BTreeMap<String, MethodMetrics>,
+    pub unit_accuracy: Option<f64>,
+    pub duplicate_precision: Option<f64>,
+    pub skipped: Vec<Skipped>,
+    /// Gold labels of the test set that the training data never had, with counts.
+    pub unknown_labels: BTreeMap<String, usize>,
+    pub meta: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cv: Option<serde_json::Value>,
+}
+
+const ECE_BINS: usize = 15;
+const TARGETS: [f64; 2] = [0.95, 0.99];
+
+pub fn method_metrics(records: &[EvalRecord], method: &str) -> Option<MethodMetrics> {
+    let rows: Vec<(&str, &Vec<(String, f32)>)> = records
+        .iter()
+        .filter_map(|r| r.methods.get(method).filter(|p| !p.is_empty()).map(|p| (r.gold.as_str(), p)))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let gold: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let ranked: Vec<Vec<&str>> = rows.iter().map(|r| r.1.iter().map(|(l, _)| l.as_str()).collect()).collect();
+    let predicted: Vec<&str> = ranked.iter().map(|r| r[0]).collect();
+    let confidence_correct: Vec<(f64, bool)> =
+        rows.iter().map(|(g, p)| (p[0].1 as f64, p[0].0 == *g)).collect();
+    let confusion = metrics::confusion(&gold, &predicted);
+    let per_class = metrics::per_class(&confusion);
+    let as_f32: Vec<(f32, bool)> = confidence_correct.iter().map(|(c, ok)| (*c as f32, *ok)).collect();
+    let coverage_at_accuracy = TARGETS
+        .iter()
+        .map(|t| {
+            let found = threshold_for_accuracy(&as_f32, *t as f32)
+                .map(|(threshold, coverage)| Coverage { coverage: coverage as f64, threshold: threshold as f64 });
+            (format!("{t}"), found)
+        })
+        .collect();
+    Some(MethodMetrics {
+        n: rows.len(),
+        accuracy: metrics::accuracy(&gold, &predicted),
+        macro_f1: metrics::macro_f1(&per_class),
+        weighted_f1: metrics::weighted_f1(&per_class),
+        top3_accuracy: metrics::top_k_accuracy(&gold, &ranked, 3),
+        ece: metrics::ece(&confidence_correct, ECE_BINS),
+        reliability: metrics::reliability(&confidence_correct, ECE_BINS),
+        per_class,
+        confusion,
+        coverage_at_accuracy,
+        coverage_curve: coverage_curve(&confidence_correct),
+    })
+}
+
+fn coverage_curve(confidence_correct: &[(f64, bool)]) -> Vec<(f64, f64)> {
+    let mut sorted = confidence_correct.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let n = sorted.len();
+    let step = (n / 100).max(1);
+    let mut right = 0;
+    let mut out = Vec::new();
+    for (i, (_, ok)) in sorted.iter().enumerate() {
+        right += *ok as usize;
+        if (i + 1) % step == 0 || i + 1 == n {
+            out.push(((i + 1) as f64 / n as f64, right as f64 / (i + 1) as f64));
+        }
+    }
+    out
+}
+
+/// Builds the report. `primary` is the method the headline numbers describe (the ensemble);
+/// `threshold` the classifier's abstain threshold; `seconds` the wall time of classification.
+pub fn build_report(
+    records: &[EvalRecord],
+    primary: &str,
+    threshold: Option<f64>,
+    seconds: f64,
+    skipped: Vec<Skipped>,
+    unknown_labels: BTreeMap<String, usize>,
+    meta: serde_json::Value,
+) -> Report {
+    let mut names: Vec<&String> = records.iter().flat_map(|r| r.methods.keys()).collect();
+    names.sort();
+    names.dedup();
+    let methods: BTreeMap<String, MethodMetrics> =
+        names.into_iter().filter_map(|m| method_metrics(records, m).map(|mm| (m.clone(), mm))).collect();
+    let head = methods.get(primary).cloned().or_else(|| methods.values().next().cloned());
+    let at_threshold = threshold.map(|t| {
+        let kept: Vec<bool> = records
+            .iter()
+            .filter_map(|r| r.methods.get(primary)?.first().filter(|p| p.1 as f64 >= t).map(|p| p.0 == r.gold))
+            .collect();
+        AtThreshold {
+            threshold: t,
+            coverage: kept.len() as f64 / records.len().max(1) as f64,
+            accuracy: kept.iter().filter(|k| **k).count() as f64 / kept.len().max(1) as f64,
+        }
+    });
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in records {
+        for (stage, ms) in &r.stage_ms {
+            stages.entry(stage.clone()).or_default().push(*ms);
+        }
+    }
+    let latency_ms = stages
+        .into_iter()
+        .map(|(s, v)| {
+            let l = Latency { p50: metrics::percentile(&v, 50.0), p95: metrics::percentile(&v, 95.0), p99: metrics::percentile(&v, 99.0) };
+            (s, l)
+        })
+        .collect();
+    let units: Vec<bool> = records
+        .iter()
+        .filter_map(|r| Some(r.predicted_unit.as_deref() == Some(r.gold_unit.as_deref()?)))
+        .collect();
+    let flagged: Vec<bool> = records
+        .iter()
+        .filter(|r| r.duplicate_flag == Some(true))
+        .filter_map(|r| r.duplicate_gold)
+        .collect();
+    let share = |v: &[bool]| (!v.is_empty()).then(|| v.iter().filter(|x| **x).count() as f64 / v.len() as f64);
+    let empty = || MethodMetrics {
+        n: 0,
+        accuracy: 0.0,
+        macro_f1: 0.0,
+        weighted_f1: 0.0,
+        top3_accuracy: 0.0,
+        ece: 0.0,
+        per_class: BTreeMap::new(),
+        confusion: Confusion { labels: vec![], matrix: vec![] },
+        reliability: vec![],
+        coverage_at_accuracy: BTreeMap::new(),
+        coverage_curve: vec![],
+    };
+    let head = head.unwrap_or_else(empty);
+    Report {
+        n: records.len(),
+        method: primary.to_string(),
+        accuracy: head.accuracy,
+        macro_f1: head.macro_f1,
+        weighted_f1: head.weighted_f1,
+        top3_accuracy: head.top3_accuracy,
+        per_class: head.per_class.clone(),
+        confusion: head.confusion.clone(),
+        ece: head.ece,
+        coverage_at_accuracy: head.coverage_at_accuracy.clone(),
+        at_threshold,
+        latency_ms,
+        throughput_per_s: records.len() as f64 / seconds.max(1e-9),
+        methods,
+        unit_accuracy: share(&units),
+        duplicate_precision: share(&flagged),
+        skipped,
+        unknown_labels,
+        meta,
+        baseline: None,
+        cv: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(gold: &str, ranked: &[(&str, f32)]) -> EvalRecord {
+        let mut methods = BTreeMap::new();
+        methods.insert("ensemble".to_string(), ranked.iter().map(|(l, p)| (l.to_string(), *p)).collect());
+        EvalRecord { id: gold.into(), gold: gold.into(), methods, ..Default::default() }
+    }
+
+    #[test]
+    fn report_headline_threshold_and_coverage() {
+        let records = vec![
+            record("a", &[("a", 0.9), ("b", 0.1)]),
+            record("a", &[("b", 0.6), ("a", 0.4)]),
+            record("b", &[("b", 0.8), ("a", 0.2)]),
+            record("b", &[("b", 0.7), ("a", 0.3)]),
+        ];
+        let r = build_report(&records, "ensemble", Some(0.75), 2.0, vec![], BTreeMap::new(), serde_json::json!({}));
+        assert_eq!(r.n, 4);
+        assert!((r.accuracy - 0.75).abs() < 1e-9);
+        assert!((r.top3_accuracy - 1.0).abs() < 1e-9);
+        assert!((r.throughput_per_s - 2.0).abs() < 1e-9);
+        let t = r.at_threshold.unwrap();
+        assert!((t.coverage - 0.5).abs() < 1e-9 && (t.accuracy - 1.0).abs() < 1e-9);
+        // Sorted by confidence: .9 ok, .8 ok, .7 ok, .6 wrong → 95% reachable with 3 of 4.
+        let c = r.coverage_at_accuracy["0.95"].as_ref().unwrap();
+        assert!((c.coverage - 0.75).abs() < 1e-9 && (c.threshold - 0.7).abs() < 1e-6);
+        assert_eq!(r.unit_accuracy, None);
+    }
+}

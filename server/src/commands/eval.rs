@@ -1,0 +1,274 @@
+//! `triage eval`: routing quality on labeled sets, in a temporary store that never touches the
+//! service's. Every case is embedded once (as a stored passage and, for test cases, as a query);
+//! cross-validation folds reuse those vectors.
+
+use crate::app::GlobalArgs;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use triage_core::classify::{stratified_folds, train_from_store, ClassifierConfig};
+use triage_core::ingest::{enrich, parse_case_line};
+use triage_core::pipeline::{Complaint, Pipeline, PipelineConfig};
+use triage_core::prompt::Prompts;
+use triage_core::{Case, CaseStore, EmbedKind, Embedder};
+use triage_eval::{build_report, EvalRecord, Report, Skipped};
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Labeled JSONL files to build the store and classifier from
+    #[arg(long, num_args = 1.., required_unless_present_any = ["cv", "store"])]
+    train: Vec<PathBuf>,
+    /// Labeled JSONL file to evaluate on
+    #[arg(long)]
+    test: PathBuf,
+    /// Output directory for report.json, report.md and the SVG charts
+    #[arg(long, default_value = "report")]
+    out: PathBuf,
+    /// K-fold cross-validation on --test alone (stratified, seeded)
+    #[arg(long, conflicts_with_all = ["train", "store"])]
+    cv: Option<usize>,
+    /// Evaluate the current store and classifier (--data-dir) without retraining
+    #[arg(long)]
+    store: bool,
+    /// Also run the scikit-learn TF-IDF + LinearSVC baseline (scripts/baseline_svm.py)
+    #[arg(long)]
+    baseline: bool,
+    /// Seed of the cross-validation folds
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+}
+
+/// A labeled test case and the line it came from.
+struct Labeled {
+    case: Case,
+}
+
+fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Labeled>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(line) else {
+            skipped.push(Skipped { line: i + 1, reason: "not UTF-8".into() });
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_case_line(line) {
+            Ok(case) if case.label.is_none() => skipped.push(Skipped { line: i + 1, reason: "no \"label\"".into() }),
+            Ok(case) => out.push(Labeled { case }),
+            Err(reason) => skipped.push(Skipped { line: i + 1, reason }),
+        }
+    }
+    Ok(out)
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+fn embed_all(embedder: &dyn Embedder, cases: &[Labeled], kind: EmbedKind, what: &str) -> Result<Vec<Vec<f32>>> {
+    let bar = bar(cases.len(), what);
+    let mut out = Vec::with_capacity(cases.len());
+    for chunk in cases.chunks(64) {
+        let texts: Vec<String> = chunk.iter().map(|l| l.case.full_text()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        out.extend(embedder.embed(&refs, kind)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
+    let started = Instant::now();
+    let embedder = global.load_embedder()?;
+    let units = global.units()?;
+    let mut skipped = Vec::new();
+    let mut test = read_labeled(&args.test, &mut skipped)?;
+    if test.is_empty() {
+        bail!("no labeled cases in {}", args.test.display());
+    }
+    for l in &mut test {
+        enrich(&mut l.case, &units);
+    }
+    let test_queries = embed_all(embedder.as_ref(), &test, EmbedKind::Query, "test")?;
+    let mut meta = serde_json::json!({
+        "test": args.test.display().to_string(),
+        "embedder": embedder.model_id(),
+        "max_tokens": embedder.max_tokens(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+    });
+
+    let mut report = if args.store {
+        let pipeline = global.pipeline(false)?;
+        meta["mode"] = "store".into();
+        evaluate(&pipeline, &test, &test_queries, skipped, meta)?
+    } else if let Some(k) = args.cv {
+        if k < 2 {
+            bail!("--cv needs at least 2 folds");
+        }
+        meta["mode"] = format!("{k}-fold cross-validation").into();
+        let passages = embed_all(embedder.as_ref(), &test, EmbedKind::Passage, "passages")?;
+        let gold: Vec<usize> = {
+            let mut labels: Vec<&str> = test.iter().filter_map(|l| l.case.label.as_deref()).collect();
+            labels.sort();
+            labels.dedup();
+            test.iter().map(|l| labels.binary_search(&l.case.label.as_deref().unwrap_or_default()).unwrap_or(0)).collect()
+        };
+        let folds = stratified_folds(&gold, k, args.seed);
+        let mut reports = Vec::new();
+        for fold in 0..k {
+            let train: Vec<(Case, Vec<f32>)> =
+                (0..test.len()).filter(|&i| folds[i] != fold).map(|i| (test[i].case.clone(), passages[i].clone())).collect();
+            let held: Vec<usize> = (0..test.len()).filter(|&i| folds[i] == fold).collect();
+            let fold_cases: Vec<Labeled> = held.iter().map(|&i| Labeled { case: test[i].case.clone() }).collect();
+            let fold_queries: Vec<Vec<f32>> = held.iter().map(|&i| test_queries[i].clone()).collect();
+            let pipeline = fresh_pipeline(global, embedder.clone(), &train)?;
+            let r = evaluate(&pipeline.0, &fold_cases, &fold_queries, Vec::new(), meta.clone())?;
+            eprintln!("fold {}/{k}: accuracy {:.4}, macro-F1 {:.4}", fold + 1, r.accuracy, r.macro_f1);
+            reports.push(r);
+        }
+        combine_folds(reports, skipped, meta)
+    } else {
+        let mut train = Vec::new();
+        for path in &args.train {
+            let mut train_skipped = Vec::new();
+            train.extend(read_labeled(path, &mut train_skipped)?);
+            if !train_skipped.is_empty() {
+                eprintln!("{}: {} lines skipped (first: line {}: {})", path.display(), train_skipped.len(), train_skipped[0].line, train_skipped[0].reason);
+            }
+        }
+        for l in &mut train {
+            enrich(&mut l.case, &units);
+        }
+        meta["mode"] = "train/test".into();
+        meta["train"] = args.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into();
+        meta["train_cases"] = train.len().into();
+        let passages = embed_all(embedder.as_ref(), &train, EmbedKind::Passage, "train")?;
+        let cases: Vec<(Case, Vec<f32>)> = train.into_iter().map(|l| l.case).zip(passages).collect();
+        let (pipeline, _dir) = fresh_pipeline(global, embedder.clone(), &cases)?;
+        let c = pipeline.classifier().expect("trained");
+        meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
+        evaluate(&pipeline, &test, &test_queries, skipped, meta)?
+    };
+    report.meta["seconds"] = started.elapsed().as_secs_f64().into();
+    if args.baseline {
+        report.baseline = run_baseline(if args.cv.is_some() { &[] } else { &args.train }, &args.test, args.cv);
+    }
+    triage_eval::write_report(&args.out, &report)?;
+    print!("{}", triage_eval::summary_table(&report));
+    println!("report: {} ({:.0} s)", args.out.join("report.json").display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A store in a temporary directory holding `cases`, and a classifier trained on them.
+fn fresh_pipeline(global: &GlobalArgs, embedder: Arc<dyn Embedder>, cases: &[(Case, Vec<f32>)]) -> Result<(Pipeline, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let store: Arc<dyn CaseStore> = Arc::new(triage_store::EdgeStore::open(dir.path(), embedder.dim())?);
+    for chunk in cases.chunks(512) {
+        store.upsert(chunk)?;
+    }
+    store.optimize()?;
+    let taxonomy = global.taxonomy()?;
+    let classifier = train_from_store(store.as_ref(), embedder.as_ref(), &taxonomy, ClassifierConfig::default())?;
+    let config = PipelineConfig { categories_k: 3, ..Default::default() };
+    let pipeline = Pipeline::new(embedder, store, None, taxonomy, global.units()?, Prompts::load(global.prompts.as_deref())?, config);
+    pipeline.set_classifier(classifier);
+    Ok((pipeline, dir))
+}
+
+fn evaluate(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>], skipped: Vec<Skipped>, meta: serde_json::Value) -> Result<Report> {
+    let classifier = pipeline.classifier().context("no classifier: run `triage train`")?;
+    let started = Instant::now();
+    let bar = bar(test.len(), "classify");
+    let mut records = Vec::with_capacity(test.len());
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    for (labeled, vector) in test.iter().zip(queries) {
+        let case = &labeled.case;
+        let label = case.label.clone().unwrap_or_default();
+        let gold = pipeline.taxonomy.resolve(&label).map_or(label.clone(), |c| c.id.clone());
+        if !classifier.report.per_class.contains_key(&gold) {
+            *unknown.entry(gold.clone()).or_default() += 1;
+        }
+        let complaint = Complaint { text: case.text.clone(), title: case.title.clone(), district: case.district.clone(), time: case.time };
+        let (suggestion, _) = pipeline.analyze_embedded(&complaint, &case.full_text(), vector)?;
+        let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
+            .methods
+            .iter()
+            .map(|(m, cats)| (m.clone(), cats.iter().map(|c| (c.id.clone(), c.probability)).collect()))
+            .collect();
+        methods.insert("ensemble".into(), suggestion.categories.iter().map(|c| (c.id.clone(), c.probability)).collect());
+        records.push(EvalRecord {
+            id: case.id.clone(),
+            gold,
+            methods,
+            gold_unit: case.unit.clone(),
+            predicted_unit: suggestion.units.first().map(|u| u.unit_id.clone()),
+            duplicate_flag: Some(suggestion.duplicate.is_some()),
+            duplicate_gold: None,
+            stage_ms: suggestion.timings_ms,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(build_report(&records, "ensemble", Some(classifier.threshold as f64), seconds, skipped, unknown, meta))
+}
+
+/// Mean ± std of the folds' headline numbers; the per-case details are those of all folds pooled.
+fn combine_folds(reports: Vec<Report>, skipped: Vec<Skipped>, meta: serde_json::Value) -> Report {
+    let stat = |f: &dyn Fn(&Report) -> f64| {
+        let v: Vec<f64> = reports.iter().map(f).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        serde_json::json!({"mean": mean, "std": std, "folds": v})
+    };
+    let cv = serde_json::json!({
+        "k": reports.len(),
+        "accuracy": stat(&|r| r.accuracy),
+        "macro_f1": stat(&|r| r.macro_f1),
+        "weighted_f1": stat(&|r| r.weighted_f1),
+        "top3_accuracy": stat(&|r| r.top3_accuracy),
+        "ece": stat(&|r| r.ece),
+    });
+    let mut first = reports.into_iter().next().expect("k >= 2");
+    first.cv = Some(cv);
+    first.skipped = skipped;
+    first.meta = meta;
+    first
+}
+
+fn run_baseline(train: &[PathBuf], test: &Path, cv: Option<usize>) -> Option<serde_json::Value> {
+    if cv.is_some() {
+        eprintln!("baseline: skipped (only for --train/--test runs)");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/baseline_svm.py");
+    let output = std::process::Command::new("python3").arg(&script).arg("--train").args(train).arg("--test").arg(test).output();
+    match output {
+        Ok(out) if out.status.success() => serde_json::from_slice(out.stdout.trim_ascii()).ok(),
+        Ok(out) => {
+            eprintln!("baseline: skipped ({})", String::from_utf8_lossy(&out.stdout).trim());
+            None
+        }
+        Err(e) => {
+            eprintln!("baseline: skipped (python3: {e})");
+            None
+        }
+    }
+}
