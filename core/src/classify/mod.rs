@@ -68,10 +68,10 @@ impl Default for ClassifierConfig {
             folds: 5,
             knn_k: 10,
             knn_tau: 0.02,
-            lexical_c: 0.5,
+            lexical_c: 1.0,
             embedding_c: 1.0,
             ngram_bits: 19,
-            ngram_max: 3,
+            ngram_max: 2,
             lexical_max_chars: 3000,
             target_accuracy: 0.95,
             min_labeled: 20,
@@ -269,8 +269,8 @@ impl Classifier {
         let stacker = Stacker::fit(&inputs, &gold, classes);
         let ensemble: Vec<Vec<f32>> = inputs.iter().map(|x| stacker.log_probs(x)).collect();
         classifier.report.oof_accuracy.insert(ENSEMBLE.to_string(), accuracy(&ensemble, &gold));
-        for (m, w) in active.iter().zip(&stacker.weights) {
-            classifier.report.method_weights.insert(m.to_string(), *w);
+        for (m, w) in active.iter().zip(stacker.method_weights()) {
+            classifier.report.method_weights.insert(m.to_string(), w);
         }
         let confidence_correct: Vec<(f32, bool)> = ensemble
             .iter()
