@@ -138,8 +138,8 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
             let held: Vec<usize> = (0..test.len()).filter(|&i| folds[i] == fold).collect();
             let fold_cases: Vec<Labeled> = held.iter().map(|&i| Labeled { case: test[i].case.clone() }).collect();
             let fold_queries: Vec<Vec<f32>> = held.iter().map(|&i| test_queries[i].clone()).collect();
-            let pipeline = fresh_pipeline(global, embedder.clone(), &train)?;
-            let r = evaluate(&pipeline.0, &fold_cases, &fold_queries, Vec::new(), meta.clone())?;
+            let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &train)?;
+            let r = evaluate(&pipeline, &fold_cases, &fold_queries, Vec::new(), meta.clone())?;
             eprintln!("fold {}/{k}: accuracy {:.4}, macro-F1 {:.4}", fold + 1, r.accuracy, r.macro_f1);
             reports.push(r);
         }
@@ -161,7 +161,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         meta["train_cases"] = train.len().into();
         let passages = embed_all(embedder.as_ref(), &train, EmbedKind::Passage, "train")?;
         let cases: Vec<(Case, Vec<f32>)> = train.into_iter().map(|l| l.case).zip(passages).collect();
-        let (pipeline, _dir) = fresh_pipeline(global, embedder.clone(), &cases)?;
+        let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &cases)?;
         let c = pipeline.classifier().expect("trained");
         meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
         evaluate(&pipeline, &test, &test_queries, skipped, meta)?
@@ -176,8 +176,9 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// A store in a temporary directory holding `cases`, and a classifier trained on them.
-fn fresh_pipeline(global: &GlobalArgs, embedder: Arc<dyn Embedder>, cases: &[(Case, Vec<f32>)]) -> Result<(Pipeline, tempfile::TempDir)> {
+/// A store in a temporary directory holding `cases`, and a classifier trained on them. Bind as
+/// `let (_dir, pipeline) = …`: later bindings drop first, so the store closes before its directory goes.
+fn fresh_pipeline(global: &GlobalArgs, embedder: Arc<dyn Embedder>, cases: &[(Case, Vec<f32>)]) -> Result<(tempfile::TempDir, Pipeline)> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let store: Arc<dyn CaseStore> = Arc::new(triage_store::EdgeStore::open(dir.path(), embedder.dim())?);
     for chunk in cases.chunks(512) {
@@ -189,7 +190,7 @@ fn fresh_pipeline(global: &GlobalArgs, embedder: Arc<dyn Embedder>, cases: &[(Ca
     let config = PipelineConfig { categories_k: 3, ..Default::default() };
     let pipeline = Pipeline::new(embedder, store, None, taxonomy, global.units()?, Prompts::load(global.prompts.as_deref())?, config);
     pipeline.set_classifier(classifier);
-    Ok((pipeline, dir))
+    Ok((dir, pipeline))
 }
 
 fn evaluate(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>], skipped: Vec<Skipped>, meta: serde_json::Value) -> Result<Report> {
