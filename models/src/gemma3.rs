@@ -10,9 +10,10 @@
 //! - the KV cache holds any number of positions and is cut back for prefix reuse.
 
 use crate::error::{Error, Result};
-use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Gemma3Config {
@@ -34,9 +35,15 @@ pub struct Gemma3Config {
 impl Gemma3Config {
     fn from_gguf(ct: &gguf_file::Content, path: &Path) -> Result<Self> {
         let get = |key: &str| {
-            ct.metadata.get(&format!("gemma3.{key}")).ok_or_else(|| Error::bad(path, format!("GGUF metadata has no gemma3.{key}")))
+            ct.metadata
+                .get(&format!("gemma3.{key}"))
+                .ok_or_else(|| Error::bad(path, format!("GGUF metadata has no gemma3.{key}")))
         };
-        let u = |key: &str| -> Result<usize> { Ok(get(key)?.to_u32().map_err(|e| Error::bad(path, e.to_string()))? as usize) };
+        let u = |key: &str| -> Result<usize> {
+            Ok(get(key)?
+                .to_u32()
+                .map_err(|e| Error::bad(path, e.to_string()))? as usize)
+        };
         let f = |key: &str| -> Option<f32> { get(key).ok().and_then(|v| v.to_f32().ok()) };
         Ok(Self {
             layers: u("block_count")?,
@@ -55,7 +62,7 @@ impl Gemma3Config {
     }
 
     fn is_global(&self, layer: usize) -> bool {
-        (layer + 1) % self.global_every == 0
+        (layer + 1).is_multiple_of(self.global_every)
     }
 }
 
@@ -70,10 +77,94 @@ impl RmsNorm {
     }
 }
 
+/// Q5_0 weights re-encoded as Q8_0, exactly: a Q5_0 weight is `d * (q - 16)` with `q` in 0..32,
+/// which Q8_0 holds as the byte `q - 16` with the same scale `d`, and both multiply Q8_0
+/// activations, so the products are the same. candle 0.11 has no SIMD kernel for Q5_0 (its
+/// scalar loop took 40% of the time in a profile of this model) but a fast one for Q8_0.
+fn q5_0_as_q8_0(t: QTensor) -> candle_core::Result<QTensor> {
+    if t.dtype() != GgmlDType::Q5_0 {
+        return Ok(t);
+    }
+    let data = t.data()?;
+    let mut out = Vec::with_capacity(data.len() / 22 * 34);
+    // A Q5_0 block: f16 scale, 4 bytes with the high bits, 16 bytes of low nibbles.
+    for block in data.chunks_exact(22) {
+        out.extend_from_slice(&block[..2]);
+        let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let low = &block[6..];
+        let value =
+            |nibble: u8, bit: u32| ((nibble | (((high >> bit) & 1) << 4) as u8) as i8 - 16) as u8;
+        out.extend((0..16).map(|j| value(low[j] & 0x0F, j as u32)));
+        out.extend((0..16).map(|j| value(low[j] >> 4, j as u32 + 16)));
+    }
+    ggml_file::qtensor_from_ggml(
+        GgmlDType::Q8_0,
+        &out,
+        t.shape().dims().to_vec(),
+        &t.device(),
+    )
+}
+
+/// Projections of the same input (q/k/v, gate/up). When their weights share a type they are
+/// stacked into one matrix: one matmul instead of several, so the input is quantized once and
+/// the threads meet once (decode runs ~100 of these per token).
+enum Projections {
+    Fused { weight: QMatMul, sizes: Vec<usize> },
+    Separate(Vec<QMatMul>),
+}
+
+impl Projections {
+    fn new(weights: Vec<QTensor>) -> candle_core::Result<Self> {
+        let same_type = weights.windows(2).all(|w| {
+            w[0].dtype() == w[1].dtype() && w[0].shape().dims()[1] == w[1].shape().dims()[1]
+        });
+        if !same_type || !weights[0].device().is_cpu() {
+            return Ok(Self::Separate(
+                weights
+                    .into_iter()
+                    .map(QMatMul::from_qtensor)
+                    .collect::<candle_core::Result<_>>()?,
+            ));
+        }
+        let sizes: Vec<usize> = weights.iter().map(|w| w.shape().dims()[0]).collect();
+        // Rows are stored one after another, so stacking matrices is concatenating their bytes.
+        let mut bytes = Vec::new();
+        for w in &weights {
+            bytes.extend_from_slice(&w.data()?);
+        }
+        let k = weights[0].shape().dims()[1];
+        let stacked = ggml_file::qtensor_from_ggml(
+            weights[0].dtype(),
+            &bytes,
+            vec![sizes.iter().sum(), k],
+            &Device::Cpu,
+        )?;
+        Ok(Self::Fused {
+            weight: QMatMul::from_qtensor(stacked)?,
+            sizes,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Self::Fused { weight, sizes } => {
+                let y = weight.forward(x)?;
+                let mut at = 0;
+                sizes
+                    .iter()
+                    .map(|&n| {
+                        at += n;
+                        y.narrow(candle_core::D::Minus1, at - n, n)
+                    })
+                    .collect()
+            }
+            Self::Separate(weights) => weights.iter().map(|w| w.forward(x)).collect(),
+        }
+    }
+}
+
 struct Layer {
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
+    qkv: Projections,
     o: QMatMul,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -81,8 +172,7 @@ struct Layer {
     post_attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
     post_ffn_norm: RmsNorm,
-    gate: QMatMul,
-    up: QMatMul,
+    gate_up: Projections,
     down: QMatMul,
 }
 
@@ -121,7 +211,8 @@ impl KvCache {
 
 pub struct Gemma3 {
     pub config: Gemma3Config,
-    embeddings: Tensor,
+    /// Quantized, shared with the tied output projection; rows are dequantized on lookup.
+    embeddings: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: QMatMul,
@@ -129,20 +220,38 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
-    pub fn load(ct: &gguf_file::Content, file: &mut std::fs::File, path: &Path, device: &Device) -> Result<Self> {
+    pub fn load(
+        ct: &gguf_file::Content,
+        file: &mut std::fs::File,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self> {
         let config = Gemma3Config::from_gguf(ct, path)?;
         let eps = config.eps as f32;
         let mut tensor = |name: &str| {
-            ct.tensor(file, name, device).map_err(|e| Error::bad(path, format!("tensor {name}: {e}")))
+            ct.tensor(file, name, device)
+                .and_then(q5_0_as_q8_0)
+                .map_err(|e| Error::bad(path, format!("tensor {name}: {e}")))
         };
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let p = format!("blk.{i}");
             let mut norm = |name: &str| -> Result<RmsNorm> {
-                Ok(RmsNorm { weight: tensor(&format!("{p}.{name}.weight"))?.dequantize(device)?, eps })
+                Ok(RmsNorm {
+                    weight: tensor(&format!("{p}.{name}.weight"))?.dequantize(device)?,
+                    eps,
+                })
             };
-            let (q_norm, k_norm, attn_norm) = (norm("attn_q_norm")?, norm("attn_k_norm")?, norm("attn_norm")?);
-            let (post_attn_norm, ffn_norm, post_ffn_norm) = (norm("post_attention_norm")?, norm("ffn_norm")?, norm("post_ffw_norm")?);
+            let (q_norm, k_norm, attn_norm) = (
+                norm("attn_q_norm")?,
+                norm("attn_k_norm")?,
+                norm("attn_norm")?,
+            );
+            let (post_attn_norm, ffn_norm, post_ffn_norm) = (
+                norm("post_attention_norm")?,
+                norm("ffn_norm")?,
+                norm("post_ffw_norm")?,
+            );
             layers.push(Layer {
                 q_norm,
                 k_norm,
@@ -150,28 +259,44 @@ impl Gemma3 {
                 post_attn_norm,
                 ffn_norm,
                 post_ffn_norm,
-                q: QMatMul::from_qtensor(tensor(&format!("{p}.attn_q.weight"))?)?,
-                k: QMatMul::from_qtensor(tensor(&format!("{p}.attn_k.weight"))?)?,
-                v: QMatMul::from_qtensor(tensor(&format!("{p}.attn_v.weight"))?)?,
+                qkv: Projections::new(vec![
+                    tensor(&format!("{p}.attn_q.weight"))?,
+                    tensor(&format!("{p}.attn_k.weight"))?,
+                    tensor(&format!("{p}.attn_v.weight"))?,
+                ])?,
                 o: QMatMul::from_qtensor(tensor(&format!("{p}.attn_output.weight"))?)?,
-                gate: QMatMul::from_qtensor(tensor(&format!("{p}.ffn_gate.weight"))?)?,
-                up: QMatMul::from_qtensor(tensor(&format!("{p}.ffn_up.weight"))?)?,
+                gate_up: Projections::new(vec![
+                    tensor(&format!("{p}.ffn_gate.weight"))?,
+                    tensor(&format!("{p}.ffn_up.weight"))?,
+                ])?,
                 down: QMatMul::from_qtensor(tensor(&format!("{p}.ffn_down.weight"))?)?,
             });
         }
-        let norm = RmsNorm { weight: tensor("output_norm.weight")?.dequantize(device)?, eps };
-        let embedding_q = tensor("token_embd.weight")?;
-        let embeddings = embedding_q.dequantize(device)?;
+        let norm = RmsNorm {
+            weight: tensor("output_norm.weight")?.dequantize(device)?,
+            eps,
+        };
+        let embeddings = Arc::new(tensor("token_embd.weight")?);
         // The output projection is tied to the embeddings unless the file has its own.
         let output = match ct.tensor(file, "output.weight", device) {
             Ok(t) => QMatMul::from_qtensor(t)?,
-            Err(_) => QMatMul::from_qtensor(embedding_q)?,
+            Err(_) => QMatMul::from_arc(embeddings.clone())?,
         };
-        Ok(Self { config, embeddings, layers, norm, output, device: device.clone() })
+        Ok(Self {
+            config,
+            embeddings,
+            layers,
+            norm,
+            output,
+            device: device.clone(),
+        })
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache { layers: vec![None; self.layers.len()], len: 0 }
+        KvCache {
+            layers: vec![None; self.layers.len()],
+            len: 0,
+        }
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appends their keys and values to `cache`,
@@ -179,11 +304,14 @@ impl Gemma3 {
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let (start, len) = (cache.len, tokens.len());
         if start + len > self.config.context_length {
-            return Err(Error::TooLong { tokens: start + len, limit: self.config.context_length });
+            return Err(Error::TooLong {
+                tokens: start + len,
+                limit: self.config.context_length,
+            });
         }
         let c = &self.config;
         let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?; // (1, L, hidden)
+        let mut x = self.embeddings.embedding(&ids)?.unsqueeze(0)?; // (1, L, hidden)
         x = (x * (c.hidden as f64).sqrt())?;
         let (cos_g, sin_g) = rotary(c.head_dim, c.rope_global, start, len, &self.device)?;
         let (cos_l, sin_l) = rotary(c.head_dim, c.rope_local, start, len, &self.device)?;
@@ -191,18 +319,30 @@ impl Gemma3 {
         let mask_l = mask(start, len, Some(c.sliding_window), &self.device)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let global = c.is_global(i);
-            let (cos, sin, mask) = if global { (&cos_g, &sin_g, &mask_g) } else { (&cos_l, &sin_l, &mask_l) };
+            let (cos, sin, mask) = if global {
+                (&cos_g, &sin_g, &mask_g)
+            } else {
+                (&cos_l, &sin_l, &mask_l)
+            };
             let h = layer.attn_norm.forward(&x)?;
             let h = self.attention(layer, &h, cos, sin, mask.as_ref(), &mut cache.layers[i])?;
             x = (layer.post_attn_norm.forward(&h)? + x)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let gated = (layer.gate.forward(&h)?.gelu()? * layer.up.forward(&h)?)?;
+            let [gate, up]: [Tensor; 2] = layer
+                .gate_up
+                .forward(&h)?
+                .try_into()
+                .expect("two projections");
+            let gated = (gate.gelu()? * up)?;
             let h = layer.down.forward(&gated)?;
             x = (layer.post_ffn_norm.forward(&h)? + x)?;
         }
         cache.len += len;
         let last = x.narrow(1, len - 1, 1)?;
-        let logits = self.output.forward(&self.norm.forward(&last)?)?.flatten_all()?;
+        let logits = self
+            .output
+            .forward(&self.norm.forward(&last)?)?
+            .flatten_all()?;
         Ok(match c.final_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
@@ -220,10 +360,15 @@ impl Gemma3 {
     ) -> Result<Tensor> {
         let c = &self.config;
         let (_, len, _) = x.dims3()?;
-        let split = |t: Tensor, heads: usize| t.reshape((1, len, heads, c.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = layer.q_norm.forward(&split(layer.q.forward(x)?, c.heads)?)?;
-        let k = layer.k_norm.forward(&split(layer.k.forward(x)?, c.kv_heads)?)?;
-        let v = split(layer.v.forward(x)?, c.kv_heads)?;
+        let split = |t: Tensor, heads: usize| {
+            t.reshape((1, len, heads, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let [q, k, v]: [Tensor; 3] = layer.qkv.forward(x)?.try_into().expect("three projections");
+        let q = layer.q_norm.forward(&split(q, c.heads)?)?;
+        let k = layer.k_norm.forward(&split(k, c.kv_heads)?)?;
+        let v = split(v, c.kv_heads)?;
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
         let (k, v) = match cache.take() {
@@ -239,27 +384,49 @@ impl Gemma3 {
         let v = v.squeeze(0)?;
         let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?; // (kv, groups*len, total)
         let scores = match mask {
-            Some(m) => scores.reshape((c.kv_heads, groups, len, total))?.broadcast_add(m)?.reshape((c.kv_heads, groups * len, total))?,
+            Some(m) => scores
+                .reshape((c.kv_heads, groups, len, total))?
+                .broadcast_add(m)?
+                .reshape((c.kv_heads, groups * len, total))?,
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v.contiguous()?)?; // (kv, groups*len, head_dim)
-        let out = out.reshape((c.heads, len, c.head_dim))?.transpose(0, 1)?.reshape((1, len, c.heads * c.head_dim))?;
+        let out = out
+            .reshape((c.heads, len, c.head_dim))?
+            .transpose(0, 1)?
+            .reshape((1, len, c.heads * c.head_dim))?;
         Ok(layer.o.forward(&out)?)
     }
 }
 
 /// cos and sin of the rotary angles for positions `start..start+len`: (len, head_dim / 2).
-fn rotary(head_dim: usize, base: f32, start: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-    let inv: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / base.powf(i as f32 / head_dim as f32)).collect();
-    let angles: Vec<f32> = (start..start + len).flat_map(|p| inv.iter().map(move |f| p as f32 * f)).collect();
+fn rotary(
+    head_dim: usize,
+    base: f32,
+    start: usize,
+    len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+        .collect();
+    let angles: Vec<f32> = (start..start + len)
+        .flat_map(|p| inv.iter().map(move |f| p as f32 * f))
+        .collect();
     let angles = Tensor::from_vec(angles, (len, head_dim / 2), device)?;
     Ok((angles.cos()?, angles.sin()?))
 }
 
 /// Additive attention mask for queries at `start..start+len` over keys `0..start+len`: causal,
 /// and for local layers limited to the last `window` positions. `None` when nothing is masked.
-fn mask(start: usize, len: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+fn mask(
+    start: usize,
+    len: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
     let total = start + len;
     let blocked = |i: usize, j: usize| {
         let query = start + i;
@@ -270,8 +437,17 @@ fn mask(start: usize, len: usize, window: Option<usize>, device: &Device) -> Res
         return Ok(None);
     }
     let values: Vec<f32> = (0..len)
-        .flat_map(|i| (0..total).map(move |j| if blocked(i, j) { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if blocked(i, j) {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
-    Ok(Some(Tensor::from_vec(values, (len, total), device)?.to_dtype(DType::F32)?))
+    Ok(Some(
+        Tensor::from_vec(values, (len, total), device)?.to_dtype(DType::F32)?,
+    ))
 }
-

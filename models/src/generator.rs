@@ -20,7 +20,7 @@ pub const MAX_CONTEXT: usize = 8192;
 const PREFIX_CACHE_ENTRIES: usize = 4;
 
 enum Tokenizer {
-    Gguf(GgufTokenizer),
+    Gguf(Box<GgufTokenizer>),
     Hf(Box<tokenizers::Tokenizer>),
 }
 
@@ -28,7 +28,20 @@ impl Tokenizer {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Gguf(t) => Ok(t.encode(text)),
-            Tokenizer::Hf(t) => Ok(t.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec()),
+            Tokenizer::Hf(t) => Ok(t
+                .encode(text, true)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec()),
+        }
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Tokenizer::Gguf(t) => Ok(t.decode(ids)),
+            Tokenizer::Hf(t) => t
+                .decode(ids, true)
+                .map_err(|e| Error::Tokenizer(e.to_string())),
         }
     }
 
@@ -41,7 +54,10 @@ impl Tokenizer {
 }
 
 enum Model {
-    Gemma3 { model: Gemma3, prefixes: Vec<(Vec<u32>, KvCache)> },
+    Gemma3 {
+        model: Gemma3,
+        prefixes: Vec<(Vec<u32>, KvCache)>,
+    },
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -56,7 +72,9 @@ impl Model {
                 let best = prefixes
                     .iter()
                     .enumerate()
-                    .map(|(i, (tokens, _))| (i, common_prefix(tokens, prompt).min(prompt.len() - 1)))
+                    .map(|(i, (tokens, _))| {
+                        (i, common_prefix(tokens, prompt).min(prompt.len() - 1))
+                    })
                     .max_by_key(|&(_, n)| n);
                 let mut cache = match best {
                     Some((i, n)) if n > 0 => {
@@ -83,7 +101,12 @@ impl Model {
         }
     }
 
-    fn step(&mut self, tokens: &[u32], position: usize, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let device = Device::Cpu;
         let input = || Tensor::new(tokens, &device).and_then(|t| t.unsqueeze(0));
         Ok(match (self, cache) {
@@ -121,21 +144,30 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<Box<dyn Generator>
 impl GgufGenerator {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| Error::bad(path, format!("not a GGUF file: {e}")))?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| Error::bad(path, format!("not a GGUF file: {e}")))?;
         let arch = content
             .metadata
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
             .cloned()
             .unwrap_or_default();
-        let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("generator").to_string();
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("generator")
+            .to_string();
         let context = content
             .metadata
             .get(&format!("{arch}.context_length"))
             .and_then(|v| v.to_u32().ok())
             .map_or(MAX_CONTEXT, |n| (n as usize).min(MAX_CONTEXT));
         let mut stop_tokens = Vec::new();
-        if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+        if let Some(eos) = content
+            .metadata
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.to_u32().ok())
+        {
             stop_tokens.push(eos);
         }
         // Never guess a tokenizer: tokenizer.json beside the file, else the GGUF's own SentencePiece.
@@ -143,29 +175,68 @@ impl GgufGenerator {
         let tokenizer = match tokenizers::Tokenizer::from_file(&tokenizer_json) {
             Ok(t) if arch != "gemma3" => Tokenizer::Hf(Box::new(t)),
             _ => match GgufTokenizer::from_gguf(&content) {
-                Ok(t) => Tokenizer::Gguf(t),
-                Err(_) => return Err(Error::Missing { path: tokenizer_json }),
+                Ok(t) => Tokenizer::Gguf(Box::new(t)),
+                Err(_) => {
+                    return Err(Error::Missing {
+                        path: tokenizer_json,
+                    })
+                }
             },
         };
         let model = match arch.as_str() {
-            "gemma3" => Model::Gemma3 { model: Gemma3::load(&content, &mut file, path, device)?, prefixes: Vec::new() },
-            "llama" => Model::Llama(quantized_llama::ModelWeights::from_gguf(content, &mut file, device)?),
-            "qwen2" => Model::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device)?),
-            "qwen3" => Model::Qwen3(quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device)?),
-            other => return Err(Error::bad(path, format!("architecture {other:?} is not supported (gemma3, llama, qwen2, qwen3)"))),
+            "gemma3" => Model::Gemma3 {
+                model: Gemma3::load(&content, &mut file, path, device)?,
+                prefixes: Vec::new(),
+            },
+            "llama" => Model::Llama(quantized_llama::ModelWeights::from_gguf(
+                content, &mut file, device,
+            )?),
+            "qwen2" => Model::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                content, &mut file, device,
+            )?),
+            "qwen3" => Model::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+                content, &mut file, device,
+            )?),
+            other => {
+                return Err(Error::bad(
+                    path,
+                    format!(
+                        "architecture {other:?} is not supported (gemma3, llama, qwen2, qwen3)"
+                    ),
+                ))
+            }
         };
         if let Tokenizer::Gguf(t) = &tokenizer {
-            stop_tokens.extend(["<end_of_turn>", "<eos>"].iter().filter_map(|p| t.piece_id(p)));
+            stop_tokens.extend(
+                ["<end_of_turn>", "<eos>"]
+                    .iter()
+                    .filter_map(|p| t.piece_id(p)),
+            );
         }
         if let Tokenizer::Hf(t) = &tokenizer {
-            stop_tokens.extend(["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"].iter().filter_map(|p| t.token_to_id(p)));
+            stop_tokens.extend(
+                ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
+                    .iter()
+                    .filter_map(|p| t.token_to_id(p)),
+            );
         }
-        Ok(Self { id, tokenizer, stop_tokens, context, state: Mutex::new(State { model }) })
+        Ok(Self {
+            id,
+            tokenizer,
+            stop_tokens,
+            context,
+            state: Mutex::new(State { model }),
+        })
     }
 
     /// Token ids of a prompt as the model sees it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text)
+    }
+
+    /// The text of token ids (control tokens stand for nothing).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
     }
 }
 
@@ -186,7 +257,13 @@ impl StopScanner<'_> {
             Err(e) => e.valid_up_to(),
         };
         let text = std::str::from_utf8(&self.bytes[..valid]).expect("valid prefix");
-        if let Some(at) = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
             let out = text[self.emitted.min(at)..at].to_string();
             self.emitted = at;
             return (out, true);
@@ -195,11 +272,17 @@ impl StopScanner<'_> {
         let hold = self
             .stops
             .iter()
-            .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])))
+            .flat_map(|s| {
+                (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k]))
+            })
             .max()
             .unwrap_or(0);
         let safe = valid - hold;
-        let out = if safe > self.emitted { text[self.emitted..safe].to_string() } else { String::new() };
+        let out = if safe > self.emitted {
+            text[self.emitted..safe].to_string()
+        } else {
+            String::new()
+        };
         self.emitted = self.emitted.max(safe);
         (out, false)
     }
@@ -233,20 +316,36 @@ impl Generator for GgufGenerator {
     ) -> triage_core::Result<Generation> {
         let tokens = self.tokenizer.encode(prompt)?;
         if tokens.is_empty() {
-            return Err(triage_core::Error::InvalidInput("the prompt is empty".into()));
+            return Err(triage_core::Error::InvalidInput(
+                "the prompt is empty".into(),
+            ));
         }
         if tokens.len() + params.max_tokens > self.context {
-            return Err(Error::TooLong { tokens: tokens.len() + params.max_tokens, limit: self.context }.into());
+            return Err(Error::TooLong {
+                tokens: tokens.len() + params.max_tokens,
+                limit: self.context,
+            }
+            .into());
         }
         let sampling = if params.temperature <= 0.0 {
             Sampling::ArgMax
         } else {
-            Sampling::TopP { p: params.top_p.clamp(0.0, 1.0), temperature: params.temperature }
+            Sampling::TopP {
+                p: params.top_p.clamp(0.0, 1.0),
+                temperature: params.temperature,
+            }
         };
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut logits, cached, mut cache) = state.model.prefill(&tokens).map_err(triage_core::Error::from)?;
-        let mut scanner = StopScanner { stops: &params.stop, bytes: Vec::new(), emitted: 0 };
+        let (mut logits, cached, mut cache) = state
+            .model
+            .prefill(&tokens)
+            .map_err(triage_core::Error::from)?;
+        let mut scanner = StopScanner {
+            stops: &params.stop,
+            bytes: Vec::new(),
+            emitted: 0,
+        };
         let mut generated = 0;
         let stop_reason = loop {
             if generated >= params.max_tokens {
@@ -256,7 +355,9 @@ impl Generator for GgufGenerator {
                 }
                 break StopReason::MaxTokens;
             }
-            let next = sampler.sample(&logits).map_err(|e| triage_core::Error::Model(e.to_string()))?;
+            let next = sampler
+                .sample(&logits)
+                .map_err(|e| triage_core::Error::Model(e.to_string()))?;
             generated += 1;
             if self.stop_tokens.contains(&next) {
                 let rest = scanner.finish();
@@ -273,7 +374,10 @@ impl Generator for GgufGenerator {
                 break StopReason::StopString;
             }
             let position = tokens.len() + generated - 1;
-            logits = state.model.step(&[next], position, cache.as_mut()).map_err(triage_core::Error::from)?;
+            logits = state
+                .model
+                .step(&[next], position, cache.as_mut())
+                .map_err(triage_core::Error::from)?;
         };
         Ok(Generation {
             text: scanner.text(),
@@ -292,7 +396,11 @@ mod tests {
     #[test]
     fn holds_back_a_possible_stop_string() {
         let stops = vec!["###".to_string()];
-        let mut s = StopScanner { stops: &stops, bytes: Vec::new(), emitted: 0 };
+        let mut s = StopScanner {
+            stops: &stops,
+            bytes: Vec::new(),
+            emitted: 0,
+        };
         assert_eq!(s.push("答复#".as_bytes()), ("答复".to_string(), false));
         assert_eq!(s.push(b"#"), (String::new(), false));
         assert_eq!(s.push(b"# next"), (String::new(), true));
@@ -302,7 +410,11 @@ mod tests {
     #[test]
     fn waits_for_whole_characters() {
         let stops: Vec<String> = Vec::new();
-        let mut s = StopScanner { stops: &stops, bytes: Vec::new(), emitted: 0 };
+        let mut s = StopScanner {
+            stops: &stops,
+            bytes: Vec::new(),
+            emitted: 0,
+        };
         let bytes = "好".as_bytes();
         assert_eq!(s.push(&bytes[..2]).0, "");
         assert_eq!(s.push(&bytes[2..]).0, "好");

@@ -23,8 +23,9 @@ pub struct GgufTokenizer {
     scores: Vec<f32>,
     types: Vec<i32>,
     ids: HashMap<String, u32>,
-    /// User-defined pieces (whitespace runs, HTML tags), longest first: matched whole in raw text.
-    user_defined: Vec<(String, u32)>,
+    /// User-defined pieces (whitespace runs, HTML tags) by their first byte, longest first:
+    /// matched whole in the raw text, before spaces become `▁` (their pieces hold raw spaces).
+    user_defined: HashMap<u8, Vec<(String, u32)>>,
     byte_ids: [Option<u32>; 256],
     pub bos: u32,
     pub eos: u32,
@@ -37,19 +38,31 @@ fn strings(content: &Content, key: &str) -> Result<Vec<String>> {
     match content.metadata.get(key) {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.to_string().cloned().map_err(|e| Error::Tokenizer(format!("{key}: {e}"))))
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|e| Error::Tokenizer(format!("{key}: {e}")))
+            })
             .collect(),
         _ => Err(Error::Tokenizer(format!("GGUF metadata has no {key}"))),
     }
 }
 
-fn number<T>(content: &Content, key: &str, read: impl Fn(&Value) -> candle_core::Result<T>) -> Option<T> {
+fn number<T>(
+    content: &Content,
+    key: &str,
+    read: impl Fn(&Value) -> candle_core::Result<T>,
+) -> Option<T> {
     content.metadata.get(key).and_then(|v| read(v).ok())
 }
 
 impl GgufTokenizer {
     pub fn from_gguf(content: &Content) -> Result<Self> {
-        let model = content.metadata.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).cloned();
+        let model = content
+            .metadata
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
         if model.as_deref() != Some("llama") {
             return Err(Error::Tokenizer(format!(
                 "GGUF tokenizer model {model:?} is not SentencePiece (\"llama\"); put a tokenizer.json beside the model"
@@ -65,7 +78,8 @@ impl GgufTokenizer {
             _ => vec![NORMAL; pieces.len()],
         };
         let id = |key: &str, default: u32| number(content, key, Value::to_u32).unwrap_or(default);
-        let flag = |key: &str, default: bool| number(content, key, Value::to_bool).unwrap_or(default);
+        let flag =
+            |key: &str, default: bool| number(content, key, Value::to_bool).unwrap_or(default);
         Ok(Self::new(
             pieces,
             scores,
@@ -89,15 +103,23 @@ impl GgufTokenizer {
         add_bos: bool,
         add_space_prefix: bool,
     ) -> Self {
-        let ids = pieces.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
-        let mut user_defined: Vec<(String, u32)> = types
+        let ids = pieces
             .iter()
             .enumerate()
-            .filter(|(_, t)| **t == USER_DEFINED)
-            .map(|(i, _)| (pieces[i].clone(), i as u32))
-            .filter(|(p, _)| !p.is_empty())
+            .map(|(i, p)| (p.clone(), i as u32))
             .collect();
-        user_defined.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let mut user_defined: HashMap<u8, Vec<(String, u32)>> = HashMap::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            if types[i] == USER_DEFINED && !piece.is_empty() {
+                user_defined
+                    .entry(piece.as_bytes()[0])
+                    .or_default()
+                    .push((piece.clone(), i as u32));
+            }
+        }
+        for candidates in user_defined.values_mut() {
+            candidates.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        }
         let mut byte_ids = [None; 256];
         for (i, t) in types.iter().enumerate() {
             if *t == BYTE {
@@ -107,7 +129,19 @@ impl GgufTokenizer {
                 }
             }
         }
-        Self { pieces, scores, types, ids, user_defined, byte_ids, bos, eos, unk, add_bos, add_space_prefix }
+        Self {
+            pieces,
+            scores,
+            types,
+            ids,
+            user_defined,
+            byte_ids,
+            bos,
+            eos,
+            unk,
+            add_bos,
+            add_space_prefix,
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -122,37 +156,44 @@ impl GgufTokenizer {
         if self.add_bos {
             out.push(self.bos);
         }
-        let mut text = text.replace(' ', &SPACE.to_string());
-        if self.add_space_prefix && !text.is_empty() {
-            text.insert(0, SPACE);
-        }
-        let mut rest = text.as_str();
-        while !rest.is_empty() {
-            // The earliest user-defined piece in the rest (longest at that position) splits it.
-            let next = self
+        // User-defined pieces split the text (leftmost, longest at a position); the text between
+        // them is merged by score.
+        let (mut fragment_start, mut at) = (0, 0);
+        while at < text.len() {
+            let piece = self
                 .user_defined
-                .iter()
-                .filter_map(|(p, id)| rest.find(p.as_str()).map(|at| (at, p.len(), *id)))
-                .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
-            match next {
-                Some((at, len, id)) => {
-                    self.encode_fragment(&rest[..at], &mut out);
-                    out.push(id);
-                    rest = &rest[at + len..];
+                .get(&text.as_bytes()[at])
+                .and_then(|candidates| {
+                    candidates
+                        .iter()
+                        .find(|(p, _)| text[at..].starts_with(p.as_str()))
+                });
+            match piece {
+                Some((p, id)) => {
+                    self.encode_fragment(&text[fragment_start..at], &mut out);
+                    out.push(*id);
+                    at += p.len();
+                    fragment_start = at;
                 }
-                None => {
-                    self.encode_fragment(rest, &mut out);
-                    rest = "";
-                }
+                None => at += text[at..].chars().next().map_or(1, char::len_utf8),
             }
         }
+        self.encode_fragment(&text[fragment_start..], &mut out);
         out
     }
 
-    fn encode_fragment(&self, text: &str, out: &mut Vec<u32>) {
-        if text.is_empty() {
+    /// Merges one stretch of text between user-defined pieces. As in llama.cpp, the optional
+    /// space prefix goes before each stretch (each follows the start or such a piece).
+    fn encode_fragment(&self, raw: &str, out: &mut Vec<u32>) {
+        if raw.is_empty() {
             return;
         }
+        let mut text = String::with_capacity(raw.len() + 3);
+        if self.add_space_prefix {
+            text.push(SPACE);
+        }
+        text.extend(raw.chars().map(|c| if c == ' ' { SPACE } else { c }));
+        let text = text.as_str();
         // Symbols are byte ranges of the text, linked as a list so merges are O(1).
         let mut start: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
         let n = start.len();
@@ -177,15 +218,24 @@ impl GgufTokenizer {
         impl Ord for Bigram {
             // Highest score first; among equals, the leftmost (as SentencePiece does).
             fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+                self.score
+                    .total_cmp(&other.score)
+                    .then_with(|| other.left.cmp(&self.left))
             }
         }
         let mut queue = BinaryHeap::new();
         let try_add = |queue: &mut BinaryHeap<Bigram>, left: usize, right: usize, len: &[usize]| {
             let piece = &text[start[left]..start[left] + len[left] + len[right]];
             if let Some(&id) = self.ids.get(piece) {
-                if matches!(self.types[id as usize], NORMAL | USER_DEFINED | UNKNOWN) || self.types[id as usize] == 0 {
-                    queue.push(Bigram { score: self.scores[id as usize], left, right, size: piece.len() });
+                if matches!(self.types[id as usize], NORMAL | USER_DEFINED | UNKNOWN)
+                    || self.types[id as usize] == 0
+                {
+                    queue.push(Bigram {
+                        score: self.scores[id as usize],
+                        left,
+                        right,
+                        size: piece.len(),
+                    });
                 }
             }
         };
@@ -194,7 +244,11 @@ impl GgufTokenizer {
         }
         while let Some(b) = queue.pop() {
             // Skip bigrams made stale by an earlier merge of either side.
-            if len[b.left] == 0 || len[b.right] == 0 || len[b.left] + len[b.right] != b.size || next[b.left] != Some(b.right) {
+            if len[b.left] == 0
+                || len[b.right] == 0
+                || len[b.left] + len[b.right] != b.size
+                || next[b.left] != Some(b.right)
+            {
                 continue;
             }
             len[b.left] += len[b.right];
@@ -232,7 +286,12 @@ impl GgufTokenizer {
         };
         match self.types[id as usize] {
             CONTROL | UNKNOWN => Vec::new(),
-            BYTE => self.byte_ids.iter().position(|b| *b == Some(id)).map(|b| vec![b as u8]).unwrap_or_default(),
+            BYTE => self
+                .byte_ids
+                .iter()
+                .position(|b| *b == Some(id))
+                .map(|b| vec![b as u8])
+                .unwrap_or_default(),
             _ => piece.replace(SPACE, " ").into_bytes(),
         }
     }
@@ -259,17 +318,39 @@ impl GgufTokenizer {
 mod tests {
     use super::*;
 
-    /// A toy vocabulary: control tokens, bytes for 'x' and the bytes of "é", pieces with scores.
+    /// A toy vocabulary: control tokens, bytes for 'x' and the bytes of "é", pieces with scores,
+    /// user-defined pieces as Gemma's GGUF stores them (a tag, raw whitespace runs).
     fn toy() -> GgufTokenizer {
-        let mut pieces: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<0x78>", "<0xC3>", "<0xA9>"].map(String::from).to_vec();
+        toy_with_space_prefix(false)
+    }
+
+    fn toy_with_space_prefix(add_space_prefix: bool) -> GgufTokenizer {
+        let mut pieces: Vec<String> = [
+            "<pad>", "<eos>", "<bos>", "<unk>", "<0x78>", "<0xC3>", "<0xA9>",
+        ]
+        .map(String::from)
+        .to_vec();
         let mut types = vec![CONTROL, CONTROL, CONTROL, UNKNOWN, BYTE, BYTE, BYTE];
         let mut scores = vec![0.0; 7];
-        for (p, s) in [("▁", -1.0), ("a", -2.0), ("b", -2.0), ("ab", -1.5), ("▁ab", -0.5), ("c", -3.0), ("bc", -0.1), ("<br>", 0.0)] {
+        for (p, s) in [
+            ("▁", -1.0),
+            ("a", -2.0),
+            ("b", -2.0),
+            ("ab", -1.5),
+            ("▁ab", -0.5),
+            ("c", -3.0),
+            ("bc", -0.1),
+            ("<br>", 0.0),
+            ("  ", 0.0),
+            ("   ", 0.0),
+            ("\n", 0.0),
+        ] {
             pieces.push(p.into());
             scores.push(s);
-            types.push(if p == "<br>" { USER_DEFINED } else { NORMAL });
+            let user_defined = ["<br>", "  ", "   ", "\n"].contains(&p);
+            types.push(if user_defined { USER_DEFINED } else { NORMAL });
         }
-        GgufTokenizer::new(pieces, scores, types, 2, 1, 3, true, false)
+        GgufTokenizer::new(pieces, scores, types, 2, 1, 3, true, add_space_prefix)
     }
 
     #[test]
@@ -289,14 +370,49 @@ mod tests {
     fn user_defined_pieces_match_whole_and_control_text_does_not() {
         let t = toy();
         let ids = t.encode("a<br>b");
-        assert_eq!(ids, vec![2, t.piece_id("a").unwrap(), t.piece_id("<br>").unwrap(), t.piece_id("b").unwrap()]);
-        assert!(!t.encode("<eos>").contains(&1), "text that looks like a control token stays text");
+        assert_eq!(
+            ids,
+            vec![
+                2,
+                t.piece_id("a").unwrap(),
+                t.piece_id("<br>").unwrap(),
+                t.piece_id("b").unwrap()
+            ]
+        );
+        assert!(
+            !t.encode("<eos>").contains(&1),
+            "text that looks like a control token stays text"
+        );
+    }
+
+    #[test]
+    fn whitespace_runs_match_in_raw_text_longest_first() {
+        let t = toy();
+        let id = |p: &str| t.piece_id(p).unwrap();
+        // Three spaces are one piece; a single space stays "▁" and merges with what follows.
+        assert_eq!(t.encode("a   b"), vec![2, id("a"), id("   "), id("b")]);
+        assert_eq!(
+            t.encode("a     ab"),
+            vec![2, id("a"), id("   "), id("  "), id("ab")]
+        );
+        assert_eq!(t.encode("a ab\n"), vec![2, id("a"), id("▁ab"), id("\n")]);
+    }
+
+    #[test]
+    fn space_prefix_goes_before_each_stretch_of_text() {
+        let t = toy_with_space_prefix(true);
+        let id = |p: &str| t.piece_id(p).unwrap();
+        assert_eq!(
+            t.encode("ab<br>ab"),
+            vec![2, id("▁ab"), id("<br>"), id("▁ab")]
+        );
+        assert_eq!(t.decode(&t.encode("ab")), "ab");
     }
 
     #[test]
     fn decodes_bytes_and_spaces() {
         let t = toy();
-        for text in ["abc", " ab ab", "xé", "a<br>b"] {
+        for text in ["abc", " ab ab", "xé", "a<br>b", "a   b\n"] {
             assert_eq!(t.decode(&t.encode(text)), text);
         }
     }
