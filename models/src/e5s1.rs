@@ -96,7 +96,7 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
         type_vocab: r.usize()?,
         eps: r.f32()?,
     };
-    if r.usize()? != BLOCK || h.hidden % BLOCK != 0 || h.ffn % BLOCK != 0 || h.heads == 0 {
+    if r.usize()? != BLOCK || !h.hidden.is_multiple_of(BLOCK) || !h.ffn.is_multiple_of(BLOCK) || h.heads == 0 {
         return Err(Error::bad(src, "unsupported shape or block size"));
     }
 
@@ -150,7 +150,7 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
             1 => elements / BLOCK * BLOCK_BYTES,
             other => return Err(Error::bad(src, format!("tensor {name} has unknown dtype {other}"))),
         };
-        if body.len() < expected || (dtype == 1 && elements % BLOCK != 0) {
+        if body.len() < expected || (dtype == 1 && !elements.is_multiple_of(BLOCK)) {
             return Err(Error::bad(src, format!("tensor {name} is shorter than its {elements} elements")));
         }
         tensors.insert(name, Tensor { quantized: dtype == 1, elements, bytes: body });

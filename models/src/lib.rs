@@ -1,5 +1,6 @@
 //! Local models on candle: BERT-family sentence embedders and GGUF text generators.
 
+pub mod bert;
 pub mod e5s1;
 pub mod embedder;
 pub mod error;
