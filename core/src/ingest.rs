@@ -13,7 +13,9 @@ pub struct Rejected {
     pub reason: String,
 }
 
-const KNOWN: &[&str] = &["id", "title", "text", "label", "unit", "district", "time", "reply"];
+const KNOWN: &[&str] = &[
+    "id", "title", "text", "label", "unit", "district", "time", "reply",
+];
 
 /// Parses one JSONL line into a case with normalised text.
 pub fn parse_case_line(line: &str) -> Result<Case, String> {
@@ -39,12 +41,16 @@ pub fn case_from_map(mut map: Map<String, Value>) -> Result<Case, String> {
         }
     };
     let title = string(&map, "title")?.map(|t| normalize(&t));
-    let text = string(&map, "text")?.map(|t| normalize(&t)).unwrap_or_default();
+    let text = string(&map, "text")?
+        .map(|t| normalize(&t))
+        .unwrap_or_default();
     if text.is_empty() && title.is_none() {
         return Err("empty \"text\" (and no \"title\")".into());
     }
     if text.chars().count() > MAX_INPUT_CHARS {
-        return Err(format!("\"text\" is longer than {MAX_INPUT_CHARS} characters"));
+        return Err(format!(
+            "\"text\" is longer than {MAX_INPUT_CHARS} characters"
+        ));
     }
     let time = match string(&map, "time")? {
         None => None,
@@ -53,7 +59,11 @@ pub fn case_from_map(mut map: Map<String, Value>) -> Result<Case, String> {
     let case = Case {
         id,
         // A title-only record (a call-taker's one-line summary) is classified on its title.
-        text: if text.is_empty() { title.clone().unwrap_or_default() } else { text },
+        text: if text.is_empty() {
+            title.clone().unwrap_or_default()
+        } else {
+            text
+        },
         title,
         label: string(&map, "label")?,
         unit: string(&map, "unit")?,
@@ -78,22 +88,36 @@ pub fn parse_time(text: &str) -> Option<i64> {
         return Some(t.timestamp());
     }
     let china = chrono::FixedOffset::east_opt(8 * 3600)?;
-    for format in ["%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y/%m/%d %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y/%m/%d %H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return china.from_local_datetime(&t).single().map(|t| t.timestamp());
+            return china
+                .from_local_datetime(&t)
+                .single()
+                .map(|t| t.timestamp());
         }
     }
     for format in ["%Y/%m/%d", "%Y-%m-%d"] {
         if let Ok(d) = chrono::NaiveDate::parse_from_str(text, format) {
-            return china.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).single().map(|t| t.timestamp());
+            return china
+                .from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
+                .single()
+                .map(|t| t.timestamp());
         }
     }
     None
 }
 
+/// A CSV record: its line number and its fields by header name.
+pub type CsvRow = (usize, Map<String, Value>);
+
 /// Reads CSV with a header row into JSON-like maps (quoted fields, doubled quotes, embedded
 /// newlines), so CSV exports go through the same checks as JSONL.
-pub fn parse_csv(data: &str) -> Vec<Result<(usize, Map<String, Value>), Rejected>> {
+pub fn parse_csv(data: &str) -> Vec<Result<CsvRow, Rejected>> {
     let records = csv_records(data);
     let Some((_, header)) = records.first() else {
         return Vec::new();
@@ -175,19 +199,37 @@ mod tests {
 
     #[test]
     fn reports_bad_lines() {
-        assert!(parse_case_line("{not json").unwrap_err().contains("not valid JSON"));
+        assert!(parse_case_line("{not json")
+            .unwrap_err()
+            .contains("not valid JSON"));
         assert!(parse_case_line("[1]").unwrap_err().contains("JSON object"));
-        assert!(parse_case_line(r#"{"text": "x"}"#).unwrap_err().contains("id"));
-        assert!(parse_case_line(r#"{"id": "1", "text": "  "}"#).unwrap_err().contains("empty"));
-        assert!(parse_case_line(r#"{"id": "1", "text": 5}"#).unwrap_err().contains("must be a string"));
-        assert!(parse_case_line(r#"{"id": "1", "text": "a", "time": "yesterday"}"#).unwrap_err().contains("time"));
-        let huge = format!(r#"{{"id": "1", "text": "{}"}}"#, "字".repeat(MAX_INPUT_CHARS + 1));
+        assert!(parse_case_line(r#"{"text": "x"}"#)
+            .unwrap_err()
+            .contains("id"));
+        assert!(parse_case_line(r#"{"id": "1", "text": "  "}"#)
+            .unwrap_err()
+            .contains("empty"));
+        assert!(parse_case_line(r#"{"id": "1", "text": 5}"#)
+            .unwrap_err()
+            .contains("must be a string"));
+        assert!(
+            parse_case_line(r#"{"id": "1", "text": "a", "time": "yesterday"}"#)
+                .unwrap_err()
+                .contains("time")
+        );
+        let huge = format!(
+            r#"{{"id": "1", "text": "{}"}}"#,
+            "字".repeat(MAX_INPUT_CHARS + 1)
+        );
         assert!(parse_case_line(&huge).unwrap_err().contains("longer than"));
     }
 
     #[test]
     fn title_only_records_use_the_title() {
-        let c = parse_case_line(r#"{"id": "T1", "title": "G市医保报销问题", "label": "劳动和社会保障"}"#).unwrap();
+        let c = parse_case_line(
+            r#"{"id": "T1", "title": "G市医保报销问题", "label": "劳动和社会保障"}"#,
+        )
+        .unwrap();
         assert_eq!(c.text, "G市医保报销问题");
         assert_eq!(c.full_text(), "G市医保报销问题");
     }
@@ -205,7 +247,10 @@ mod tests {
         let (line, first) = rows[0].as_ref().unwrap();
         assert_eq!((*line, first["text"].as_str().unwrap()), (2, "路灯,坏了"));
         let (line, second) = rows[1].as_ref().unwrap();
-        assert_eq!((*line, second["text"].as_str().unwrap()), (3, "两行\n文本 \"引号\""));
+        assert_eq!(
+            (*line, second["text"].as_str().unwrap()),
+            (3, "两行\n文本 \"引号\"")
+        );
         assert_eq!(rows[2].as_ref().unwrap_err().line, 5);
     }
 }
@@ -270,8 +315,14 @@ impl Importer<'_> {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let canonical = std::fs::canonicalize(path).map_err(io)?.display().to_string();
-        let checkpoint_path = self.checkpoint_dir.as_ref().map(|d| d.join(checkpoint_name(&canonical)));
+        let canonical = std::fs::canonicalize(path)
+            .map_err(io)?
+            .display()
+            .to_string();
+        let checkpoint_path = self
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| d.join(checkpoint_name(&canonical)));
         let mut checkpoint = checkpoint_path
             .as_ref()
             .and_then(|p| std::fs::read(p).ok())
@@ -281,14 +332,22 @@ impl Importer<'_> {
                 path: canonical.clone(),
                 size: meta.len(),
                 modified,
-                summary: ImportSummary { file: path.display().to_string(), ..Default::default() },
+                summary: ImportSummary {
+                    file: path.display().to_string(),
+                    ..Default::default()
+                },
                 ..Default::default()
             });
         checkpoint.summary.resumed_from_line = checkpoint.line;
 
-        let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         let mut batch: Vec<(usize, Case)> = Vec::with_capacity(self.batch_size);
-        let mut flush = |batch: &mut Vec<(usize, Case)>, checkpoint: &mut Checkpoint, line: usize, byte: u64| {
+        let mut flush = |batch: &mut Vec<(usize, Case)>,
+                         checkpoint: &mut Checkpoint,
+                         line: usize,
+                         byte: u64| {
             self.store_batch(batch, &mut checkpoint.summary)?;
             batch.clear();
             checkpoint.line = line;
@@ -312,11 +371,15 @@ impl Importer<'_> {
             })?;
             for row in parse_csv(&data) {
                 match row.and_then(|(line, map)| {
-                    case_from_map(map).map(|c| (line, c)).map_err(|reason| Rejected { line, reason })
+                    case_from_map(map)
+                        .map(|c| (line, c))
+                        .map_err(|reason| Rejected { line, reason })
                 }) {
                     Ok((line, case)) if line > checkpoint.line => batch.push((line, case)),
                     Ok(_) => {}
-                    Err(rejected) if rejected.line > checkpoint.line => checkpoint.summary.skipped.push(rejected),
+                    Err(rejected) if rejected.line > checkpoint.line => {
+                        checkpoint.summary.skipped.push(rejected)
+                    }
                     Err(_) => {}
                 }
                 if batch.len() >= self.batch_size {
@@ -328,7 +391,9 @@ impl Importer<'_> {
             flush(&mut batch, &mut checkpoint, line, meta.len())?;
         } else {
             let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-            reader.seek(std::io::SeekFrom::Start(checkpoint.byte)).map_err(io)?;
+            reader
+                .seek(std::io::SeekFrom::Start(checkpoint.byte))
+                .map_err(io)?;
             let (mut line, mut byte) = (checkpoint.line, checkpoint.byte);
             let mut buf = Vec::new();
             loop {
@@ -363,7 +428,11 @@ impl Importer<'_> {
         Ok(checkpoint.summary)
     }
 
-    fn store_batch(&self, batch: &mut [(usize, Case)], summary: &mut ImportSummary) -> crate::Result<()> {
+    fn store_batch(
+        &self,
+        batch: &mut [(usize, Case)],
+        summary: &mut ImportSummary,
+    ) -> crate::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -380,7 +449,8 @@ impl Importer<'_> {
                 summary.imported += 1;
             }
         }
-        let cases: Vec<(Case, Vec<f32>)> = batch.iter().map(|(_, c)| c.clone()).zip(vectors).collect();
+        let cases: Vec<(Case, Vec<f32>)> =
+            batch.iter().map(|(_, c)| c.clone()).zip(vectors).collect();
         self.store.upsert(&cases)
     }
 }
@@ -389,15 +459,23 @@ impl Importer<'_> {
 /// district its text names.
 pub fn enrich(case: &mut Case, units: &crate::units::UnitDirectory) {
     if case.unit.is_none() {
-        case.unit = case.reply.as_deref().and_then(|r| units.find_named_unit(r)).map(|u| u.id.clone());
+        case.unit = case
+            .reply
+            .as_deref()
+            .and_then(|r| units.find_named_unit(r))
+            .map(|u| u.id.clone());
     }
     if case.district.is_none() {
-        case.district = units.extract_district(&case.full_text()).map(|d| d.name.clone());
+        case.district = units
+            .extract_district(&case.full_text())
+            .map(|d| d.name.clone());
     }
 }
 
 fn checkpoint_name(canonical: &str) -> String {
     // FNV-1a of the path: a stable, file-system-safe name.
-    let hash = canonical.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let hash = canonical.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     format!("import-{hash:016x}.json")
 }

@@ -26,7 +26,11 @@ pub struct DuplicateConfig {
 
 impl Default for DuplicateConfig {
     fn default() -> Self {
-        Self { threshold: 0.95, window_days: 90, same_district: true }
+        Self {
+            threshold: 0.95,
+            window_days: 90,
+            same_district: true,
+        }
     }
 }
 
@@ -175,7 +179,16 @@ impl Pipeline {
         prompts: Prompts,
         config: PipelineConfig,
     ) -> Self {
-        Self { embedder, store, generator, taxonomy, units, prompts, config, classifier: RwLock::new(None) }
+        Self {
+            embedder,
+            store,
+            generator,
+            taxonomy,
+            units,
+            prompts,
+            config,
+            classifier: RwLock::new(None),
+        }
     }
 
     pub fn set_classifier(&self, classifier: Classifier) {
@@ -241,10 +254,16 @@ impl Pipeline {
         let full = full.to_string();
         let vector = vector.to_vec();
 
-        let similar = self.store.search(&vector, self.config.similar_k, &CaseFilter::default())?;
+        let similar = self
+            .store
+            .search(&vector, self.config.similar_k, &CaseFilter::default())?;
         let labeled = if classifier.uses_neighbors() {
-            let filter = CaseFilter { labeled_only: true, ..Default::default() };
-            self.store.search(&vector, classifier.config.knn_k, &filter)?
+            let filter = CaseFilter {
+                labeled_only: true,
+                ..Default::default()
+            };
+            self.store
+                .search(&vector, classifier.config.knn_k, &filter)?
         } else {
             Vec::new()
         };
@@ -252,15 +271,26 @@ impl Pipeline {
 
         let neighbors: Vec<Neighbor> = labeled
             .iter()
-            .filter_map(|h| Some(Neighbor { label: h.case.label.as_deref()?, score: h.score }))
+            .filter_map(|h| {
+                Some(Neighbor {
+                    label: h.case.label.as_deref()?,
+                    score: h.score,
+                })
+            })
             .collect();
         let scores = classifier.predict(&full, &vector, &neighbors);
-        let categories = self.top_categories(&classifier, &scores.ensemble, self.config.categories_k);
+        let categories =
+            self.top_categories(&classifier, &scores.ensemble, self.config.categories_k);
         let confidence = categories.first().map_or(0.0, |c| c.probability);
         let methods = scores
             .methods
             .iter()
-            .map(|(m, p)| (m.clone(), self.top_categories(&classifier, p, self.config.categories_k)))
+            .map(|(m, p)| {
+                (
+                    m.clone(),
+                    self.top_categories(&classifier, p, self.config.categories_k),
+                )
+            })
             .collect();
         lap("classify", &mut timings);
 
@@ -268,14 +298,23 @@ impl Pipeline {
             .district
             .clone()
             .or_else(|| self.units.extract_district(&full).map(|d| d.name.clone()));
-        let category_probs: Vec<(String, f32)> =
-            classifier.labels.iter().cloned().zip(scores.ensemble.iter().copied()).collect();
+        let category_probs: Vec<(String, f32)> = classifier
+            .labels
+            .iter()
+            .cloned()
+            .zip(scores.ensemble.iter().copied())
+            .collect();
         let handled: Vec<(String, String, f32)> = similar
             .iter()
             .chain(&labeled)
             .filter_map(|h| Some((h.case.id.clone(), h.case.unit.clone()?, h.score)))
             .collect();
-        let units = self.units.suggest(&category_probs, district.as_deref(), &handled, self.config.units_k);
+        let units = self.units.suggest(
+            &category_probs,
+            district.as_deref(),
+            &handled,
+            self.config.units_k,
+        );
         let duplicate = self.duplicate(&similar, district.as_deref(), complaint.time);
         lap("units", &mut timings);
 
@@ -299,7 +338,11 @@ impl Pipeline {
     }
 
     /// Writes the reply draft, streaming each final piece of text to `on_text`.
-    pub fn draft(&self, context: &DraftContext, on_text: &mut dyn FnMut(&str) -> bool) -> Result<String> {
+    pub fn draft(
+        &self,
+        context: &DraftContext,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<String> {
         let generator = self
             .generator
             .as_ref()
@@ -313,7 +356,8 @@ impl Pipeline {
             emitted += piece.chars().count();
             (piece.is_empty() || on_text(&pii::mask(piece))) && emitted < max_chars
         };
-        let generation = generator.generate(&context.prompt, &self.config.draft.params, &mut forward)?;
+        let generation =
+            generator.generate(&context.prompt, &self.config.draft.params, &mut forward)?;
         Ok(postprocess_draft(&generation.text, max_chars))
     }
 
@@ -323,12 +367,19 @@ impl Pipeline {
         if with_draft && self.generator.is_some() {
             let started = Instant::now();
             suggestion.draft = Some(self.draft(&context, &mut |_| true)?);
-            suggestion.timings_ms.insert("draft".into(), started.elapsed().as_secs_f64() * 1e3);
+            suggestion
+                .timings_ms
+                .insert("draft".into(), started.elapsed().as_secs_f64() * 1e3);
         }
         Ok(suggestion)
     }
 
-    fn top_categories(&self, classifier: &Classifier, probs: &[f32], k: usize) -> Vec<CategoryScore> {
+    fn top_categories(
+        &self,
+        classifier: &Classifier,
+        probs: &[f32],
+        k: usize,
+    ) -> Vec<CategoryScore> {
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         order
@@ -336,28 +387,46 @@ impl Pipeline {
             .take(k.max(1))
             .map(|i| {
                 let id = classifier.labels[i].clone();
-                let name = self.taxonomy.resolve(&id).map_or_else(|| id.clone(), |c| c.name.clone());
-                CategoryScore { id, name, probability: probs[i] }
+                let name = self
+                    .taxonomy
+                    .resolve(&id)
+                    .map_or_else(|| id.clone(), |c| c.name.clone());
+                CategoryScore {
+                    id,
+                    name,
+                    probability: probs[i],
+                }
             })
             .collect()
     }
 
-    fn duplicate(&self, similar: &[Hit], district: Option<&str>, time: Option<i64>) -> Option<Duplicate> {
+    fn duplicate(
+        &self,
+        similar: &[Hit],
+        district: Option<&str>,
+        time: Option<i64>,
+    ) -> Option<Duplicate> {
         let rule = &self.config.duplicate;
         let now = time.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let nearest = similar.first()?;
-        let recent = nearest.case.time.is_none_or(|t| (now - t).abs() <= rule.window_days * 86_400);
+        let recent = nearest
+            .case
+            .time
+            .is_none_or(|t| (now - t).abs() <= rule.window_days * 86_400);
         let same_place = !rule.same_district
             || match (district, nearest.case.district.as_deref()) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             };
-        (nearest.score >= rule.threshold && recent && same_place)
-            .then(|| Duplicate { case_id: nearest.case.id.clone(), score: nearest.score })
+        (nearest.score >= rule.threshold && recent && same_place).then(|| Duplicate {
+            case_id: nearest.case.id.clone(),
+            score: nearest.score,
+        })
     }
 
     pub fn similar_case(&self, hit: &Hit) -> SimilarCase {
-        let snippet = text::truncate_chars(&hit.case.full_text(), self.config.snippet_chars).to_string();
+        let snippet =
+            text::truncate_chars(&hit.case.full_text(), self.config.snippet_chars).to_string();
         SimilarCase {
             id: hit.case.id.clone(),
             score: hit.score,
@@ -378,7 +447,10 @@ impl Pipeline {
         units: &[UnitSuggestion],
     ) -> Result<String> {
         let draft = &self.config.draft;
-        let with_reply = CaseFilter { with_reply: true, ..Default::default() };
+        let with_reply = CaseFilter {
+            with_reply: true,
+            ..Default::default()
+        };
         let examples: Vec<_> = if self.generator.is_some() && draft.examples > 0 {
             self.store.search(vector, draft.examples, &with_reply)?
         } else {
@@ -432,7 +504,10 @@ mod tests {
     #[test]
     fn draft_is_cut_at_next_section_and_masked() {
         let raw = " 您好，已转交A市城管局处理，联系电话13812345678。\n### 来信\n另一个";
-        assert_eq!(postprocess_draft(raw, 300), "您好，已转交A市城管局处理，联系电话[手机号]。");
+        assert_eq!(
+            postprocess_draft(raw, 300),
+            "您好，已转交A市城管局处理，联系电话[手机号]。"
+        );
     }
 
     #[test]

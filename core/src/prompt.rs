@@ -10,7 +10,13 @@ const BUILTIN: &[(&str, &str)] = &[("reply.jinja", include_str!("../../prompts/r
 
 /// Markers the templates use to structure a document; complaint text must not contain them,
 /// or a complaint could pose as a new section ("### 答复 …") and steer the model.
-const STRUCTURE_MARKERS: &[&str] = &["###", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>"];
+const STRUCTURE_MARKERS: &[&str] = &[
+    "###",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|im_start|>",
+    "<|im_end|>",
+];
 
 pub struct Prompts {
     env: Environment<'static>,
@@ -88,6 +94,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("reply.jinja"), "X {{ complaint | quote }}").unwrap();
         let prompts = Prompts::load(Some(dir.path())).unwrap();
-        assert_eq!(prompts.render("reply.jinja", minijinja::context! {complaint => "a"}).unwrap(), "X a");
+        assert_eq!(
+            prompts
+                .render("reply.jinja", minijinja::context! {complaint => "a"})
+                .unwrap(),
+            "X a"
+        );
     }
 }

@@ -29,9 +29,8 @@ impl Taxonomy {
     /// `{"Level 1": {"Level 2": ["Level 3", ...]}}` (ids are then the names).
     pub fn load(path: &Path) -> Result<Self> {
         let raw = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_json(&raw).map_err(|e| {
-            Error::InvalidInput(format!("taxonomy {}: {e}", path.display()))
-        })
+        Self::from_json(&raw)
+            .map_err(|e| Error::InvalidInput(format!("taxonomy {}: {e}", path.display())))
     }
 
     pub fn from_json(raw: &str) -> std::result::Result<Self, String> {
@@ -69,7 +68,9 @@ impl Taxonomy {
             c.id == label
                 || c.name == label
                 || c.id.eq_ignore_ascii_case(label)
-                || c.name_en.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(label))
+                || c.name_en
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(label))
         })
     }
 
@@ -141,8 +142,10 @@ mod tests {
 
     #[test]
     fn reads_nested_names() {
-        let t = Taxonomy::from_json(r#"{"交通运输": {"出租车管理": ["其他", "拒载"]}, "环境保护": {}}"#)
-            .unwrap();
+        let t = Taxonomy::from_json(
+            r#"{"交通运输": {"出租车管理": ["其他", "拒载"]}, "环境保护": {}}"#,
+        )
+        .unwrap();
         assert_eq!(t.ids(), vec!["交通运输", "环境保护"]);
         assert_eq!(t.categories[0].profile(), "交通运输：出租车管理、拒载");
     }
@@ -160,7 +163,10 @@ mod tests {
 
     #[test]
     fn rejects_duplicate_ids_and_garbage() {
-        assert!(Taxonomy::from_json(r#"{"categories": [{"id": "a", "name": "A"}, {"id": "a", "name": "B"}]}"#).is_err());
+        assert!(Taxonomy::from_json(
+            r#"{"categories": [{"id": "a", "name": "A"}, {"id": "a", "name": "B"}]}"#
+        )
+        .is_err());
         assert!(Taxonomy::from_json("[1, 2]").is_err());
     }
 }

@@ -38,7 +38,9 @@ pub fn normalize(text: &str) -> String {
 fn fold_width(ch: char) -> char {
     match ch {
         '\u{3000}' => ' ',
-        '０'..='９' | 'Ａ'..='Ｚ' | 'ａ'..='ｚ' => char::from_u32(ch as u32 - 0xFEE0).unwrap_or(ch),
+        '０'..='９' | 'Ａ'..='Ｚ' | 'ａ'..='ｚ' => {
+            char::from_u32(ch as u32 - 0xFEE0).unwrap_or(ch)
+        }
         _ => ch,
     }
 }
@@ -57,7 +59,10 @@ mod tests {
 
     #[test]
     fn folds_full_width_and_whitespace() {
-        assert_eq!(normalize("  Ａ市１２３　路 \t 灯\r\n\n坏了！ "), "A市123 路 灯\n坏了！");
+        assert_eq!(
+            normalize("  Ａ市１２３　路 \t 灯\r\n\n坏了！ "),
+            "A市123 路 灯\n坏了！"
+        );
     }
 
     #[test]

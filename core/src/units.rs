@@ -139,7 +139,11 @@ impl UnitDirectory {
         let mut parent = district.parent.as_deref();
         while let Some(p) = parent {
             depth += 1;
-            parent = self.districts.iter().find(|d| d.name == p).and_then(|d| d.parent.as_deref());
+            parent = self
+                .districts
+                .iter()
+                .find(|d| d.name == p)
+                .and_then(|d| d.parent.as_deref());
             if depth > 8 {
                 break; // a cycle in the data; stop rather than loop
             }
@@ -152,7 +156,11 @@ impl UnitDirectory {
     pub fn find_named_unit(&self, text: &str) -> Option<&Unit> {
         self.units
             .iter()
-            .flat_map(|u| std::iter::once(&u.name).chain(&u.aliases).map(move |n| (u, n)))
+            .flat_map(|u| {
+                std::iter::once(&u.name)
+                    .chain(&u.aliases)
+                    .map(move |n| (u, n))
+            })
             .filter(|(_, name)| !name.is_empty() && text.contains(name.as_str()))
             .max_by_key(|(_, name)| name.chars().count())
             .map(|(unit, _)| unit)
@@ -199,7 +207,10 @@ impl UnitDirectory {
             };
             // Exact district 1.0, its parent 0.5, … ; a unit for another district does not apply.
             let (place, fit) = if unit.districts.is_empty() {
-                ("everywhere".to_string(), if lineage.is_empty() { 1.0 } else { 0.3 })
+                (
+                    "everywhere".to_string(),
+                    if lineage.is_empty() { 1.0 } else { 0.3 },
+                )
             } else if lineage.is_empty() {
                 (unit.districts.join("/"), 0.2)
             } else {
@@ -222,7 +233,11 @@ impl UnitDirectory {
         }
         let total_similarity: f32 = similar.iter().map(|s| s.2.max(0.0)).sum();
         for (case_id, unit_id, similarity) in similar {
-            let Some(unit) = self.units.iter().find(|u| &u.id == unit_id || &u.name == unit_id) else {
+            let Some(unit) = self
+                .units
+                .iter()
+                .find(|u| &u.id == unit_id || &u.name == unit_id)
+            else {
                 continue;
             };
             let entry = scored.entry(&unit.id).or_insert_with(|| UnitSuggestion {
@@ -237,7 +252,11 @@ impl UnitDirectory {
             entry.similar_cases.push(case_id.clone());
         }
         let mut out: Vec<UnitSuggestion> = scored.into_values().collect();
-        out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.unit_id.cmp(&b.unit_id)));
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.unit_id.cmp(&b.unit_id))
+        });
         out.truncate(k);
         out
     }
@@ -282,9 +301,17 @@ mod tests {
     #[test]
     fn extracts_most_specific_district() {
         let d = directory();
-        assert_eq!(d.extract_district("A市A2区桂花坪街道路灯坏了").unwrap().name, "A2区");
+        assert_eq!(
+            d.extract_district("A市A2区桂花坪街道路灯坏了")
+                .unwrap()
+                .name,
+            "A2区"
+        );
         assert_eq!(d.extract_district("A市某小区").unwrap().name, "A市");
-        assert_eq!(d.extract_district("北京市朝阳区望京街道").unwrap().name, "朝阳区");
+        assert_eq!(
+            d.extract_district("北京市朝阳区望京街道").unwrap().name,
+            "朝阳区"
+        );
         assert_eq!(d.extract_district("家住朝阳，噪音").unwrap().name, "朝阳区");
         assert!(d.extract_district("no place here").is_none());
     }
@@ -292,15 +319,27 @@ mod tests {
     #[test]
     fn templates_expand_per_district() {
         let d = directory();
-        assert!(d.units.iter().any(|u| u.id == "A2区-transport" && u.name == "A2区交通运输局"));
-        assert_eq!(d.units.iter().filter(|u| u.id.ends_with("-transport")).count(), 4);
+        assert!(d
+            .units
+            .iter()
+            .any(|u| u.id == "A2区-transport" && u.name == "A2区交通运输局"));
+        assert_eq!(
+            d.units
+                .iter()
+                .filter(|u| u.id.ends_with("-transport"))
+                .count(),
+            4
+        );
     }
 
     #[test]
     fn shipped_directory_loads_and_routes() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/units.toml"));
         let d = UnitDirectory::load(path).unwrap();
-        assert_eq!(d.extract_district("A市A2区桂花坪街道的小区").unwrap().name, "A2区");
+        assert_eq!(
+            d.extract_district("A市A2区桂花坪街道的小区").unwrap().name,
+            "A2区"
+        );
         let units = d.suggest(&[("教育文体".to_string(), 0.9)], Some("A7县"), &[], 2);
         assert_eq!(units[0].name, "A7县教育局");
         assert_eq!(units[1].name, "A市教育局");

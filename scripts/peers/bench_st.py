@@ -19,4 +19,8 @@ for tokens, count in [(32, 256), (128, 128), (512, 32)]:
     model.encode(batch[:4])
     t = time.time()
     model.encode(batch, batch_size=32)
-    print(f"torch\ttexts_per_s_{tokens}tok\t{len(batch) / (time.time() - t):.2f}\ttexts/s")
+    seconds = time.time() - t
+    # The same BERT encoder FLOP count as bench-embed: 2·L·(4H² + 2HF) + 4·L²·H per layer.
+    flops = 12 * (2 * tokens * (4 * 384**2 + 2 * 384 * 1536) + 4 * tokens**2 * 384)
+    print(f"torch\ttexts_per_s_{tokens}tok\t{len(batch) / seconds:.2f}\ttexts/s")
+    print(f"torch\tgflops_{tokens}tok\t{flops * len(batch) / seconds / 1e9:.2f}\tGFLOP/s")

@@ -21,14 +21,24 @@ pub struct GlobalArgs {
     #[arg(long, env = "TRIAGE_MODELS_DIR", global = true)]
     pub models_dir: Option<PathBuf>,
     /// Embedding model: a directory name under --models-dir or a path to a Hugging Face directory
-    #[arg(long, env = "TRIAGE_EMBEDDER", default_value = "multilingual-e5-small", global = true)]
+    #[arg(
+        long,
+        env = "TRIAGE_EMBEDDER",
+        default_value = "multilingual-e5-small",
+        global = true
+    )]
     pub embedder: String,
     /// Tokens of each text the embedder reads (title and the head of the body; at most the
     /// model's limit). 128 keeps routing accuracy and embeds ~5x faster than 512 (see README).
     #[arg(long, env = "TRIAGE_MAX_TOKENS", default_value_t = 128, global = true)]
     pub max_tokens: usize,
     /// Generator model: a GGUF file (path, or relative to --models-dir)
-    #[arg(long, env = "TRIAGE_GENERATOR", default_value = "gemma-3-270m/gemma-3-270m-q4_k_m.gguf", global = true)]
+    #[arg(
+        long,
+        env = "TRIAGE_GENERATOR",
+        default_value = "gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
+        global = true
+    )]
     pub generator: String,
     /// Category taxonomy (JSON) [default: the shipped data/taxonomy.json]
     #[arg(long, env = "TRIAGE_TAXONOMY", global = true)]
@@ -40,27 +50,41 @@ pub struct GlobalArgs {
     #[arg(long, env = "TRIAGE_PROMPTS", global = true)]
     pub prompts: Option<PathBuf>,
     /// Log filter, e.g. `info` or `triage=debug`
-    #[arg(long, env = "RUST_LOG", default_value = "warn,qdrant_edge=error", global = true)]
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        default_value = "warn,qdrant_edge=error",
+        global = true
+    )]
     pub log: String,
 }
 
 pub fn init_tracing(args: &GlobalArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn cache_dir() -> PathBuf {
-    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("hotline-triage")
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("hotline-triage")
 }
 
 impl GlobalArgs {
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| cache_dir().join("data"))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("data"))
     }
 
     pub fn models_dir(&self) -> PathBuf {
-        self.models_dir.clone().unwrap_or_else(|| cache_dir().join("models"))
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir().join("models"))
     }
 
     fn model_path(&self, name: &str) -> PathBuf {
@@ -88,7 +112,10 @@ impl GlobalArgs {
     }
 
     pub fn open_store(&self, dim: usize) -> Result<Arc<dyn CaseStore>> {
-        Ok(Arc::new(triage_store::EdgeStore::open(&self.data_dir(), dim)?))
+        Ok(Arc::new(triage_store::EdgeStore::open(
+            &self.data_dir(),
+            dim,
+        )?))
     }
 
     pub fn taxonomy(&self) -> Result<Taxonomy> {
@@ -114,16 +141,25 @@ impl GlobalArgs {
         let dir = self.classifier_dir();
         let current = dir.join("current");
         let version = std::fs::read_to_string(&current).map_err(|_| {
-            anyhow::anyhow!("no classifier in {}: run `triage train` (after `triage import`)", dir.display())
+            anyhow::anyhow!(
+                "no classifier in {}: run `triage train` (after `triage import`)",
+                dir.display()
+            )
         })?;
-        Ok(Classifier::load(&dir.join(format!("{}.bin", version.trim())))?)
+        Ok(Classifier::load(
+            &dir.join(format!("{}.bin", version.trim())),
+        )?)
     }
 
     /// Loads models, store, taxonomy, units and classifier into a pipeline.
     pub fn pipeline(&self, with_generator: bool) -> Result<Pipeline> {
         let embedder = self.load_embedder()?;
         let store = self.open_store(embedder.dim())?;
-        let generator = if with_generator { Some(self.load_generator()?) } else { None };
+        let generator = if with_generator {
+            Some(self.load_generator()?)
+        } else {
+            None
+        };
         let pipeline = Pipeline::new(
             embedder,
             store,

@@ -2,8 +2,15 @@
 
 /// log-softmax of `scores * scale`.
 pub fn log_softmax(scores: &[f32], scale: f32) -> Vec<f32> {
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-    let log_sum = scores.iter().map(|&s| (s * scale - max).exp()).sum::<f32>().ln() + max;
+    let max = scores
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+    let log_sum = scores
+        .iter()
+        .map(|&s| (s * scale - max).exp())
+        .sum::<f32>()
+        .ln()
+        + max;
     scores.iter().map(|&s| s * scale - log_sum).collect()
 }
 
@@ -50,7 +57,10 @@ pub fn fit_scale(scores: &[Vec<f32>], gold: &[usize]) -> f32 {
 /// The lowest confidence threshold at which the cases at or above it are right at least
 /// `target` of the time, with the share of cases it keeps (coverage). `None` when even the most
 /// confident case alone does not reach the target.
-pub fn threshold_for_accuracy(confidence_correct: &[(f32, bool)], target: f32) -> Option<(f32, f32)> {
+pub fn threshold_for_accuracy(
+    confidence_correct: &[(f32, bool)],
+    target: f32,
+) -> Option<(f32, f32)> {
     let mut sorted = confidence_correct.to_vec();
     sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut correct = 0usize;
@@ -81,7 +91,15 @@ mod tests {
     #[test]
     fn fitted_scale_sharpens_reliable_scores() {
         // Scores always point at the gold class: the best temperature makes them sharper.
-        let scores: Vec<Vec<f32>> = (0..50).map(|i| if i % 2 == 0 { vec![1.0, 0.0] } else { vec![0.0, 1.0] }).collect();
+        let scores: Vec<Vec<f32>> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    vec![1.0, 0.0]
+                } else {
+                    vec![0.0, 1.0]
+                }
+            })
+            .collect();
         let gold: Vec<usize> = (0..50).map(|i| i % 2).collect();
         assert!(fit_scale(&scores, &gold) > 10.0);
         // Scores that are right half the time: the best temperature flattens them.
@@ -91,12 +109,21 @@ mod tests {
 
     #[test]
     fn threshold_reaches_target() {
-        let cases = [(0.9, true), (0.8, true), (0.7, false), (0.6, true), (0.5, false)];
+        let cases = [
+            (0.9, true),
+            (0.8, true),
+            (0.7, false),
+            (0.6, true),
+            (0.5, false),
+        ];
         assert_eq!(threshold_for_accuracy(&cases, 1.0), Some((0.8, 0.4)));
         // 3 of 4 right at >= 0.6 is 0.75.
         assert_eq!(threshold_for_accuracy(&cases, 0.75), Some((0.6, 0.8)));
         assert_eq!(threshold_for_accuracy(&[(0.9, false)], 0.5), None);
         // Ties are kept together: cutting inside them is impossible.
-        assert_eq!(threshold_for_accuracy(&[(0.9, true), (0.9, false)], 1.0), None);
+        assert_eq!(
+            threshold_for_accuracy(&[(0.9, true), (0.9, false)], 1.0),
+            None
+        );
     }
 }

@@ -174,12 +174,18 @@ impl Classifier {
     ) -> Result<Self> {
         let started = std::time::Instant::now();
         let labels = label_space(taxonomy, examples);
-        let index: BTreeMap<&str, usize> =
-            labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+        let index: BTreeMap<&str, usize> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i))
+            .collect();
         let gold: Vec<usize> = examples.iter().map(|e| index[e.label]).collect();
         let zero_shot = profiles.map(|p| zero_shot_profiles(&labels, taxonomy, p));
 
-        let mut report = TrainingReport { labeled_cases: examples.len(), ..Default::default() };
+        let mut report = TrainingReport {
+            labeled_cases: examples.len(),
+            ..Default::default()
+        };
         for e in examples {
             *report.per_class.entry(e.label.to_string()).or_default() += 1;
         }
@@ -210,7 +216,10 @@ impl Classifier {
                     config.min_labeled
                 ))
             })?;
-            classifier.zero_shot = Some(ZeroShot { profiles: zs, scale: COLD_START_ZERO_SHOT_SCALE });
+            classifier.zero_shot = Some(ZeroShot {
+                profiles: zs,
+                scale: COLD_START_ZERO_SHOT_SCALE,
+            });
             classifier.active = vec![ZERO_SHOT.to_string()];
             classifier.stacker = Stacker::uniform(1, classes);
             classifier.report.seconds = started.elapsed().as_secs_f32();
@@ -227,8 +236,10 @@ impl Classifier {
         );
         let lexical_x: Vec<SparseVec> = texts.par_iter().map(|t| featurizer.transform(t)).collect();
         let mean = mean_vector(examples);
-        let embedding_x: Vec<SparseVec> =
-            examples.par_iter().map(|e| centered(e.vector, &mean)).collect();
+        let embedding_x: Vec<SparseVec> = examples
+            .par_iter()
+            .map(|e| centered(e.vector, &mean))
+            .collect();
 
         // Out-of-fold raw scores of every method.
         let folds = stratified_folds(&gold, config.folds.min(examples.len()), config.seed);
@@ -238,8 +249,24 @@ impl Classifier {
         for fold in 0..config.folds.min(examples.len()) {
             let train: Vec<usize> = (0..examples.len()).filter(|&i| folds[i] != fold).collect();
             let test: Vec<usize> = (0..examples.len()).filter(|&i| folds[i] == fold).collect();
-            let lex = fit_linear(&lexical_x, &gold, &train, classes, featurizer.dim(), config.lexical_c, config.seed);
-            let emb = fit_linear(&embedding_x, &gold, &train, classes, mean.len(), config.embedding_c, config.seed);
+            let lex = fit_linear(
+                &lexical_x,
+                &gold,
+                &train,
+                classes,
+                featurizer.dim(),
+                config.lexical_c,
+                config.seed,
+            );
+            let emb = fit_linear(
+                &embedding_x,
+                &gold,
+                &train,
+                classes,
+                mean.len(),
+                config.embedding_c,
+                config.seed,
+            );
             for &i in &test {
                 lexical_oof[i] = masked_margins(&lex, &lexical_x[i]);
                 embedding_oof[i] = masked_margins(&emb, &embedding_x[i]);
@@ -247,9 +274,15 @@ impl Classifier {
         }
         raw.insert(LEXICAL, lexical_oof);
         raw.insert(EMBEDDING, embedding_oof);
-        raw.insert(KNN, knn_out_of_fold(examples, &gold, &folds, classes, &config));
+        raw.insert(
+            KNN,
+            knn_out_of_fold(examples, &gold, &folds, classes, &config),
+        );
         if let Some(zs) = &zero_shot {
-            let scores = examples.par_iter().map(|e| zero_shot_scores(zs, e.vector)).collect();
+            let scores = examples
+                .par_iter()
+                .map(|e| zero_shot_scores(zs, e.vector))
+                .collect();
             raw.insert(ZERO_SHOT, scores);
         }
 
@@ -259,8 +292,14 @@ impl Classifier {
         for (&method, scores) in &raw {
             let scale = fit_scale(scores, &gold);
             scales.insert(method, scale);
-            calibrated.insert(method, scores.iter().map(|s| log_softmax(s, scale)).collect());
-            classifier.report.oof_accuracy.insert(method.to_string(), accuracy(scores, &gold));
+            calibrated.insert(
+                method,
+                scores.iter().map(|s| log_softmax(s, scale)).collect(),
+            );
+            classifier
+                .report
+                .oof_accuracy
+                .insert(method.to_string(), accuracy(scores, &gold));
         }
         let active: Vec<&str> = calibrated.keys().copied().collect();
         let inputs: Vec<Vec<Vec<f32>>> = (0..examples.len())
@@ -268,7 +307,10 @@ impl Classifier {
             .collect();
         let stacker = Stacker::fit(&inputs, &gold, classes);
         let ensemble: Vec<Vec<f32>> = inputs.iter().map(|x| stacker.log_probs(x)).collect();
-        classifier.report.oof_accuracy.insert(ENSEMBLE.to_string(), accuracy(&ensemble, &gold));
+        classifier
+            .report
+            .oof_accuracy
+            .insert(ENSEMBLE.to_string(), accuracy(&ensemble, &gold));
         for (m, w) in active.iter().zip(stacker.method_weights()) {
             classifier.report.method_weights.insert(m.to_string(), w);
         }
@@ -294,17 +336,36 @@ impl Classifier {
         // Final models on all labeled cases.
         let all: Vec<usize> = (0..examples.len()).collect();
         classifier.lexical = Some(Lexical {
-            model: fit_linear(&lexical_x, &gold, &all, classes, featurizer.dim(), config.lexical_c, config.seed),
+            model: fit_linear(
+                &lexical_x,
+                &gold,
+                &all,
+                classes,
+                featurizer.dim(),
+                config.lexical_c,
+                config.seed,
+            ),
             featurizer,
             scale: scales[LEXICAL],
         });
         classifier.embedding = Some(EmbeddingHead {
-            model: fit_linear(&embedding_x, &gold, &all, classes, mean.len(), config.embedding_c, config.seed),
+            model: fit_linear(
+                &embedding_x,
+                &gold,
+                &all,
+                classes,
+                mean.len(),
+                config.embedding_c,
+                config.seed,
+            ),
             mean,
             scale: scales[EMBEDDING],
         });
         classifier.knn_scale = Some(scales[KNN]);
-        classifier.zero_shot = zero_shot.map(|profiles| ZeroShot { profiles, scale: scales[ZERO_SHOT] });
+        classifier.zero_shot = zero_shot.map(|profiles| ZeroShot {
+            profiles,
+            scale: scales[ZERO_SHOT],
+        });
         classifier.active = active.iter().map(|m| m.to_string()).collect();
         classifier.stacker = stacker;
         classifier.report.seconds = started.elapsed().as_secs_f32();
@@ -319,11 +380,17 @@ impl Classifier {
             let (raw, scale) = match method.as_str() {
                 LEXICAL => {
                     let l = self.lexical.as_ref().expect("active method is trained");
-                    (masked_margins(&l.model, &l.featurizer.transform(text)), l.scale)
+                    (
+                        masked_margins(&l.model, &l.featurizer.transform(text)),
+                        l.scale,
+                    )
                 }
                 EMBEDDING => {
                     let e = self.embedding.as_ref().expect("active method is trained");
-                    (masked_margins(&e.model, &centered(vector, &e.mean)), e.scale)
+                    (
+                        masked_margins(&e.model, &centered(vector, &e.mean)),
+                        e.scale,
+                    )
                 }
                 KNN => {
                     let index = |label: &str| self.labels.iter().position(|l| l == label);
@@ -332,7 +399,10 @@ impl Classifier {
                         .filter_map(|n| Some((index(n.label)?, n.score)))
                         .take(self.config.knn_k)
                         .collect();
-                    (knn_scores(&votes, self.labels.len(), self.config.knn_tau), self.knn_scale.unwrap_or(1.0))
+                    (
+                        knn_scores(&votes, self.labels.len(), self.config.knn_tau),
+                        self.knn_scale.unwrap_or(1.0),
+                    )
                 }
                 _ => {
                     let z = self.zero_shot.as_ref().expect("active method is trained");
@@ -340,10 +410,18 @@ impl Classifier {
                 }
             };
             let log_probs = log_softmax(&raw, scale);
-            methods.insert(method.clone(), log_probs.iter().map(|lp| lp.exp()).collect());
+            methods.insert(
+                method.clone(),
+                log_probs.iter().map(|lp| lp.exp()).collect(),
+            );
             inputs.push(log_probs);
         }
-        let ensemble = self.stacker.log_probs(&inputs).into_iter().map(f32::exp).collect();
+        let ensemble = self
+            .stacker
+            .log_probs(&inputs)
+            .into_iter()
+            .map(f32::exp)
+            .collect();
         ClassScores { ensemble, methods }
     }
 
@@ -351,7 +429,12 @@ impl Classifier {
     pub fn predict_lexical(&self, text: &str) -> Option<Vec<f32>> {
         let l = self.lexical.as_ref()?;
         let raw = masked_margins(&l.model, &l.featurizer.transform(text));
-        Some(log_softmax(&raw, l.scale).into_iter().map(f32::exp).collect())
+        Some(
+            log_softmax(&raw, l.scale)
+                .into_iter()
+                .map(f32::exp)
+                .collect(),
+        )
     }
 
     /// Whether the ensemble uses the `knn` vote (callers then search for labeled neighbours).
@@ -371,7 +454,10 @@ impl Classifier {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let classifier: Classifier = bincode::deserialize(&bytes).map_err(|e| {
-            Error::InvalidInput(format!("{} is not a classifier file ({e}); run `triage train`", path.display()))
+            Error::InvalidInput(format!(
+                "{} is not a classifier file ({e}); run `triage train`",
+                path.display()
+            ))
         })?;
         if classifier.format != FILE_FORMAT {
             return Err(Error::InvalidInput(format!(
@@ -395,7 +481,11 @@ fn label_space(taxonomy: &Taxonomy, examples: &[LabeledExample]) -> Vec<String> 
     labels
 }
 
-fn zero_shot_profiles(labels: &[String], taxonomy: &Taxonomy, profiles: &[Vec<f32>]) -> Vec<Option<Vec<f32>>> {
+fn zero_shot_profiles(
+    labels: &[String],
+    taxonomy: &Taxonomy,
+    profiles: &[Vec<f32>],
+) -> Vec<Option<Vec<f32>>> {
     labels
         .iter()
         .map(|label| {
@@ -473,7 +563,13 @@ fn masked_margins(model: &LinearOvr, x: &SparseVec) -> Vec<f32> {
         .weights
         .iter()
         .zip(&model.bias)
-        .map(|(w, b)| if w.is_empty() { UNKNOWN_CLASS_SCORE } else { sparse::dot(w, x) + b })
+        .map(|(w, b)| {
+            if w.is_empty() {
+                UNKNOWN_CLASS_SCORE
+            } else {
+                sparse::dot(w, x) + b
+            }
+        })
         .collect()
 }
 
@@ -483,7 +579,8 @@ fn mean_vector(examples: &[LabeledExample]) -> Vec<f32> {
     for e in examples {
         mean.iter_mut().zip(e.vector).for_each(|(m, v)| *m += v);
     }
-    mean.iter_mut().for_each(|m| *m /= examples.len().max(1) as f32);
+    mean.iter_mut()
+        .for_each(|m| *m /= examples.len().max(1) as f32);
     mean
 }
 
@@ -507,7 +604,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[k] += ca[k] * cb[k];
         }
     }
-    let tail: f32 = a[chunks..].iter().zip(&b[chunks..]).map(|(x, y)| x * y).sum();
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -531,11 +632,17 @@ pub fn stratified_folds(gold: &[usize], k: usize, seed: u64) -> Vec<usize> {
 }
 
 pub fn argmax(xs: &[f32]) -> usize {
-    (0..xs.len()).max_by(|&a, &b| xs[a].total_cmp(&xs[b])).unwrap_or(0)
+    (0..xs.len())
+        .max_by(|&a, &b| xs[a].total_cmp(&xs[b]))
+        .unwrap_or(0)
 }
 
 fn accuracy(scores: &[Vec<f32>], gold: &[usize]) -> f32 {
-    let right = scores.iter().zip(gold).filter(|(s, &g)| argmax(s) == g).count();
+    let right = scores
+        .iter()
+        .zip(gold)
+        .filter(|(s, &g)| argmax(s) == g)
+        .count();
     right as f32 / gold.len().max(1) as f32
 }
 
@@ -543,12 +650,75 @@ fn version_now() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
 
+/// Trains on every labeled case in a store, with zero-shot profiles of the taxonomy's
+/// categories embedded by `embedder` (the same model that embedded the cases).
+pub fn train_from_store(
+    store: &dyn crate::CaseStore,
+    embedder: &dyn crate::Embedder,
+    taxonomy: &Taxonomy,
+    config: ClassifierConfig,
+) -> Result<Classifier> {
+    let filter = crate::CaseFilter {
+        labeled_only: true,
+        ..Default::default()
+    };
+    let mut cases = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scroll(&filter, after.as_deref(), 1000)?;
+        cases.extend(page.cases);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
+    let labels: Vec<String> = cases
+        .iter()
+        .map(|(c, _)| {
+            let label = c.label.as_deref().unwrap_or_default();
+            taxonomy
+                .resolve(label)
+                .map_or_else(|| label.to_string(), |cat| cat.id.clone())
+        })
+        .collect();
+    let texts: Vec<String> = cases.iter().map(|(c, _)| c.full_text()).collect();
+    let examples: Vec<LabeledExample> = cases
+        .iter()
+        .zip(&texts)
+        .zip(&labels)
+        .map(|(((_, vector), text), label)| LabeledExample {
+            text,
+            vector,
+            label,
+        })
+        .collect();
+    let profiles: Vec<String> = taxonomy.categories.iter().map(|c| c.profile()).collect();
+    let profile_refs: Vec<&str> = profiles.iter().map(String::as_str).collect();
+    let profile_vectors = if profile_refs.is_empty() {
+        None
+    } else {
+        Some(embedder.embed(&profile_refs, crate::EmbedKind::Passage)?)
+    };
+    Classifier::train(
+        &examples,
+        taxonomy,
+        profile_vectors.as_deref(),
+        embedder.model_id(),
+        config,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn toy() -> (Vec<(String, Vec<f32>, String)>, Taxonomy) {
-        let topics = [("交通", "公交车 路线 拥堵 司机"), ("教育", "学校 老师 学生 学费"), ("环境", "噪音 污水 垃圾 排放")];
+        let topics = [
+            ("交通", "公交车 路线 拥堵 司机"),
+            ("教育", "学校 老师 学生 学费"),
+            ("环境", "噪音 污水 垃圾 排放"),
+        ];
         let mut rows = Vec::new();
         for i in 0..60 {
             let (label, words) = topics[i % 3];
@@ -568,9 +738,18 @@ mod tests {
     #[test]
     fn trains_predicts_and_round_trips() {
         let (rows, taxonomy) = toy();
-        let examples: Vec<LabeledExample> =
-            rows.iter().map(|(t, v, l)| LabeledExample { text: t, vector: v, label: l }).collect();
-        let config = ClassifierConfig { ngram_bits: 12, ..Default::default() };
+        let examples: Vec<LabeledExample> = rows
+            .iter()
+            .map(|(t, v, l)| LabeledExample {
+                text: t,
+                vector: v,
+                label: l,
+            })
+            .collect();
+        let config = ClassifierConfig {
+            ngram_bits: 12,
+            ..Default::default()
+        };
         let c = Classifier::train(&examples, &taxonomy, None, "toy", config).unwrap();
         assert_eq!(c.methods(), [EMBEDDING, KNN, LEXICAL]);
         let scores = c.predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], &[]);
@@ -582,18 +761,36 @@ mod tests {
         c.save(&path).unwrap();
         let loaded = Classifier::load(&path).unwrap();
         assert_eq!(loaded.version, c.version);
-        assert_eq!(loaded.predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], &[]).ensemble, scores.ensemble);
+        assert_eq!(
+            loaded
+                .predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], &[])
+                .ensemble,
+            scores.ensemble
+        );
     }
 
     #[test]
     fn cold_start_uses_zero_shot() {
         let (_, taxonomy) = toy();
-        let profiles = vec![vec![1.0, 0.0, 0.0, 0.0], vec![0.0, 1.0, 0.0, 0.0], vec![0.0, 0.0, 1.0, 0.0]];
-        let c = Classifier::train(&[], &taxonomy, Some(&profiles), "toy", ClassifierConfig::default()).unwrap();
+        let profiles = vec![
+            vec![1.0, 0.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0, 0.0],
+            vec![0.0, 0.0, 1.0, 0.0],
+        ];
+        let c = Classifier::train(
+            &[],
+            &taxonomy,
+            Some(&profiles),
+            "toy",
+            ClassifierConfig::default(),
+        )
+        .unwrap();
         assert_eq!(c.methods(), [ZERO_SHOT]);
         let s = c.predict("", &[0.1, 0.2, 0.97, 0.0], &[]);
         assert_eq!(c.labels[argmax(&s.ensemble)], "环境");
-        assert!(Classifier::train(&[], &taxonomy, None, "toy", ClassifierConfig::default()).is_err());
+        assert!(
+            Classifier::train(&[], &taxonomy, None, "toy", ClassifierConfig::default()).is_err()
+        );
     }
 
     #[test]
@@ -616,48 +813,4 @@ mod tests {
             assert_eq!(members.iter().filter(|&&i| gold[i] == 0).count(), 2);
         }
     }
-}
-
-/// Trains on every labeled case in a store, with zero-shot profiles of the taxonomy's
-/// categories embedded by `embedder` (the same model that embedded the cases).
-pub fn train_from_store(
-    store: &dyn crate::CaseStore,
-    embedder: &dyn crate::Embedder,
-    taxonomy: &Taxonomy,
-    config: ClassifierConfig,
-) -> Result<Classifier> {
-    let filter = crate::CaseFilter { labeled_only: true, ..Default::default() };
-    let mut cases = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scroll(&filter, after.as_deref(), 1000)?;
-        cases.extend(page.cases);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
-    let labels: Vec<String> = cases
-        .iter()
-        .map(|(c, _)| {
-            let label = c.label.as_deref().unwrap_or_default();
-            taxonomy.resolve(label).map_or_else(|| label.to_string(), |cat| cat.id.clone())
-        })
-        .collect();
-    let texts: Vec<String> = cases.iter().map(|(c, _)| c.full_text()).collect();
-    let examples: Vec<LabeledExample> = cases
-        .iter()
-        .zip(&texts)
-        .zip(&labels)
-        .map(|(((_, vector), text), label)| LabeledExample { text, vector, label })
-        .collect();
-    let profiles: Vec<String> = taxonomy.categories.iter().map(|c| c.profile()).collect();
-    let profile_refs: Vec<&str> = profiles.iter().map(String::as_str).collect();
-    let profile_vectors = if profile_refs.is_empty() {
-        None
-    } else {
-        Some(embedder.embed(&profile_refs, crate::EmbedKind::Passage)?)
-    };
-    Classifier::train(&examples, taxonomy, profile_vectors.as_deref(), embedder.model_id(), config)
 }

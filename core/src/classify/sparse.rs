@@ -32,7 +32,13 @@ pub struct NgramFeaturizer {
 impl NgramFeaturizer {
     /// Learns IDF weights from a corpus.
     pub fn fit(texts: &[&str], bits: u32, min_n: usize, max_n: usize, max_chars: usize) -> Self {
-        let mut featurizer = Self { bits, min_n, max_n, max_chars, idf: Vec::new() };
+        let mut featurizer = Self {
+            bits,
+            min_n,
+            max_n,
+            max_chars,
+            idf: Vec::new(),
+        };
         let buckets = 1usize << bits;
         let mut df = vec![0u32; buckets];
         for text in texts {
@@ -41,7 +47,10 @@ impl NgramFeaturizer {
             }
         }
         let n = texts.len() as f32;
-        featurizer.idf = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
+        featurizer.idf = df
+            .iter()
+            .map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
+            .collect();
         featurizer
     }
 

@@ -22,12 +22,18 @@ const BIAS_L2: f32 = 1e-2;
 impl Stacker {
     /// Mean weight of each method over the classes, for reports.
     pub fn method_weights(&self) -> Vec<f32> {
-        self.weights.iter().map(|w| w.iter().sum::<f32>() / w.len().max(1) as f32).collect()
+        self.weights
+            .iter()
+            .map(|w| w.iter().sum::<f32>() / w.len().max(1) as f32)
+            .collect()
     }
 
     /// Equal trust in every method, no class bias.
     pub fn uniform(methods: usize, classes: usize) -> Self {
-        Self { weights: vec![vec![1.0; classes]; methods], bias: vec![0.0; classes] }
+        Self {
+            weights: vec![vec![1.0; classes]; methods],
+            bias: vec![0.0; classes],
+        }
     }
 
     /// `inputs[i][m]` is method m's log-probability vector for example i.
@@ -77,7 +83,11 @@ impl Stacker {
         let scores: Vec<f32> = (0..classes)
             .map(|c| {
                 self.bias[c]
-                    + inputs.iter().zip(&self.weights).map(|(lp, w)| w[c] * lp[c].max(LOG_FLOOR)).sum::<f32>()
+                    + inputs
+                        .iter()
+                        .zip(&self.weights)
+                        .map(|(lp, w)| w[c] * lp[c].max(LOG_FLOOR))
+                        .sum::<f32>()
             })
             .collect();
         log_softmax(&scores, 1.0)
@@ -95,8 +105,16 @@ mod tests {
         let mut gold = Vec::new();
         for i in 0..200 {
             let g = i % 2;
-            let good = if g == 0 { vec![-0.1, -2.4] } else { vec![-2.4, -0.1] };
-            let noise = if (i / 3) % 2 == 0 { vec![-0.1, -2.4] } else { vec![-2.4, -0.1] };
+            let good = if g == 0 {
+                vec![-0.1, -2.4]
+            } else {
+                vec![-2.4, -0.1]
+            };
+            let noise = if (i / 3) % 2 == 0 {
+                vec![-0.1, -2.4]
+            } else {
+                vec![-2.4, -0.1]
+            };
             inputs.push(vec![good, noise]);
             gold.push(g);
         }

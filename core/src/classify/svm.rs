@@ -16,11 +16,21 @@ pub struct LinearOvr {
 
 impl LinearOvr {
     /// Trains on `xs` with class indices `ys` in `0..classes`. `c` is the usual SVM cost.
-    pub fn train(xs: &[SparseVec], ys: &[usize], classes: usize, dim: usize, c: f32, seed: u64) -> Self {
+    pub fn train(
+        xs: &[SparseVec],
+        ys: &[usize],
+        classes: usize,
+        dim: usize,
+        c: f32,
+        seed: u64,
+    ) -> Self {
         let trained: Vec<(Vec<f32>, f32)> = (0..classes)
             .into_par_iter()
             .map(|class| {
-                let y: Vec<f32> = ys.iter().map(|&l| if l == class { 1.0 } else { -1.0 }).collect();
+                let y: Vec<f32> = ys
+                    .iter()
+                    .map(|&l| if l == class { 1.0 } else { -1.0 })
+                    .collect();
                 train_binary(xs, &y, dim, c, seed + class as u64)
             })
             .collect();
@@ -30,7 +40,11 @@ impl LinearOvr {
 
     /// The decision value of every class for one input.
     pub fn margins(&self, x: &SparseVec) -> Vec<f32> {
-        self.weights.iter().zip(&self.bias).map(|(w, b)| dot(w, x) + b).collect()
+        self.weights
+            .iter()
+            .zip(&self.bias)
+            .map(|(w, b)| dot(w, x) + b)
+            .collect()
     }
 }
 
@@ -83,14 +97,19 @@ mod tests {
     #[test]
     fn separates_three_classes() {
         // Class k lives on feature k, with a shared noise feature 3.
-        let xs: Vec<SparseVec> = (0..30).map(|i| vec![((i % 3) as u32, 1.0), (3, 0.5)]).collect();
+        let xs: Vec<SparseVec> = (0..30)
+            .map(|i| vec![((i % 3) as u32, 1.0), (3, 0.5)])
+            .collect();
         let ys: Vec<usize> = (0..30).map(|i| i % 3).collect();
         let model = LinearOvr::train(&xs, &ys, 3, 4, 1.0, 7);
         for (x, &y) in xs.iter().zip(&ys) {
             let m = model.margins(x);
             let best = (0..3).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
             assert_eq!(best, y);
-            assert!(m[y] > 0.5, "margin of the true class should be clearly positive: {m:?}");
+            assert!(
+                m[y] > 0.5,
+                "margin of the true class should be clearly positive: {m:?}"
+            );
         }
     }
 }

@@ -16,13 +16,23 @@ fn main() -> anyhow::Result<()> {
     triage_models::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let models = args.get(1).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hotline-triage/models")
+        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/hotline-triage/models")
     });
-    let texts_path = args.get(2).cloned().unwrap_or_else(|| "../shared/data/teddycup2020c/dev.jsonl".into());
+    let texts_path = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "../shared/data/teddycup2020c/dev.jsonl".into());
     let texts: Vec<String> = std::fs::read_to_string(&texts_path)?
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| format!("{}\n{}", v["title"].as_str().unwrap_or(""), v["text"].as_str().unwrap_or("")))
+        .map(|v| {
+            format!(
+                "{}\n{}",
+                v["title"].as_str().unwrap_or(""),
+                v["text"].as_str().unwrap_or("")
+            )
+        })
         .collect();
 
     let started = Instant::now();
@@ -32,11 +42,16 @@ fn main() -> anyhow::Result<()> {
     row("matmul_peak_f32", matmul_peak()?, "GFLOP/s");
 
     for (tokens, count) in [(32usize, 256usize), (128, 128), (512, 32)] {
-        let model = BertEmbedder::load(&models.join("multilingual-e5-small"), &Device::Cpu)?.with_max_tokens(tokens)?;
+        let model = BertEmbedder::load(&models.join("multilingual-e5-small"), &Device::Cpu)?
+            .with_max_tokens(tokens)?;
         // Only texts long enough to fill the length, so every input has `tokens` tokens.
         let batch: Vec<&str> = texts
             .iter()
-            .filter(|t| full.token_ids(&format!("passage: {t}")).map(|ids| ids.len() >= tokens).unwrap_or(false))
+            .filter(|t| {
+                full.token_ids(&format!("passage: {t}"))
+                    .map(|ids| ids.len() >= tokens)
+                    .unwrap_or(false)
+            })
             .take(count)
             .map(String::as_str)
             .collect();
@@ -46,8 +61,16 @@ fn main() -> anyhow::Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         let l = tokens as f64;
         let flops = layers * (2.0 * l * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * l * h);
-        row(&format!("texts_per_s_{tokens}tok"), batch.len() as f64 / seconds, "texts/s");
-        row(&format!("gflops_{tokens}tok"), flops * batch.len() as f64 / seconds / 1e9, "GFLOP/s");
+        row(
+            &format!("texts_per_s_{tokens}tok"),
+            batch.len() as f64 / seconds,
+            "texts/s",
+        );
+        row(
+            &format!("gflops_{tokens}tok"),
+            flops * batch.len() as f64 / seconds / 1e9,
+            "GFLOP/s",
+        );
     }
     row("peak_rss", peak_rss_mb(), "MB");
     Ok(())
@@ -74,7 +97,15 @@ fn matmul_peak() -> anyhow::Result<f64> {
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }

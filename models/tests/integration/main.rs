@@ -12,7 +12,11 @@ pub fn models_dir() -> PathBuf {
     let dir = std::env::var_os("TRIAGE_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| dirs_cache().join("hotline-triage/models"));
-    assert!(dir.join("multilingual-e5-small/model.safetensors").exists(), "models missing in {}: run scripts/setup.sh", dir.display());
+    assert!(
+        dir.join("multilingual-e5-small/model.safetensors").exists(),
+        "models missing in {}: run scripts/setup.sh",
+        dir.display()
+    );
     dir
 }
 
@@ -23,8 +27,18 @@ pub fn wheels_file(member: &str) -> PathBuf {
     let wheel = std::fs::read_dir(&wheels)
         .unwrap_or_else(|_| panic!("no wheels in {}: run scripts/setup.sh", wheels.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{package}-")))
-        .unwrap_or_else(|| panic!("no {package} wheel in {}: run scripts/setup.sh", wheels.display()));
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{package}-"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {package} wheel in {}: run scripts/setup.sh",
+                wheels.display()
+            )
+        });
     // Tests run in parallel: one unpacks while the others wait.
     static UNPACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = UNPACK.lock().unwrap_or_else(|e| e.into_inner());

@@ -52,16 +52,25 @@ fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Labeled>>
     let mut out = Vec::new();
     for (i, line) in text.split(|b| *b == b'\n').enumerate() {
         let Ok(line) = std::str::from_utf8(line) else {
-            skipped.push(Skipped { line: i + 1, reason: "not UTF-8".into() });
+            skipped.push(Skipped {
+                line: i + 1,
+                reason: "not UTF-8".into(),
+            });
             continue;
         };
         if line.trim().is_empty() {
             continue;
         }
         match parse_case_line(line) {
-            Ok(case) if case.label.is_none() => skipped.push(Skipped { line: i + 1, reason: "no \"label\"".into() }),
+            Ok(case) if case.label.is_none() => skipped.push(Skipped {
+                line: i + 1,
+                reason: "no \"label\"".into(),
+            }),
             Ok(case) => out.push(Labeled { case }),
-            Err(reason) => skipped.push(Skipped { line: i + 1, reason }),
+            Err(reason) => skipped.push(Skipped {
+                line: i + 1,
+                reason,
+            }),
         }
     }
     Ok(out)
@@ -81,7 +90,12 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-fn embed_all(embedder: &dyn Embedder, cases: &[Labeled], kind: EmbedKind, what: &str) -> Result<Vec<Vec<f32>>> {
+fn embed_all(
+    embedder: &dyn Embedder,
+    cases: &[Labeled],
+    kind: EmbedKind,
+    what: &str,
+) -> Result<Vec<Vec<f32>>> {
     let bar = bar(cases.len(), what);
     let mut out = Vec::with_capacity(cases.len());
     for chunk in cases.chunks(64) {
@@ -125,22 +139,50 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         meta["mode"] = format!("{k}-fold cross-validation").into();
         let passages = embed_all(embedder.as_ref(), &test, EmbedKind::Passage, "passages")?;
         let gold: Vec<usize> = {
-            let mut labels: Vec<&str> = test.iter().filter_map(|l| l.case.label.as_deref()).collect();
+            let mut labels: Vec<&str> = test
+                .iter()
+                .filter_map(|l| l.case.label.as_deref())
+                .collect();
             labels.sort();
             labels.dedup();
-            test.iter().map(|l| labels.binary_search(&l.case.label.as_deref().unwrap_or_default()).unwrap_or(0)).collect()
+            test.iter()
+                .map(|l| {
+                    labels
+                        .binary_search(&l.case.label.as_deref().unwrap_or_default())
+                        .unwrap_or(0)
+                })
+                .collect()
         };
         let folds = stratified_folds(&gold, k, args.seed);
         let mut reports = Vec::new();
         for fold in 0..k {
-            let train: Vec<(Case, Vec<f32>)> =
-                (0..test.len()).filter(|&i| folds[i] != fold).map(|i| (test[i].case.clone(), passages[i].clone())).collect();
+            let train: Vec<(Case, Vec<f32>)> = (0..test.len())
+                .filter(|&i| folds[i] != fold)
+                .map(|i| (test[i].case.clone(), passages[i].clone()))
+                .collect();
             let held: Vec<usize> = (0..test.len()).filter(|&i| folds[i] == fold).collect();
-            let fold_cases: Vec<Labeled> = held.iter().map(|&i| Labeled { case: test[i].case.clone() }).collect();
-            let fold_queries: Vec<Vec<f32>> = held.iter().map(|&i| test_queries[i].clone()).collect();
+            let fold_cases: Vec<Labeled> = held
+                .iter()
+                .map(|&i| Labeled {
+                    case: test[i].case.clone(),
+                })
+                .collect();
+            let fold_queries: Vec<Vec<f32>> =
+                held.iter().map(|&i| test_queries[i].clone()).collect();
             let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &train)?;
-            let r = evaluate(&pipeline, &fold_cases, &fold_queries, Vec::new(), meta.clone())?;
-            eprintln!("fold {}/{k}: accuracy {:.4}, macro-F1 {:.4}", fold + 1, r.accuracy, r.macro_f1);
+            let r = evaluate(
+                &pipeline,
+                &fold_cases,
+                &fold_queries,
+                Vec::new(),
+                meta.clone(),
+            )?;
+            eprintln!(
+                "fold {}/{k}: accuracy {:.4}, macro-F1 {:.4}",
+                fold + 1,
+                r.accuracy,
+                r.macro_f1
+            );
             reports.push(r);
         }
         combine_folds(reports, skipped, meta)
@@ -150,17 +192,29 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
             let mut train_skipped = Vec::new();
             train.extend(read_labeled(path, &mut train_skipped)?);
             if !train_skipped.is_empty() {
-                eprintln!("{}: {} lines skipped (first: line {}: {})", path.display(), train_skipped.len(), train_skipped[0].line, train_skipped[0].reason);
+                eprintln!(
+                    "{}: {} lines skipped (first: line {}: {})",
+                    path.display(),
+                    train_skipped.len(),
+                    train_skipped[0].line,
+                    train_skipped[0].reason
+                );
             }
         }
         for l in &mut train {
             enrich(&mut l.case, &units);
         }
         meta["mode"] = "train/test".into();
-        meta["train"] = args.train.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into();
+        meta["train"] = args
+            .train
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .into();
         meta["train_cases"] = train.len().into();
         let passages = embed_all(embedder.as_ref(), &train, EmbedKind::Passage, "train")?;
-        let cases: Vec<(Case, Vec<f32>)> = train.into_iter().map(|l| l.case).zip(passages).collect();
+        let cases: Vec<(Case, Vec<f32>)> =
+            train.into_iter().map(|l| l.case).zip(passages).collect();
         let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &cases)?;
         let c = pipeline.classifier().expect("trained");
         meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
@@ -168,33 +222,70 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     };
     report.meta["seconds"] = started.elapsed().as_secs_f64().into();
     if args.baseline {
-        report.baseline = run_baseline(if args.cv.is_some() { &[] } else { &args.train }, &args.test, args.cv);
+        report.baseline = run_baseline(
+            if args.cv.is_some() { &[] } else { &args.train },
+            &args.test,
+            args.cv,
+        );
     }
     triage_eval::write_report(&args.out, &report)?;
     print!("{}", triage_eval::summary_table(&report));
-    println!("report: {} ({:.0} s)", args.out.join("report.json").display(), started.elapsed().as_secs_f64());
+    println!(
+        "report: {} ({:.0} s)",
+        args.out.join("report.json").display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 /// A store in a temporary directory holding `cases`, and a classifier trained on them. Bind as
 /// `let (_dir, pipeline) = …`: later bindings drop first, so the store closes before its directory goes.
-fn fresh_pipeline(global: &GlobalArgs, embedder: Arc<dyn Embedder>, cases: &[(Case, Vec<f32>)]) -> Result<(tempfile::TempDir, Pipeline)> {
+fn fresh_pipeline(
+    global: &GlobalArgs,
+    embedder: Arc<dyn Embedder>,
+    cases: &[(Case, Vec<f32>)],
+) -> Result<(tempfile::TempDir, Pipeline)> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let store: Arc<dyn CaseStore> = Arc::new(triage_store::EdgeStore::open(dir.path(), embedder.dim())?);
+    let store: Arc<dyn CaseStore> =
+        Arc::new(triage_store::EdgeStore::open(dir.path(), embedder.dim())?);
     for chunk in cases.chunks(512) {
         store.upsert(chunk)?;
     }
     store.optimize()?;
     let taxonomy = global.taxonomy()?;
-    let classifier = train_from_store(store.as_ref(), embedder.as_ref(), &taxonomy, ClassifierConfig::default())?;
-    let config = PipelineConfig { categories_k: 3, ..Default::default() };
-    let pipeline = Pipeline::new(embedder, store, None, taxonomy, global.units()?, Prompts::load(global.prompts.as_deref())?, config);
+    let classifier = train_from_store(
+        store.as_ref(),
+        embedder.as_ref(),
+        &taxonomy,
+        ClassifierConfig::default(),
+    )?;
+    let config = PipelineConfig {
+        categories_k: 3,
+        ..Default::default()
+    };
+    let pipeline = Pipeline::new(
+        embedder,
+        store,
+        None,
+        taxonomy,
+        global.units()?,
+        Prompts::load(global.prompts.as_deref())?,
+        config,
+    );
     pipeline.set_classifier(classifier);
     Ok((dir, pipeline))
 }
 
-fn evaluate(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>], skipped: Vec<Skipped>, meta: serde_json::Value) -> Result<Report> {
-    let classifier = pipeline.classifier().context("no classifier: run `triage train`")?;
+fn evaluate(
+    pipeline: &Pipeline,
+    test: &[Labeled],
+    queries: &[Vec<f32>],
+    skipped: Vec<Skipped>,
+    meta: serde_json::Value,
+) -> Result<Report> {
+    let classifier = pipeline
+        .classifier()
+        .context("no classifier: run `triage train`")?;
     let started = Instant::now();
     let bar = bar(test.len(), "classify");
     let mut records = Vec::with_capacity(test.len());
@@ -202,18 +293,38 @@ fn evaluate(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>], skipped
     for (labeled, vector) in test.iter().zip(queries) {
         let case = &labeled.case;
         let label = case.label.clone().unwrap_or_default();
-        let gold = pipeline.taxonomy.resolve(&label).map_or(label.clone(), |c| c.id.clone());
+        let gold = pipeline
+            .taxonomy
+            .resolve(&label)
+            .map_or(label.clone(), |c| c.id.clone());
         if !classifier.report.per_class.contains_key(&gold) {
             *unknown.entry(gold.clone()).or_default() += 1;
         }
-        let complaint = Complaint { text: case.text.clone(), title: case.title.clone(), district: case.district.clone(), time: case.time };
+        let complaint = Complaint {
+            text: case.text.clone(),
+            title: case.title.clone(),
+            district: case.district.clone(),
+            time: case.time,
+        };
         let (suggestion, _) = pipeline.analyze_embedded(&complaint, &case.full_text(), vector)?;
         let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
             .methods
             .iter()
-            .map(|(m, cats)| (m.clone(), cats.iter().map(|c| (c.id.clone(), c.probability)).collect()))
+            .map(|(m, cats)| {
+                (
+                    m.clone(),
+                    cats.iter().map(|c| (c.id.clone(), c.probability)).collect(),
+                )
+            })
             .collect();
-        methods.insert("ensemble".into(), suggestion.categories.iter().map(|c| (c.id.clone(), c.probability)).collect());
+        methods.insert(
+            "ensemble".into(),
+            suggestion
+                .categories
+                .iter()
+                .map(|c| (c.id.clone(), c.probability))
+                .collect(),
+        );
         records.push(EvalRecord {
             id: case.id.clone(),
             gold,
@@ -228,7 +339,15 @@ fn evaluate(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>], skipped
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    Ok(build_report(&records, "ensemble", Some(classifier.threshold as f64), seconds, skipped, unknown, meta))
+    Ok(build_report(
+        &records,
+        "ensemble",
+        Some(classifier.threshold as f64),
+        seconds,
+        skipped,
+        unknown,
+        meta,
+    ))
 }
 
 /// Mean ± std of the folds' headline numbers; the per-case details are those of all folds pooled.
@@ -260,11 +379,20 @@ fn run_baseline(train: &[PathBuf], test: &Path, cv: Option<usize>) -> Option<ser
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/baseline_svm.py");
-    let output = std::process::Command::new("python3").arg(&script).arg("--train").args(train).arg("--test").arg(test).output();
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--train")
+        .args(train)
+        .arg("--test")
+        .arg(test)
+        .output();
     match output {
         Ok(out) if out.status.success() => serde_json::from_slice(out.stdout.trim_ascii()).ok(),
         Ok(out) => {
-            eprintln!("baseline: skipped ({})", String::from_utf8_lossy(&out.stdout).trim());
+            eprintln!(
+                "baseline: skipped ({})",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
             None
         }
         Err(e) => {

@@ -59,18 +59,29 @@ fn progress_bar(file: &std::path::Path) -> ProgressBar {
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {percent}% {msg} · {binary_bytes_per_sec} · ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {percent}% {msg} · {binary_bytes_per_sec} · ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(file.display().to_string());
     bar
 }
 
 fn print_summary(s: &triage_core::ingest::ImportSummary) {
-    println!("{}: {} imported, {} updated, {} skipped", s.file, s.imported, s.updated, s.skipped.len());
+    println!(
+        "{}: {} imported, {} updated, {} skipped",
+        s.file,
+        s.imported,
+        s.updated,
+        s.skipped.len()
+    );
     if s.resumed_from_line > 0 {
-        println!("  resumed after line {} (an earlier run had stored the lines before it)", s.resumed_from_line);
+        println!(
+            "  resumed after line {} (an earlier run had stored the lines before it)",
+            s.resumed_from_line
+        );
     }
     for r in s.skipped.iter().take(20) {
         println!("  line {}: {}", r.line, r.reason);

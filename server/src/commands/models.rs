@@ -33,11 +33,18 @@ pub fn run(global: &GlobalArgs, args: ModelsArgs) -> Result<()> {
             let dir = global.models_dir();
             println!("models directory: {}", dir.display());
             for (name, file) in [
-                ("multilingual-e5-small", "multilingual-e5-small/model.safetensors"),
+                (
+                    "multilingual-e5-small",
+                    "multilingual-e5-small/model.safetensors",
+                ),
                 ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2/model.safetensors"),
                 ("gemma-3-270m", "gemma-3-270m/gemma-3-270m-q4_k_m.gguf"),
             ] {
-                let state = if dir.join(file).exists() { "ok" } else { "missing (run scripts/setup.sh)" };
+                let state = if dir.join(file).exists() {
+                    "ok"
+                } else {
+                    "missing (run scripts/setup.sh)"
+                };
                 println!("  {name:<24} {state}");
             }
         }

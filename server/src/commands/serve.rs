@@ -41,7 +41,8 @@ pub struct ServeArgs {
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let mut keys = http::parse_keys(args.api_keys.as_deref().unwrap_or_default())?;
     if let Some(path) = &args.api_keys_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         keys.extend(http::parse_keys(&text).with_context(|| format!("in {}", path.display()))?);
     }
     if !args.bind.ip().is_loopback() && keys.is_empty() {
@@ -66,7 +67,9 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
                    "request_timeout_s": args.request_timeout},
     });
     let state = AppState::new(keys, limits, info);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.bind)
             .await
@@ -100,7 +103,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -18,7 +18,11 @@ pub struct EmbedArgs {
 pub fn embed(global: &GlobalArgs, args: EmbedArgs) -> Result<()> {
     let embedder = global.load_embedder()?;
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
-    let kind = if args.passage { EmbedKind::Passage } else { EmbedKind::Query };
+    let kind = if args.passage {
+        EmbedKind::Passage
+    } else {
+        EmbedKind::Query
+    };
     let started = std::time::Instant::now();
     let vectors = embedder.embed(&texts, kind)?;
     println!(

@@ -18,17 +18,28 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
     let embedder = global.load_embedder()?;
     let store = global.open_store(embedder.dim())?;
     let taxonomy = global.taxonomy()?;
-    let config = ClassifierConfig { target_accuracy: args.target_accuracy, folds: args.folds, ..Default::default() };
+    let config = ClassifierConfig {
+        target_accuracy: args.target_accuracy,
+        folds: args.folds,
+        ..Default::default()
+    };
     let classifier = train_from_store(store.as_ref(), embedder.as_ref(), &taxonomy, config)?;
     let dir = global.classifier_dir();
     classifier.save(&dir.join(format!("{}.bin", classifier.version)))?;
     // The pointer is switched last, so a crash leaves the previous classifier current.
     triage_core::fsutil::write_atomic(&dir.join("current"), classifier.version.as_bytes())?;
     let r = &classifier.report;
-    println!("classifier {} trained on {} labeled cases in {:.1} s", classifier.version, r.labeled_cases, r.seconds);
+    println!(
+        "classifier {} trained on {} labeled cases in {:.1} s",
+        classifier.version, r.labeled_cases, r.seconds
+    );
     println!("methods: {}", classifier.methods().join(", "));
     for (method, acc) in &r.oof_accuracy {
-        let weight = r.method_weights.get(method).map(|w| format!(" (weight {w:.2})")).unwrap_or_default();
+        let weight = r
+            .method_weights
+            .get(method)
+            .map(|w| format!(" (weight {w:.2})"))
+            .unwrap_or_default();
         println!("  out-of-fold accuracy {method:<10} {acc:.4}{weight}");
     }
     match r.coverage {

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Bucket bounds in seconds: from a fast cached lookup to a long draft.
-const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -33,9 +35,17 @@ impl Histogram {
     fn write(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}", self.counts.get(i).unwrap_or(&0));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.counts.get(i).unwrap_or(&0)
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
@@ -54,8 +64,18 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record_request(&self, route: &str, status: u16, seconds: f64) {
-        *self.requests.lock().expect("metrics").entry((route.to_string(), status)).or_default() += 1;
-        self.request_seconds.lock().expect("metrics").entry(route.to_string()).or_default().observe(seconds);
+        *self
+            .requests
+            .lock()
+            .expect("metrics")
+            .entry((route.to_string(), status))
+            .or_default() += 1;
+        self.request_seconds
+            .lock()
+            .expect("metrics")
+            .entry(route.to_string())
+            .or_default()
+            .observe(seconds);
     }
 
     pub fn record_stages(&self, timings_ms: &BTreeMap<String, f64>) {
@@ -66,7 +86,10 @@ impl Metrics {
     }
 
     pub fn record_first_token(&self, seconds: f64) {
-        self.first_token_seconds.lock().expect("metrics").observe(seconds);
+        self.first_token_seconds
+            .lock()
+            .expect("metrics")
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition format.
@@ -74,24 +97,50 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP triage_requests_total HTTP requests by route and status.\n# TYPE triage_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().expect("metrics").iter() {
-            let _ = writeln!(out, "triage_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "triage_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         out.push_str("# HELP triage_request_duration_seconds HTTP request duration by route.\n# TYPE triage_request_duration_seconds histogram\n");
         for (route, h) in self.request_seconds.lock().expect("metrics").iter() {
-            h.write(&mut out, "triage_request_duration_seconds", &format!("route=\"{route}\""));
+            h.write(
+                &mut out,
+                "triage_request_duration_seconds",
+                &format!("route=\"{route}\""),
+            );
         }
         out.push_str("# HELP triage_stage_duration_seconds Pipeline stage duration (embed, search, classify, units, draft).\n# TYPE triage_stage_duration_seconds histogram\n");
         for (stage, h) in self.stage_seconds.lock().expect("metrics").iter() {
-            h.write(&mut out, "triage_stage_duration_seconds", &format!("stage=\"{stage}\""));
+            h.write(
+                &mut out,
+                "triage_stage_duration_seconds",
+                &format!("stage=\"{stage}\""),
+            );
         }
         out.push_str("# HELP triage_time_to_first_token_seconds Time from request to the first streamed draft text.\n# TYPE triage_time_to_first_token_seconds histogram\n");
-        self.first_token_seconds.lock().expect("metrics").write(&mut out, "triage_time_to_first_token_seconds", "");
+        self.first_token_seconds.lock().expect("metrics").write(
+            &mut out,
+            "triage_time_to_first_token_seconds",
+            "",
+        );
         let gauges = [
-            ("triage_queue_depth", "Model jobs waiting for a worker.", self.queue_depth.load(Ordering::Relaxed)),
-            ("triage_in_flight", "Model jobs running.", self.in_flight.load(Ordering::Relaxed)),
+            (
+                "triage_queue_depth",
+                "Model jobs waiting for a worker.",
+                self.queue_depth.load(Ordering::Relaxed),
+            ),
+            (
+                "triage_in_flight",
+                "Model jobs running.",
+                self.in_flight.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         let _ = writeln!(
             out,
@@ -113,8 +162,12 @@ mod tests {
         m.record_request("/v1/triage", 200, 0.2);
         let text = m.render();
         assert!(text.contains("triage_requests_total{route=\"/v1/triage\",status=\"200\"} 2"));
-        assert!(text.contains("triage_request_duration_seconds_bucket{route=\"/v1/triage\",le=\"0.05\"} 1"));
-        assert!(text.contains("triage_request_duration_seconds_bucket{route=\"/v1/triage\",le=\"+Inf\"} 2"));
+        assert!(text.contains(
+            "triage_request_duration_seconds_bucket{route=\"/v1/triage\",le=\"0.05\"} 1"
+        ));
+        assert!(text.contains(
+            "triage_request_duration_seconds_bucket{route=\"/v1/triage\",le=\"+Inf\"} 2"
+        ));
         assert!(text.contains("triage_shed_requests_total 0"));
     }
 }

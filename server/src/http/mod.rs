@@ -79,10 +79,13 @@ impl AppState {
     }
 
     pub fn pipeline(&self) -> Result<Arc<Pipeline>, ApiError> {
-        self.pipeline.get().cloned().ok_or_else(|| match self.load_error.get() {
-            Some(e) => ApiError::not_ready(format!("models or store failed to load: {e}")),
-            None => ApiError::not_ready("models and store are still loading"),
-        })
+        self.pipeline
+            .get()
+            .cloned()
+            .ok_or_else(|| match self.load_error.get() {
+                Some(e) => ApiError::not_ready(format!("models or store failed to load: {e}")),
+                None => ApiError::not_ready("models and store are still loading"),
+            })
     }
 
     /// Runs model work on a blocking thread, at most `workers` at once and `queue_depth` admitted;
@@ -112,13 +115,19 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(open311::router())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            state.limits.max_body_bytes,
+        ))
         .with_state(state)
 }
 
 /// Counts and times every request by its route pattern (never by its path: ids are unbounded).
 async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
     let started = Instant::now();
     let timeout = state.limits.request_timeout;
     let response = match tokio::time::timeout(timeout, next.run(req)).await {
@@ -126,15 +135,26 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         Err(_) => axum::response::IntoResponse::into_response(ApiError::timeout()),
     };
     let status = response.status().as_u16();
-    state.metrics.record_request(&route, status, started.elapsed().as_secs_f64());
-    tracing::info!(route, status, ms = started.elapsed().as_millis() as u64, "request");
+    state
+        .metrics
+        .record_request(&route, status, started.elapsed().as_secs_f64());
+    tracing::info!(
+        route,
+        status,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
     response
 }
 
 /// Bearer-key check when keys are configured; admin-only operations need the admin role.
-async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn authorize(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let path = req.uri().path();
-    let public = matches!(path, "/health" | "/" ) || path.starts_with("/assets/");
+    let public = matches!(path, "/health" | "/") || path.starts_with("/assets/");
     if state.keys.is_empty() || public {
         return Ok(next.run(req).await);
     }
@@ -156,16 +176,23 @@ async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next)
 /// Reads `ROLE:KEY` entries (one per line in a file, or comma-separated in an env variable).
 pub fn parse_keys(text: &str) -> anyhow::Result<HashMap<String, Role>> {
     let mut keys = HashMap::new();
-    for entry in text.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty() && !e.starts_with('#')) {
-        let (role, key) = entry
-            .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("API key entry must be ROLE:KEY (role admin or call-taker)"))?;
+    for entry in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+    {
+        let (role, key) = entry.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("API key entry must be ROLE:KEY (role admin or call-taker)")
+        })?;
         let role = match role.trim() {
             "admin" => Role::Admin,
             "call-taker" | "calltaker" => Role::CallTaker,
             other => anyhow::bail!("unknown role {other:?} (admin or call-taker)"),
         };
-        anyhow::ensure!(key.trim().len() >= 16, "API keys must be at least 16 characters");
+        anyhow::ensure!(
+            key.trim().len() >= 16,
+            "API keys must be at least 16 characters"
+        );
         keys.insert(key.trim().to_string(), role);
     }
     Ok(keys)

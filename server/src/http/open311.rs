@@ -24,7 +24,10 @@ const LIST_LIMIT: usize = 1000;
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/open311/v2/services.json", get(services))
-        .route("/open311/v2/requests.json", post(create_request).get(list_requests))
+        .route(
+            "/open311/v2/requests.json",
+            post(create_request).get(list_requests),
+        )
         .route("/open311/v2/requests/{id}", get(get_request))
 }
 
@@ -90,21 +93,43 @@ struct NewRequest {
     phone: Option<String>,
 }
 
-async fn create_request(State(state): State<Arc<AppState>>, Form(req): Form<NewRequest>) -> Result<Response, GeoError> {
+async fn create_request(
+    State(state): State<Arc<AppState>>,
+    Form(req): Form<NewRequest>,
+) -> Result<Response, GeoError> {
     let pipeline = state.pipeline()?;
     let description = req.description.clone().unwrap_or_default();
     if description.trim().is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "description is required").into());
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "description is required",
+        )
+        .into());
     }
     if description.chars().count() > state.limits.max_text_chars {
-        return Err(ApiError::unprocessable(format!("description is longer than {} characters", state.limits.max_text_chars)).into());
+        return Err(ApiError::unprocessable(format!(
+            "description is longer than {} characters",
+            state.limits.max_text_chars
+        ))
+        .into());
     }
-    let requested = match req.service_code.as_deref().filter(|c| !c.is_empty() && *c != "auto") {
+    let requested = match req
+        .service_code
+        .as_deref()
+        .filter(|c| !c.is_empty() && *c != "auto")
+    {
         Some(code) => Some(
             pipeline
                 .taxonomy
                 .resolve(code)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("unknown service_code {code:?}")))?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("unknown service_code {code:?}"),
+                    )
+                })?
                 .id
                 .clone(),
         ),
@@ -117,15 +142,23 @@ async fn create_request(State(state): State<Arc<AppState>>, Form(req): Form<NewR
     let worker = pipeline.clone();
     let (suggestion, case) = state
         .run_model(move || {
-            let complaint = Complaint { text: text.clone(), ..Default::default() };
+            let complaint = Complaint {
+                text: text.clone(),
+                ..Default::default()
+            };
             let suggestion = worker.triage(&complaint, false)?;
             let now = chrono::Utc::now().timestamp();
-            let service_code = requested.clone().or_else(|| suggestion.categories.first().map(|c| c.id.clone()));
+            let service_code = requested
+                .clone()
+                .or_else(|| suggestion.categories.first().map(|c| c.id.clone()));
             let mut extra = serde_json::Map::new();
             extra.insert("source".into(), json!(SOURCE));
             extra.insert("status".into(), json!("open"));
             extra.insert("service_code".into(), json!(service_code));
-            extra.insert("agency_responsible".into(), json!(suggestion.units.first().map(|u| u.name.clone())));
+            extra.insert(
+                "agency_responsible".into(),
+                json!(suggestion.units.first().map(|u| u.name.clone())),
+            );
             extra.insert("address".into(), json!(req.address_string));
             extra.insert("lat".into(), json!(req.lat));
             extra.insert("long".into(), json!(req.long));
@@ -140,7 +173,10 @@ async fn create_request(State(state): State<Arc<AppState>>, Form(req): Form<NewR
                 extra,
                 ..Default::default()
             };
-            let vector = worker.embedder.embed(&[case.full_text().as_str()], EmbedKind::Passage)?.remove(0);
+            let vector = worker
+                .embedder
+                .embed(&[case.full_text().as_str()], EmbedKind::Passage)?
+                .remove(0);
             worker.store.upsert(&[(case.clone(), vector)])?;
             Ok((suggestion, case))
         })
@@ -173,15 +209,33 @@ struct ListQuery {
     status: Option<String>,
 }
 
-async fn list_requests(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Result<Json<Value>, GeoError> {
+async fn list_requests(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, GeoError> {
     let pipeline = state.pipeline()?;
     let parse = |d: &Option<String>| -> Result<Option<i64>, ApiError> {
         d.as_deref()
-            .map(|t| triage_core::ingest::parse_time(t).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("unreadable date {t:?}"))))
+            .map(|t| {
+                triage_core::ingest::parse_time(t).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("unreadable date {t:?}"),
+                    )
+                })
+            })
             .transpose()
     };
-    let filter = CaseFilter { time_from: parse(&q.start_date)?, time_to: parse(&q.end_date)?, ..Default::default() };
-    let ids: Option<Vec<String>> = q.service_request_id.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let filter = CaseFilter {
+        time_from: parse(&q.start_date)?,
+        time_to: parse(&q.end_date)?,
+        ..Default::default()
+    };
+    let ids: Option<Vec<String>> = q
+        .service_request_id
+        .as_ref()
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
     let worker = pipeline.clone();
     let cases = state
         .run_model(move || {
@@ -196,7 +250,12 @@ async fn list_requests(State(state): State<Arc<AppState>>, Query(q): Query<ListQ
                     let mut after: Option<String> = None;
                     loop {
                         let page = worker.store.scroll(&filter, after.as_deref(), 500)?;
-                        found.extend(page.cases.into_iter().map(|(c, _)| c).filter(|c| c.extra.get("source") == Some(&json!(SOURCE))));
+                        found.extend(
+                            page.cases
+                                .into_iter()
+                                .map(|(c, _)| c)
+                                .filter(|c| c.extra.get("source") == Some(&json!(SOURCE))),
+                        );
                         match page.next {
                             Some(next) if found.len() < LIST_LIMIT => after = Some(next),
                             _ => break,
@@ -210,22 +269,35 @@ async fn list_requests(State(state): State<Arc<AppState>>, Query(q): Query<ListQ
     let requests: Vec<Value> = cases
         .iter()
         .filter(|c| c.extra.get("source") == Some(&json!(SOURCE)))
-        .filter(|c| q.service_code.as_deref().is_none_or(|code| c.extra.get("service_code") == Some(&json!(code))))
-        .filter(|c| q.status.as_deref().is_none_or(|s| c.extra.get("status") == Some(&json!(s))))
+        .filter(|c| {
+            q.service_code
+                .as_deref()
+                .is_none_or(|code| c.extra.get("service_code") == Some(&json!(code)))
+        })
+        .filter(|c| {
+            q.status
+                .as_deref()
+                .is_none_or(|s| c.extra.get("status") == Some(&json!(s)))
+        })
         .take(LIST_LIMIT)
         .map(|c| request_json(&pipeline, c))
         .collect();
     Ok(Json(Value::Array(requests)))
 }
 
-async fn get_request(State(state): State<Arc<AppState>>, Path(file): Path<String>) -> Result<Json<Value>, GeoError> {
+async fn get_request(
+    State(state): State<Arc<AppState>>,
+    Path(file): Path<String>,
+) -> Result<Json<Value>, GeoError> {
     let pipeline = state.pipeline()?;
     let Some(id) = file.strip_suffix(".json").map(str::to_string) else {
         return Err(ApiError::not_found("use /open311/v2/requests/{id}.json").into());
     };
     let worker = pipeline.clone();
     let lookup = id.clone();
-    let case = state.run_model(move || Ok(worker.store.get(&lookup)?)).await?;
+    let case = state
+        .run_model(move || Ok(worker.store.get(&lookup)?))
+        .await?;
     match case.filter(|c| c.extra.get("source") == Some(&json!(SOURCE))) {
         Some(case) => Ok(Json(json!([request_json(&pipeline, &case)]))),
         None => Err(ApiError::not_found(format!("no service request {id:?}")).into()),
@@ -234,8 +306,15 @@ async fn get_request(State(state): State<Arc<AppState>>, Path(file): Path<String
 
 /// A stored request in the spec's fields; the description is masked (no phone or ID numbers).
 fn request_json(pipeline: &triage_core::pipeline::Pipeline, case: &Case) -> Value {
-    let code = case.extra.get("service_code").and_then(Value::as_str).unwrap_or_default();
-    let name = pipeline.taxonomy.resolve(code).map_or(code, |c| c.name.as_str());
+    let code = case
+        .extra
+        .get("service_code")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = pipeline
+        .taxonomy
+        .resolve(code)
+        .map_or(code, |c| c.name.as_str());
     let time = case
         .time
         .and_then(|t| chrono::DateTime::from_timestamp(t, 0))

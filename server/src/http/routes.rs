@@ -66,7 +66,10 @@ async fn info(State(state): Shared) -> AppResult<Json<Value>> {
 }
 
 async fn metrics(State(state): Shared) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,21 +94,34 @@ fn yes() -> bool {
 
 impl TriageRequest {
     fn complaint(self, state: &AppState) -> AppResult<(Complaint, bool)> {
-        let chars = self.text.chars().count() + self.title.as_deref().map_or(0, |t| t.chars().count());
+        let chars =
+            self.text.chars().count() + self.title.as_deref().map_or(0, |t| t.chars().count());
         if chars > state.limits.max_text_chars {
             return Err(ApiError::unprocessable(format!(
                 "text is {chars} characters; the limit is {}",
                 state.limits.max_text_chars
             )));
         }
-        if self.text.trim().is_empty() && self.title.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        if self.text.trim().is_empty() && self.title.as_deref().is_none_or(|t| t.trim().is_empty())
+        {
             return Err(ApiError::unprocessable("text is empty"));
         }
         let time = match self.time.as_deref() {
             None => None,
-            Some(t) => Some(ingest::parse_time(t).ok_or_else(|| ApiError::unprocessable(format!("unreadable time {t:?}")))?),
+            Some(t) => Some(
+                ingest::parse_time(t)
+                    .ok_or_else(|| ApiError::unprocessable(format!("unreadable time {t:?}")))?,
+            ),
         };
-        Ok((Complaint { text: self.text, title: self.title, district: self.district, time }, self.draft))
+        Ok((
+            Complaint {
+                text: self.text,
+                title: self.title,
+                district: self.district,
+                time,
+            },
+            self.draft,
+        ))
     }
 }
 
@@ -113,10 +129,16 @@ async fn triage(State(state): Shared, Json(req): Json<TriageRequest>) -> AppResu
     let pipeline = state.pipeline()?;
     let (complaint, with_draft) = req.complaint(&state)?;
     let suggestion = state
-        .run_model(move || pipeline.triage(&complaint, with_draft).map_err(ApiError::from))
+        .run_model(move || {
+            pipeline
+                .triage(&complaint, with_draft)
+                .map_err(ApiError::from)
+        })
         .await?;
     state.metrics.record_stages(&suggestion.timings_ms);
-    Ok(Json(serde_json::to_value(suggestion).map_err(ApiError::internal)?))
+    Ok(Json(
+        serde_json::to_value(suggestion).map_err(ApiError::internal)?,
+    ))
 }
 
 /// Server-sent events: `suggestion` (routing, at once), then `token` events with the draft as it
@@ -147,18 +169,25 @@ async fn triage_stream(
                     let mut first = true;
                     let draft = pipeline.draft(&context, &mut |piece| {
                         if first {
-                            metrics_state.metrics.record_first_token(started.elapsed().as_secs_f64());
+                            metrics_state
+                                .metrics
+                                .record_first_token(started.elapsed().as_secs_f64());
                             first = false;
                         }
                         // A closed channel means the client left: stop generating.
-                        sender.blocking_send(event("token", json!({"text": piece}))).is_ok()
+                        sender
+                            .blocking_send(event("token", json!({"text": piece})))
+                            .is_ok()
                     })?;
                     Ok((draft, drafted.elapsed().as_secs_f64() * 1e3))
                 })
                 .await;
             let last = match result {
                 Ok((draft, ms)) => event("done", json!({"draft": draft, "draft_ms": ms})),
-                Err(e) => event("error", json!({"error": e.message, "error_type": e.error_type})),
+                Err(e) => event(
+                    "error",
+                    json!({"error": e.message, "error_type": e.error_type}),
+                ),
             };
             let _ = tx.send(last).await;
         });
@@ -169,7 +198,10 @@ async fn triage_stream(
 }
 
 /// One case object or an array of them (the JSONL fields); embedded and stored.
-async fn create_cases(State(state): Shared, Json(body): Json<Value>) -> AppResult<(StatusCode, Json<Value>)> {
+async fn create_cases(
+    State(state): Shared,
+    Json(body): Json<Value>,
+) -> AppResult<(StatusCode, Json<Value>)> {
     let pipeline = state.pipeline()?;
     let items = match body {
         Value::Array(items) => items,
@@ -181,12 +213,19 @@ async fn create_cases(State(state): Shared, Json(body): Json<Value>) -> AppResul
     let mut cases = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::Object(map) = item else {
-            return Err(ApiError::unprocessable(format!("item {i}: expected a JSON object")));
+            return Err(ApiError::unprocessable(format!(
+                "item {i}: expected a JSON object"
+            )));
         };
-        cases.push(ingest::case_from_map(map).map_err(|e| ApiError::unprocessable(format!("item {i}: {e}")))?);
+        cases.push(
+            ingest::case_from_map(map)
+                .map_err(|e| ApiError::unprocessable(format!("item {i}: {e}")))?,
+        );
     }
     let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
-    state.run_model(move || store_cases(&pipeline, cases)).await?;
+    state
+        .run_model(move || store_cases(&pipeline, cases))
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))
 }
 
@@ -201,19 +240,32 @@ fn store_cases(pipeline: &Pipeline, mut cases: Vec<Case>) -> AppResult<()> {
             case.label = Some(category.id.clone());
         }
         if case.district.is_none() {
-            case.district = pipeline.units.extract_district(&case.full_text()).map(|d| d.name.clone());
+            case.district = pipeline
+                .units
+                .extract_district(&case.full_text())
+                .map(|d| d.name.clone());
         }
     }
     let texts: Vec<String> = cases.iter().map(Case::full_text).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = pipeline.embedder.embed(&refs, EmbedKind::Passage)?;
-    pipeline.store.upsert(&cases.into_iter().zip(vectors).collect::<Vec<_>>())?;
+    pipeline
+        .store
+        .upsert(&cases.into_iter().zip(vectors).collect::<Vec<_>>())?;
     Ok(())
 }
 
 async fn get_case(State(state): Shared, Path(id): Path<String>) -> AppResult<Json<Case>> {
     let pipeline = state.pipeline()?;
-    let found = state.run_model(move || pipeline.store.get(&id).map_err(ApiError::from).map(|c| (c, id))).await?;
+    let found = state
+        .run_model(move || {
+            pipeline
+                .store
+                .get(&id)
+                .map_err(ApiError::from)
+                .map(|c| (c, id))
+        })
+        .await?;
     match found {
         (Some(case), _) => Ok(Json(case)),
         (None, id) => Err(ApiError::not_found(format!("no case with id {id:?}"))),
@@ -223,7 +275,13 @@ async fn get_case(State(state): Shared, Path(id): Path<String>) -> AppResult<Jso
 async fn delete_case(State(state): Shared, Path(id): Path<String>) -> AppResult<StatusCode> {
     let pipeline = state.pipeline()?;
     let (deleted, id) = state
-        .run_model(move || pipeline.store.delete(&id).map_err(ApiError::from).map(|d| (d, id)))
+        .run_model(move || {
+            pipeline
+                .store
+                .delete(&id)
+                .map_err(ApiError::from)
+                .map(|d| (d, id))
+        })
         .await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
@@ -260,9 +318,15 @@ async fn search(State(state): Shared, Json(req): Json<SearchRequest>) -> AppResu
     let hits = state
         .run_model(move || {
             let text = triage_core::text::normalize(&req.text);
-            let vector = pipeline.embedder.embed(&[text.as_str()], EmbedKind::Query)?.remove(0);
+            let vector = pipeline
+                .embedder
+                .embed(&[text.as_str()], EmbedKind::Query)?
+                .remove(0);
             let hits = pipeline.store.search(&vector, req.k, &req.filter)?;
-            Ok(hits.iter().map(|h| pipeline.similar_case(h)).collect::<Vec<_>>())
+            Ok(hits
+                .iter()
+                .map(|h| pipeline.similar_case(h))
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(Json(json!({"results": hits})))
@@ -290,25 +354,55 @@ struct FeedbackRequest {
 
 /// Stores the call-taker's decision as a labeled case: it is found by the next similar-case
 /// search at once and used by the next `triage train`.
-async fn feedback(State(state): Shared, Json(req): Json<FeedbackRequest>) -> AppResult<(StatusCode, Json<Value>)> {
+async fn feedback(
+    State(state): Shared,
+    Json(req): Json<FeedbackRequest>,
+) -> AppResult<(StatusCode, Json<Value>)> {
     let pipeline = state.pipeline()?;
     let chars = req.text.chars().count();
     if req.text.trim().is_empty() || chars > state.limits.max_text_chars {
-        return Err(ApiError::unprocessable(format!("text must be 1 to {} characters", state.limits.max_text_chars)));
+        return Err(ApiError::unprocessable(format!(
+            "text must be 1 to {} characters",
+            state.limits.max_text_chars
+        )));
     }
     if let Some(unit) = req.unit.as_deref() {
-        if !pipeline.units.units.iter().any(|u| u.id == unit || u.name == unit) {
+        if !pipeline
+            .units
+            .units
+            .iter()
+            .any(|u| u.id == unit || u.name == unit)
+        {
             return Err(ApiError::unprocessable(format!("unknown unit {unit:?}")));
         }
     }
-    let id = req.case_id.clone().unwrap_or_else(|| format!("fb-{}", random_id()));
+    let id = req
+        .case_id
+        .clone()
+        .unwrap_or_else(|| format!("fb-{}", random_id()));
     let mut extra = serde_json::Map::new();
     extra.insert("source".into(), json!("feedback"));
     if let Some(s) = &req.suggested_category {
         extra.insert("suggested_category".into(), json!(s));
-        extra.insert("accepted".into(), json!(pipeline.taxonomy.resolve(s).map(|c| &c.id) == pipeline.taxonomy.resolve(&req.category).map(|c| &c.id)));
+        extra.insert(
+            "accepted".into(),
+            json!(
+                pipeline.taxonomy.resolve(s).map(|c| &c.id)
+                    == pipeline.taxonomy.resolve(&req.category).map(|c| &c.id)
+            ),
+        );
     }
-    let unit = req.unit.as_deref().and_then(|u| pipeline.units.units.iter().find(|x| x.id == u || x.name == u)).map(|u| u.id.clone());
+    let unit = req
+        .unit
+        .as_deref()
+        .and_then(|u| {
+            pipeline
+                .units
+                .units
+                .iter()
+                .find(|x| x.id == u || x.name == u)
+        })
+        .map(|u| u.id.clone());
     let case = Case {
         id: id.clone(),
         title: req.title.as_deref().map(triage_core::text::normalize),
@@ -320,7 +414,9 @@ async fn feedback(State(state): Shared, Json(req): Json<FeedbackRequest>) -> App
         extra,
         ..Default::default()
     };
-    state.run_model(move || store_cases(&pipeline, vec![case])).await?;
+    state
+        .run_model(move || store_cases(&pipeline, vec![case]))
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))))
 }
 
@@ -330,7 +426,9 @@ async fn taxonomy(State(state): Shared) -> AppResult<Json<Value>> {
 
 async fn units(State(state): Shared) -> AppResult<Json<Value>> {
     let p = state.pipeline()?;
-    Ok(Json(json!({"districts": p.units.districts, "units": p.units.units})))
+    Ok(Json(
+        json!({"districts": p.units.districts, "units": p.units.units}),
+    ))
 }
 
 /// A random 128-bit id in hex.

@@ -64,9 +64,20 @@ impl CaseStore for MemStore {
         Ok(all.len() < before)
     }
     fn get(&self, id: &str) -> triage_core::Result<Option<Case>> {
-        Ok(self.0.lock().unwrap().iter().find(|(c, _)| c.id == id).map(|(c, _)| c.clone()))
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(c, _)| c.id == id)
+            .map(|(c, _)| c.clone()))
     }
-    fn search(&self, vector: &[f32], k: usize, filter: &CaseFilter) -> triage_core::Result<Vec<Hit>> {
+    fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: &CaseFilter,
+    ) -> triage_core::Result<Vec<Hit>> {
         let mut hits: Vec<Hit> = self
             .0
             .lock()
@@ -74,7 +85,10 @@ impl CaseStore for MemStore {
             .iter()
             .filter(|(c, _)| !filter.labeled_only || c.label.is_some())
             .filter(|(c, _)| !filter.with_reply || c.reply.is_some())
-            .map(|(c, v)| Hit { case: c.clone(), score: triage_core::classify::dot(v, vector) })
+            .map(|(c, v)| Hit {
+                case: c.clone(),
+                score: triage_core::classify::dot(v, vector),
+            })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(k);
@@ -84,7 +98,10 @@ impl CaseStore for MemStore {
         Ok(self.0.lock().unwrap().len())
     }
     fn scroll(&self, _: &CaseFilter, _: Option<&str>, _: usize) -> triage_core::Result<Page> {
-        Ok(Page { cases: self.0.lock().unwrap().clone(), next: None })
+        Ok(Page {
+            cases: self.0.lock().unwrap().clone(),
+            next: None,
+        })
     }
     fn optimize(&self) -> triage_core::Result<()> {
         Ok(())
@@ -98,27 +115,53 @@ fn taxonomy() -> Taxonomy {
 fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
     let store = Arc::new(MemStore::default());
     let embedder = Arc::new(CharEmbedder);
-    let rows = [("公交车不按站停车", "交通运输"), ("公交线路太绕", "交通运输"), ("学校乱收费", "教育文体"), ("老师体罚学生", "教育文体")];
+    let rows = [
+        ("公交车不按站停车", "交通运输"),
+        ("公交线路太绕", "交通运输"),
+        ("学校乱收费", "教育文体"),
+        ("老师体罚学生", "教育文体"),
+    ];
     let mut cases = Vec::new();
     for i in 0..40 {
         let (text, label) = rows[i % 4];
         let text = format!("{text}{i}");
-        let v = embedder.embed(&[&text], EmbedKind::Passage).unwrap().remove(0);
-        cases.push((Case { id: format!("c{i}"), text, label: Some(label.into()), ..Default::default() }, v));
+        let v = embedder
+            .embed(&[&text], EmbedKind::Passage)
+            .unwrap()
+            .remove(0);
+        cases.push((
+            Case {
+                id: format!("c{i}"),
+                text,
+                label: Some(label.into()),
+                ..Default::default()
+            },
+            v,
+        ));
     }
     store.upsert(&cases).unwrap();
     let examples: Vec<LabeledExample> = cases
         .iter()
-        .map(|(c, v)| LabeledExample { text: &c.text, vector: v, label: c.label.as_deref().unwrap() })
+        .map(|(c, v)| LabeledExample {
+            text: &c.text,
+            vector: v,
+            label: c.label.as_deref().unwrap(),
+        })
         .collect();
-    let config = ClassifierConfig { ngram_bits: 12, ..Default::default() };
+    let config = ClassifierConfig {
+        ngram_bits: 12,
+        ..Default::default()
+    };
     let classifier = Classifier::train(&examples, &taxonomy(), None, "char-hash", config).unwrap();
     let pipeline = triage_core::pipeline::Pipeline::new(
         embedder,
         store,
         None,
         taxonomy(),
-        UnitDirectory::from_toml("[[unit]]\nid = \"bus\"\nname = \"公交集团\"\ncategories = [\"交通运输\"]\n").unwrap(),
+        UnitDirectory::from_toml(
+            "[[unit]]\nid = \"bus\"\nname = \"公交集团\"\ncategories = [\"交通运输\"]\n",
+        )
+        .unwrap(),
         Prompts::load(None).unwrap(),
         PipelineConfig::default(),
     );
@@ -128,7 +171,13 @@ fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
     state
 }
 
-async fn send(state: &Arc<AppState>, method: &str, uri: &str, body: Option<&str>, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+async fn send(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if body.is_some() {
         req = req.header("content-type", "application/json");
@@ -136,38 +185,78 @@ async fn send(state: &Arc<AppState>, method: &str, uri: &str, body: Option<&str>
     if let Some(key) = key {
         req = req.header("authorization", format!("Bearer {key}"));
     }
-    let req = req.body(Body::from(body.unwrap_or_default().to_string())).unwrap();
+    let req = req
+        .body(Body::from(body.unwrap_or_default().to_string()))
+        .unwrap();
     let response = app(state.clone()).oneshot(req).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into(),
+    ));
     (status, value)
 }
 
 #[tokio::test]
 async fn triage_search_feedback_and_cases() {
     let state = ready_state(HashMap::new(), Limits::default());
-    let (status, body) = send(&state, "POST", "/v1/triage", Some(r#"{"text": "公交车不按站停车", "draft": false}"#), None).await;
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/triage",
+        Some(r#"{"text": "公交车不按站停车", "draft": false}"#),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["categories"][0]["id"], "交通运输");
     assert_eq!(body["units"][0]["unit_id"], "bus");
     assert!(body["timings_ms"]["embed"].is_number());
 
-    let (status, body) = send(&state, "POST", "/v1/search", Some(r#"{"text": "学校乱收费", "k": 2}"#), None).await;
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/search",
+        Some(r#"{"text": "学校乱收费", "k": 2}"#),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["results"].as_array().unwrap().len(), 2);
 
-    let (status, body) = send(&state, "POST", "/v1/feedback", Some(r#"{"text": "校车超载", "category": "教育文体", "case_id": "fb1"}"#), None).await;
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/feedback",
+        Some(r#"{"text": "校车超载", "category": "教育文体", "case_id": "fb1"}"#),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = send(&state, "GET", "/v1/cases/fb1", None, None).await;
-    assert_eq!((status, body["label"].as_str()), (StatusCode::OK, Some("教育文体")));
+    assert_eq!(
+        (status, body["label"].as_str()),
+        (StatusCode::OK, Some("教育文体"))
+    );
 
-    let (status, _) = send(&state, "POST", "/v1/cases", Some(r#"[{"id": "n1", "text": "公交站牌损坏", "label": "交通运输"}]"#), None).await;
+    let (status, _) = send(
+        &state,
+        "POST",
+        "/v1/cases",
+        Some(r#"[{"id": "n1", "text": "公交站牌损坏", "label": "交通运输"}]"#),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = send(&state, "DELETE", "/v1/cases/n1", None, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = send(&state, "GET", "/v1/cases/n1", None, None).await;
-    assert_eq!((status, body["error_type"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
 
     for uri in ["/v1/taxonomy", "/v1/units", "/info", "/health"] {
         let (status, _) = send(&state, "GET", uri, None, None).await;
@@ -175,12 +264,19 @@ async fn triage_search_feedback_and_cases() {
     }
     let (status, body) = send(&state, "GET", "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.as_str().unwrap().contains("triage_requests_total{route=\"/v1/triage\",status=\"200\"} 1"));
+    assert!(body
+        .as_str()
+        .unwrap()
+        .contains("triage_requests_total{route=\"/v1/triage\",status=\"200\"} 1"));
 }
 
 #[tokio::test]
 async fn errors_share_one_shape() {
-    let limits = Limits { max_body_bytes: 2048, max_text_chars: 50, ..Default::default() };
+    let limits = Limits {
+        max_body_bytes: 2048,
+        max_text_chars: 50,
+        ..Default::default()
+    };
     let state = ready_state(HashMap::new(), limits);
     let cases = [
         (r#"{"text": "#, StatusCode::BAD_REQUEST),
@@ -190,16 +286,32 @@ async fn errors_share_one_shape() {
     for (body, expected) in cases {
         let (status, value) = send(&state, "POST", "/v1/triage", Some(body), None).await;
         assert_eq!(status, expected, "{body}: {value}");
-        assert!(value["error"].is_string() && value["error_type"].is_string(), "{value}");
+        assert!(
+            value["error"].is_string() && value["error_type"].is_string(),
+            "{value}"
+        );
     }
     let long = format!(r#"{{"text": "{}"}}"#, "长".repeat(60));
     let (status, value) = send(&state, "POST", "/v1/triage", Some(&long), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(value["error"].as_str().unwrap().contains("limit is 50"), "{value}");
+    assert!(
+        value["error"].as_str().unwrap().contains("limit is 50"),
+        "{value}"
+    );
     let huge = format!(r#"{{"text": "{}"}}"#, "x".repeat(4096));
     let (status, value) = send(&state, "POST", "/v1/triage", Some(&huge), None).await;
-    assert_eq!((status, value["error_type"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")));
-    let (status, value) = send(&state, "POST", "/v1/feedback", Some(r#"{"text": "x", "category": "不存在"}"#), None).await;
+    assert_eq!(
+        (status, value["error_type"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+    let (status, value) = send(
+        &state,
+        "POST",
+        "/v1/feedback",
+        Some(r#"{"text": "x", "category": "不存在"}"#),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{value}");
 }
 
@@ -207,7 +319,10 @@ async fn errors_share_one_shape() {
 async fn not_ready_until_loaded() {
     let state = AppState::new(HashMap::new(), Limits::default(), serde_json::json!({}));
     let (status, body) = send(&state, "GET", "/health", None, None).await;
-    assert_eq!((status, body["error_type"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
+    );
     let (status, _) = send(&state, "POST", "/v1/triage", Some(r#"{"text": "x"}"#), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -218,13 +333,41 @@ async fn keys_and_roles() {
     let state = ready_state(keys, Limits::default());
     let (status, _) = send(&state, "GET", "/v1/taxonomy", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = send(&state, "GET", "/v1/taxonomy", None, Some("wrongwrongwrongwrong")).await;
+    let (status, _) = send(
+        &state,
+        "GET",
+        "/v1/taxonomy",
+        None,
+        Some("wrongwrongwrongwrong"),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = send(&state, "GET", "/v1/taxonomy", None, Some("cccccccccccccccccccc")).await;
+    let (status, _) = send(
+        &state,
+        "GET",
+        "/v1/taxonomy",
+        None,
+        Some("cccccccccccccccccccc"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = send(&state, "DELETE", "/v1/cases/c1", None, Some("cccccccccccccccccccc")).await;
+    let (status, _) = send(
+        &state,
+        "DELETE",
+        "/v1/cases/c1",
+        None,
+        Some("cccccccccccccccccccc"),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = send(&state, "DELETE", "/v1/cases/c1", None, Some("aaaaaaaaaaaaaaaaaaaa")).await;
+    let (status, _) = send(
+        &state,
+        "DELETE",
+        "/v1/cases/c1",
+        None,
+        Some("aaaaaaaaaaaaaaaaaaaa"),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // Health stays public so a load balancer can probe it.
     let (status, _) = send(&state, "GET", "/health", None, None).await;
@@ -235,7 +378,11 @@ async fn keys_and_roles() {
 
 #[tokio::test]
 async fn sheds_load_with_retry_after() {
-    let limits = Limits { workers: 1, queue_depth: 1, ..Default::default() };
+    let limits = Limits {
+        workers: 1,
+        queue_depth: 1,
+        ..Default::default()
+    };
     let state = ready_state(HashMap::new(), limits);
     // Hold the only admission slot with a slow job, then ask for more.
     let busy = state.clone();
@@ -255,7 +402,10 @@ async fn sheds_load_with_retry_after() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "1");
     slow.await.unwrap().unwrap();
-    assert!(state.metrics.render().contains("triage_shed_requests_total 1"));
+    assert!(state
+        .metrics
+        .render()
+        .contains("triage_shed_requests_total 1"));
 }
 
 /// GeoReport v2 field lists (https://wiki.open311.org/GeoReport_v2) and a client's request sequence.
@@ -264,8 +414,19 @@ async fn open311_conformance() {
     let state = ready_state(HashMap::new(), Limits::default());
     let (status, services) = send(&state, "GET", "/open311/v2/services.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    for field in ["service_code", "service_name", "description", "metadata", "type", "keywords", "group"] {
-        assert!(services[0].get(field).is_some(), "services.json lacks {field}: {services}");
+    for field in [
+        "service_code",
+        "service_name",
+        "description",
+        "metadata",
+        "type",
+        "keywords",
+        "group",
+    ] {
+        assert!(
+            services[0].get(field).is_some(),
+            "services.json lacks {field}: {services}"
+        );
     }
 
     let req = Request::post("/open311/v2/requests.json")
@@ -274,29 +435,77 @@ async fn open311_conformance() {
         .unwrap();
     let response = app(state.clone()).oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let created: serde_json::Value =
-        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
-    let id = created[0]["service_request_id"].as_str().unwrap().to_string();
+    let created: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let id = created[0]["service_request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(created[0]["service_code"], "交通运输", "{created}");
-    assert!(created[0].get("agency_responsible").is_some() && created[0].get("x_triage_categories").is_some());
+    assert!(
+        created[0].get("agency_responsible").is_some()
+            && created[0].get("x_triage_categories").is_some()
+    );
 
-    let (status, one) = send(&state, "GET", &format!("/open311/v2/requests/{id}.json"), None, None).await;
+    let (status, one) = send(
+        &state,
+        "GET",
+        &format!("/open311/v2/requests/{id}.json"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{one}");
     for field in [
-        "service_request_id", "status", "status_notes", "service_name", "service_code", "description",
-        "agency_responsible", "service_notice", "requested_datetime", "updated_datetime", "expected_datetime",
-        "address", "address_id", "zipcode", "lat", "long", "media_url",
+        "service_request_id",
+        "status",
+        "status_notes",
+        "service_name",
+        "service_code",
+        "description",
+        "agency_responsible",
+        "service_notice",
+        "requested_datetime",
+        "updated_datetime",
+        "expected_datetime",
+        "address",
+        "address_id",
+        "zipcode",
+        "lat",
+        "long",
+        "media_url",
     ] {
         assert!(one[0].get(field).is_some(), "request lacks {field}: {one}");
     }
     assert_eq!(one[0]["status"], "open");
-    assert!(!one.to_string().contains("a@b.c"), "personal fields are never returned");
+    assert!(
+        !one.to_string().contains("a@b.c"),
+        "personal fields are never returned"
+    );
 
-    let (status, list) = send(&state, "GET", "/open311/v2/requests.json?service_code=%E4%BA%A4%E9%80%9A%E8%BF%90%E8%BE%93&status=open", None, None).await;
+    let (status, list) = send(
+        &state,
+        "GET",
+        "/open311/v2/requests.json?service_code=%E4%BA%A4%E9%80%9A%E8%BF%90%E8%BE%93&status=open",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(list.as_array().unwrap().iter().any(|r| r["service_request_id"] == id.as_str()));
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["service_request_id"] == id.as_str()));
 
     let (status, err) = send(&state, "GET", "/open311/v2/requests/nope.json", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(err[0]["code"] == 404 && err[0]["description"].is_string(), "GeoReport error shape: {err}");
+    assert!(
+        err[0]["code"] == 404 && err[0]["description"].is_string(),
+        "GeoReport error shape: {err}"
+    );
 }

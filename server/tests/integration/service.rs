@@ -1,0 +1,180 @@
+//! `triage serve` on a loopback port with the real models: import → triage → feedback → search.
+
+use super::demo;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A plain HTTP/1.1 request (Connection: close): status and body.
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `triage serve` on port 0 and waits until `/health` says it is ready.
+pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut child = super::triage()
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_string();
+    let server = Server { child, addr };
+    let started = Instant::now();
+    loop {
+        let (status, _) = http(&server.addr, "GET", "/health", None);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "health is 503 until loaded");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "service never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
+
+#[test]
+fn import_triage_feedback_search_over_http() {
+    let demo = demo();
+    let _guard = demo.lock();
+    let server = start(demo.dir.path(), &[]);
+    let addr = server.addr.as_str();
+
+    let case = json!({"id": "http-1", "text": "A市A2区万家丽路口红绿灯坏了，早晚高峰堵车严重。", "label": "交通运输"});
+    let (status, body) = http(addr, "POST", "/v1/cases", Some(&case));
+    assert_eq!(status, 201, "{body}");
+
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/triage",
+        Some(&json!({"text": "万家丽路口的红绿灯不亮，车辆乱行，堵车", "draft": false})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let s: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["categories"][0]["id"], "交通运输", "{s}");
+    assert_eq!(
+        s["similar"][0]["id"], "http-1",
+        "the case just added is the nearest: {s}"
+    );
+
+    let feedback = json!({"text": "校车司机超速驾驶，孩子们很危险", "category": "教育文体", "case_id": "fb-http", "suggested_category": "交通运输"});
+    let (status, body) = http(addr, "POST", "/v1/feedback", Some(&feedback));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/search",
+        Some(&json!({"text": "校车司机超速", "k": 3, "filter": {"category": "教育文体"}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let found: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        found["results"][0]["id"], "fb-http",
+        "feedback shows up in the next search: {found}"
+    );
+
+    // The streamed route sends the routing first, then the draft token by token.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/triage/stream",
+        Some(&json!({"text": "小区路灯坏了一个月，晚上很黑"})),
+    );
+    assert_eq!(status, 200);
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"suggestion"), "{body}");
+    assert!(
+        events.contains(&"token") && events.last() == Some(&"done"),
+        "{events:?}"
+    );
+
+    for path in ["/info", "/metrics", "/v1/taxonomy", "/v1/units", "/"] {
+        assert_eq!(http(addr, "GET", path, None).0, 200, "{path}");
+    }
+    let (_, metrics) = http(addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("triage_stage_duration_seconds_bucket{stage=\"embed\""),
+        "{metrics}"
+    );
+    let (status, _) = http(addr, "DELETE", "/v1/cases/http-1", None);
+    assert_eq!(status, 204);
+    let (status, _) = http(addr, "DELETE", "/v1/cases/fb-http", None);
+    assert_eq!(status, 204);
+}
+
+#[test]
+fn refuses_a_public_address_without_keys() {
+    let out = super::triage()
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without API keys"));
+}
