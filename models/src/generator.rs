@@ -57,17 +57,29 @@ enum Model {
     Gemma3 {
         model: Gemma3,
         prefixes: PrefixCache,
-        /// The sequence being generated: its tokens so far and their keys and values.
-        current: Option<(Vec<u32>, KvCache)>,
+        /// The sequence being generated.
+        current: Option<Sequence>,
     },
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
 }
 
-/// Prompts longer than this are run in chunks: the attention scores of a chunk take
-/// heads x chunk x context floats.
-const PREFILL_CHUNK: usize = 512;
+/// Prompts run in blocks of this many tokens at multiples of it. Numerically, a matmul over 64
+/// rows is not a matmul over 1 or 512 (other kernels, other summation orders), so reused keys
+/// and values are exact only if they were computed as the same block: the prefix cache reuses
+/// whole blocks of earlier prompts and recomputes the rest the way a cold run does. The same
+/// prompt, seed and settings then give the same text whatever the cache holds. 64 rows keep
+/// the quantized matmuls at full speed and bound the attention scores to heads x 64 x context.
+const PREFILL_BLOCK: usize = 64;
+
+/// A token sequence and the keys and values of its positions.
+struct Sequence {
+    tokens: Vec<u32>,
+    /// Leading positions computed in whole prompt blocks, so reusable exactly.
+    exact: usize,
+    cache: KvCache,
+}
 
 impl Model {
     /// Logits after the prompt, and how many prompt tokens came from the prefix cache (only
@@ -82,10 +94,14 @@ impl Model {
                 let mut cache = prefixes.take(prompt, model);
                 let reused = cache.len();
                 let mut logits = None;
-                for chunk in prompt[reused..].chunks(PREFILL_CHUNK) {
-                    logits = Some(model.forward(chunk, &mut cache)?);
+                for block in prompt[reused..].chunks(PREFILL_BLOCK) {
+                    logits = Some(model.forward(block, &mut cache)?);
                 }
-                *current = Some((prompt.to_vec(), cache));
+                *current = Some(Sequence {
+                    tokens: prompt.to_vec(),
+                    exact: prompt.len() / PREFILL_BLOCK * PREFILL_BLOCK,
+                    cache,
+                });
                 Ok((
                     logits.expect("at least the last prompt token is run"),
                     reused,
@@ -100,9 +116,9 @@ impl Model {
         let input = || Tensor::new(tokens, device).and_then(|t| t.unsqueeze(0));
         Ok(match self {
             Model::Gemma3 { model, current, .. } => {
-                let (seen, cache) = current.as_mut().expect("prefill comes first");
-                seen.extend_from_slice(tokens);
-                model.forward(tokens, cache)?
+                let sequence = current.as_mut().expect("prefill comes first");
+                sequence.tokens.extend_from_slice(tokens);
+                model.forward(tokens, &mut sequence.cache)?
             }
             Model::Llama(m) => m.forward(&input()?, position)?.squeeze(0)?,
             Model::Qwen2(m) => m.forward(&input()?, position)?.squeeze(0)?,
@@ -116,48 +132,54 @@ impl Model {
             prefixes, current, ..
         } = self
         {
-            if let Some((tokens, cache)) = current.take() {
-                prefixes.put(tokens, cache);
+            if let Some(sequence) = current.take() {
+                prefixes.put(sequence);
             }
         }
     }
 }
 
-/// Keys and values of recent sequences (prompt + generated tokens), most recently used last.
-/// A new prompt takes the entry sharing its longest beginning, cut back to that beginning,
-/// so a fixed few-shot prefix is computed once; the entry returns holding the new sequence.
+/// Keys and values of recent sequences, most recently used last. A new prompt takes the entry
+/// sharing its longest beginning (in whole prompt blocks), cut back to that beginning, so a
+/// fixed few-shot prefix is computed once; the entry returns holding the new sequence.
 #[derive(Default)]
 struct PrefixCache {
-    entries: Vec<(Vec<u32>, KvCache)>,
+    entries: Vec<Sequence>,
 }
 
 impl PrefixCache {
     fn take(&mut self, prompt: &[u32], model: &Gemma3) -> KvCache {
         // The last prompt token is always run: its logits start the generation.
-        let shared = |tokens: &[u32]| common_prefix(tokens, prompt).min(prompt.len() - 1);
-        let best = (0..self.entries.len()).max_by_key(|&i| (shared(&self.entries[i].0), i));
-        let reuse = match best {
-            Some(i) if shared(&self.entries[i].0) > 0 => Some(i),
+        let reusable = |s: &Sequence| {
+            let shared = common_prefix(&s.tokens, prompt)
+                .min(prompt.len() - 1)
+                .min(s.exact);
+            shared / PREFILL_BLOCK * PREFILL_BLOCK
+        };
+        let best = (0..self.entries.len()).max_by_key(|&i| (reusable(&self.entries[i]), i));
+        let take = match best {
+            Some(i) if reusable(&self.entries[i]) > 0 => Some(i),
             // Nothing shared: recycle the oldest entry's buffers once the cache is full.
             _ if self.entries.len() >= PREFIX_CACHE_ENTRIES => Some(0),
             _ => None,
         };
-        match reuse {
+        match take {
             Some(i) => {
-                let (tokens, mut cache) = self.entries.remove(i);
-                cache.truncate(shared(&tokens));
+                let keep = reusable(&self.entries[i]);
+                let mut cache = self.entries.remove(i).cache;
+                cache.truncate(keep);
                 cache
             }
             None => model.new_cache(),
         }
     }
 
-    fn put(&mut self, tokens: Vec<u32>, cache: KvCache) {
-        debug_assert_eq!(tokens.len(), cache.len());
+    fn put(&mut self, sequence: Sequence) {
+        debug_assert_eq!(sequence.tokens.len(), sequence.cache.len());
         if self.entries.len() >= PREFIX_CACHE_ENTRIES {
             self.entries.remove(0);
         }
-        self.entries.push((tokens, cache));
+        self.entries.push(sequence);
     }
 }
 

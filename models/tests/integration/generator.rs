@@ -158,7 +158,7 @@ fn same_seed_same_text_and_streaming_matches() {
         temperature: 0.8,
         top_p: 0.9,
         seed: 7,
-        stop: vec![],
+        ..Default::default()
     };
     let (a_stream, a) = run(PROMPT, &params);
     let (_, b) = run(PROMPT, &params);
@@ -225,32 +225,38 @@ fn prompt_longer_than_context_is_a_clear_error() {
 
 #[test]
 fn cached_prefix_gives_the_same_tokens() {
+    // Sampled, so that any difference in the logits would likely show in the text.
     let params = GenerateParams {
-        max_tokens: 12,
+        max_tokens: 32,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 3,
         ..Default::default()
     };
-    let shared = "以下是12345热线对市民来信的答复存档。\n### 来信\n噪音扰民，晚上施工。\n### 答复\n您好，已责令停工。\n";
+    let example = "### 来信\n噪音扰民，晚上施工到十二点。\n### 答复\n您好，经核查，已责令施工单位夜间停工，并将加强巡查。\n";
+    let shared = format!(
+        "以下是12345热线对市民来信的答复存档。\n{}",
+        example.repeat(4)
+    );
     let first = format!("{shared}### 来信\n公交车不按站停车。\n### 答复\n");
     let second = format!("{shared}### 来信\n学校乱收费。\n### 答复\n");
-    let (_, warm) = run(&first, &params);
-    let (_, cached) = run(&second, &params);
-    assert!(
-        cached.cached_prompt_tokens > 10,
-        "prefix reused: {}",
-        cached.cached_prompt_tokens
-    );
-    // A different prompt in between evicts nothing that matters; then compare with a cold run.
-    let cold_model = GgufGenerator::load(
-        &models_dir().join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf"),
-        &default_device().unwrap(),
-    )
-    .unwrap();
-    let cold = cold_model
-        .generate(&second, &params, &mut |_| true)
-        .unwrap();
+    // A model of its own: other tests share `gemma()` and its cache.
+    let model = GgufGenerator::load(&gemma_path(), &default_device().unwrap()).unwrap();
+    let generate = |prompt: &str| model.generate(prompt, &params, &mut |_| true).unwrap();
+    let cold = generate(&second);
     assert_eq!(cold.cached_prompt_tokens, 0);
-    assert_eq!(cached.text, cold.text);
-    assert!(!warm.text.is_empty());
+    generate(&first);
+    let warm = generate(&second);
+    let again = generate(&second);
+    assert!(
+        warm.cached_prompt_tokens >= 128,
+        "the shared prefix is reused: {} of {} tokens",
+        warm.cached_prompt_tokens,
+        warm.prompt_tokens
+    );
+    assert!(again.cached_prompt_tokens >= warm.cached_prompt_tokens);
+    assert_eq!(warm.text, cold.text);
+    assert_eq!(again.text, cold.text);
 }
 
 #[test]
