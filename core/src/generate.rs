@@ -17,6 +17,8 @@ pub struct GenerateParams {
     pub seed: u64,
     /// Generation ends before any of these strings; the string itself is not returned.
     pub stop: Vec<String>,
+    /// Divides the logits of tokens generated in the last 64 steps (1.0 = off), against loops.
+    pub repeat_penalty: f32,
 }
 
 impl Default for GenerateParams {
@@ -27,6 +29,7 @@ impl Default for GenerateParams {
             top_p: 0.9,
             seed: 42,
             stop: Vec::new(),
+            repeat_penalty: 1.0,
         }
     }
 }

@@ -61,6 +61,7 @@ impl Default for DraftConfig {
                 top_p: 0.9,
                 seed: 42,
                 stop: vec!["###".into(), "\n\n\n".into(), "来信".into()],
+                repeat_penalty: 1.2,
             },
         }
     }
@@ -485,7 +486,7 @@ impl Pipeline {
 /// the length cap, personal data masked (a small model invents phone numbers).
 pub fn postprocess_draft(raw: &str, max_chars: usize) -> String {
     let section = raw.split("###").next().unwrap_or_default();
-    let mut draft = text::truncate_chars(section.trim(), max_chars).to_string();
+    let mut draft = text::truncate_chars(cut_repetition(section.trim()), max_chars).to_string();
     if draft.chars().count() == max_chars {
         // Cut back to the last sentence end, when there is one in the second half.
         if let Some(end) = draft.rfind(['。', '！', '!', '.']) {
@@ -497,9 +498,49 @@ pub fn postprocess_draft(raw: &str, max_chars: usize) -> String {
     pii::mask(draft.trim())
 }
 
+/// The text before the first clause that repeats an earlier one: a small model that starts
+/// looping ("您好！您好！…") has said all it will say.
+fn cut_repetition(text: &str) -> &str {
+    let mut seen = std::collections::HashSet::new();
+    let mut start = 0;
+    for (i, ch) in text.char_indices() {
+        if matches!(
+            ch,
+            '，' | '。' | '！' | '？' | '；' | '：' | ',' | '.' | '!' | '?' | ';' | '\n'
+        ) {
+            let clause = text[start..i].trim();
+            if clause.chars().count() >= 2 && !seen.insert(clause) {
+                return text[..start].trim_end();
+            }
+            start = i + ch.len_utf8();
+        }
+    }
+    let last = text[start..].trim();
+    if last.chars().count() >= 2 && seen.contains(last) {
+        return text[..start].trim_end();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::postprocess_draft;
+
+    #[test]
+    fn loops_are_cut_at_the_first_repeat() {
+        assert_eq!(postprocess_draft("您好！您好！您好！您好", 300), "您好！");
+        assert_eq!(
+            postprocess_draft(
+                "已收悉。执法人员进行了检查，执法人员进行了检查，执法人员",
+                300
+            ),
+            "已收悉。执法人员进行了检查，"
+        );
+        assert_eq!(
+            postprocess_draft("您好，已处理。谢谢！", 300),
+            "您好，已处理。谢谢！"
+        );
+    }
 
     #[test]
     fn draft_is_cut_at_next_section_and_masked() {

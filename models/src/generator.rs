@@ -16,6 +16,8 @@ use triage_core::{GenerateParams, Generation, Generator, StopReason};
 /// Longest context served (prompt + new tokens). Gemma 3 allows 32k, but KV memory grows with it
 /// and drafts need a few thousand at most; a longer prompt is an error naming both numbers.
 pub const MAX_CONTEXT: usize = 8192;
+/// Generated tokens the repetition penalty looks back over.
+const REPEAT_WINDOW: usize = 64;
 /// Prompts whose KV state is kept for reuse by a later prompt with the same beginning.
 const PREFIX_CACHE_ENTRIES: usize = 4;
 
@@ -418,6 +420,7 @@ impl Generator for GgufGenerator {
             emitted: 0,
         };
         let mut generated = 0;
+        let mut recent: Vec<u32> = Vec::new();
         let stop_reason = loop {
             if generated >= params.max_tokens {
                 let rest = scanner.finish();
@@ -426,10 +429,21 @@ impl Generator for GgufGenerator {
                 }
                 break StopReason::MaxTokens;
             }
+            // A small base model falls into loops ("您好！您好！…"); penalise what it just said.
+            if params.repeat_penalty != 1.0 && !recent.is_empty() {
+                let window = &recent[recent.len().saturating_sub(REPEAT_WINDOW)..];
+                logits = candle_transformers::utils::apply_repeat_penalty(
+                    &logits,
+                    params.repeat_penalty,
+                    window,
+                )
+                .map_err(|e| triage_core::Error::Model(e.to_string()))?;
+            }
             let next = sampler
                 .sample(&logits)
                 .map_err(|e| triage_core::Error::Model(e.to_string()))?;
             generated += 1;
+            recent.push(next);
             if self.stop_tokens.contains(&next) {
                 let rest = scanner.finish();
                 if !rest.is_empty() {

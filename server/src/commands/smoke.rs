@@ -72,6 +72,7 @@ pub fn generate(global: &GlobalArgs, args: GenerateArgs) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
         stop: args.stop,
+        ..Default::default()
     };
     let started = std::time::Instant::now();
     let mut stdout = std::io::stdout();
