@@ -350,7 +350,8 @@ fn evaluate(
     ))
 }
 
-/// Mean ± std of the folds' headline numbers; the per-case details are those of all folds pooled.
+/// Mean ± std of the folds' headline numbers in `cv`; the rest of the report (per class, per method,
+/// charts) describes the first fold.
 fn combine_folds(reports: Vec<Report>, skipped: Vec<Skipped>, meta: serde_json::Value) -> Report {
     let stat = |f: &dyn Fn(&Report) -> f64| {
         let v: Vec<f64> = reports.iter().map(f).collect();
