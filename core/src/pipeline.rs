@@ -27,7 +27,7 @@ pub struct DuplicateConfig {
 impl Default for DuplicateConfig {
     fn default() -> Self {
         Self {
-            threshold: 0.95,
+            threshold: 0.98,
             window_days: 90,
             same_district: true,
         }
