@@ -10,8 +10,9 @@
 //! - the KV cache holds any number of positions and is cut back for prefix reuse.
 
 use crate::error::{Error, Result};
+use crate::{cpu_ops, q8_0};
 use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Device, Module, Storage, Tensor, D};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -105,42 +106,40 @@ fn q5_0_as_q8_0(t: QTensor) -> candle_core::Result<QTensor> {
     )
 }
 
-/// candle's fast x86 matmul (weights repacked into tiles, int8 dot products with VNNI) takes
-/// Q8_0 weights only when the input width is a multiple of 256; Gemma 3 270M's is 640. With its
-/// rows padded by zero blocks to 768 (and its input by zeros), a Q8_0 matmul runs 8x faster on
-/// prompts and 1.2x on the vocabulary projection in bench-generate's shapes, for 20% more bytes.
-/// The zero columns add nothing; the input is then quantized per 256 values instead of per 32.
-fn padded_width(weight: &QTensor) -> usize {
-    let k = weight.shape().dims()[1];
-    #[cfg(target_arch = "x86_64")]
-    let fast = std::arch::is_x86_feature_detected!("avx512vnni")
-        || std::arch::is_x86_feature_detected!("avxvnni");
-    #[cfg(not(target_arch = "x86_64"))]
-    let fast = false;
-    if fast && weight.dtype() == GgmlDType::Q8_0 && weight.device().is_cpu() {
-        k.next_multiple_of(256)
-    } else {
-        k
-    }
-}
-
-/// A quantized matrix applied to the last dimension of its input, with the padding above.
+/// How a matrix is applied. One row at a time (decode) with Q8_0 weights: `q8_0::gemv` on the
+/// weights as loaded. Several rows (prompt blocks): candle's matmul; its fast x86 kernel
+/// (weights repacked into tiles, int8 dot products with VNNI) takes Q8_0 weights only when the
+/// input width is a multiple of 256, Gemma 3 270M's being 640, so for prompts such matrices are
+/// stored with their rows padded by zero blocks to 768 and the input padded by zeros: 8x the
+/// speed of the generic kernel for 20% more bytes. The zero columns add nothing (though the input
+/// is then quantized per 256 values, not per 32).
 struct Linear {
     weight: QMatMul,
     /// Width of the input the model provides, and of the (padded) weight rows.
     width: usize,
     padded: usize,
+    /// Q8_0 weights on a CPU that runs `q8_0::gemv`.
+    gemv: bool,
 }
 
 impl Linear {
-    fn new(weight: QTensor) -> candle_core::Result<Self> {
+    /// `rows_at_once`: whether the matrix is applied to several rows at once (prompts), which is
+    /// worth padding for; the vocabulary projection sees only the last position.
+    fn new(weight: QTensor, rows_at_once: bool) -> candle_core::Result<Self> {
         let (n, width) = weight.shape().dims2()?;
-        let padded = padded_width(&weight);
+        let q8_0 = weight.dtype() == GgmlDType::Q8_0 && weight.device().is_cpu();
+        let gemv = q8_0 && q8_0::supported();
+        let padded = if q8_0 && rows_at_once && tiles_for_q8_0() {
+            width.next_multiple_of(256)
+        } else {
+            width
+        };
         if padded == width {
             return Ok(Self {
                 weight: QMatMul::from_qtensor(weight)?,
                 width,
                 padded,
+                gemv,
             });
         }
         // Q8_0 blocks: f16 scale + 32 int8; a zero block is 34 zero bytes.
@@ -160,16 +159,55 @@ impl Linear {
             weight: QMatMul::from_qtensor(weight)?,
             width,
             padded,
+            gemv,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.padded == self.width {
-            return self.weight.forward(x);
+        match &self.weight {
+            QMatMul::QTensor(weight) if self.gemv && x.elem_count() == self.width => {
+                let n = weight.shape().dims()[0];
+                let bytes = weight.data()?;
+                let rows = q8_0::Q8Rows {
+                    bytes: &bytes,
+                    blocks: self.width / 32,
+                    stride: self.padded / 32,
+                };
+                let mut y = vec![0f32; n];
+                q8_0::gemv(&rows, &x.flatten_all()?.to_vec1()?, &mut y, threads());
+                let mut dims = x.dims().to_vec();
+                *dims.last_mut().expect("input has a last dimension") = n;
+                Tensor::from_vec(y, dims, x.device())
+            }
+            _ if self.padded == self.width => self.weight.forward(x),
+            _ => self
+                .weight
+                .forward(&x.pad_with_zeros(D::Minus1, 0, self.padded - self.width)?),
         }
-        self.weight
-            .forward(&x.pad_with_zeros(D::Minus1, 0, self.padded - self.width)?)
     }
+}
+
+/// Whether candle has its tiled Q8_0 kernel for this CPU (it needs int8 dot products).
+fn tiles_for_q8_0() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Threads for `q8_0::gemv`: candle's setting, so one knob sets both.
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("CANDLE_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(rayon::current_num_threads)
+    })
 }
 
 /// Projections of the same input (q/k/v, gate/up). When their weights share a type they are
@@ -189,7 +227,7 @@ impl Projections {
             return Ok(Self::Separate(
                 weights
                     .into_iter()
-                    .map(Linear::new)
+                    .map(|w| Linear::new(w, true))
                     .collect::<candle_core::Result<_>>()?,
             ));
         }
@@ -207,7 +245,7 @@ impl Projections {
             &Device::Cpu,
         )?;
         Ok(Self::Fused {
-            weight: Linear::new(stacked)?,
+            weight: Linear::new(stacked, true)?,
             sizes,
         })
     }
@@ -320,9 +358,9 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
-    pub fn load(
+    pub fn load<R: std::io::Read + std::io::Seek>(
         ct: &gguf_file::Content,
-        file: &mut std::fs::File,
+        file: &mut R,
         path: &Path,
         device: &Device,
     ) -> Result<Self> {
@@ -364,12 +402,12 @@ impl Gemma3 {
                     tensor(&format!("{p}.attn_k.weight"))?,
                     tensor(&format!("{p}.attn_v.weight"))?,
                 ])?,
-                o: Linear::new(tensor(&format!("{p}.attn_output.weight"))?)?,
+                o: Linear::new(tensor(&format!("{p}.attn_output.weight"))?, true)?,
                 gate_up: Projections::new(vec![
                     tensor(&format!("{p}.ffn_gate.weight"))?,
                     tensor(&format!("{p}.ffn_up.weight"))?,
                 ])?,
-                down: Linear::new(tensor(&format!("{p}.ffn_down.weight"))?)?,
+                down: Linear::new(tensor(&format!("{p}.ffn_down.weight"))?, true)?,
             });
         }
         let norm = RmsNorm {
@@ -380,9 +418,9 @@ impl Gemma3 {
         // embeddings are looked up in its (possibly padded) rows, dequantized on demand.
         let embeddings = tensor("token_embd.weight")?;
         let (output, embeddings) = match ct.tensor(file, "output.weight", device) {
-            Ok(t) => (Linear::new(t)?, Arc::new(embeddings)),
+            Ok(t) => (Linear::new(t, false)?, Arc::new(embeddings)),
             Err(_) => {
-                let output = Linear::new(embeddings)?;
+                let output = Linear::new(embeddings, false)?;
                 let QMatMul::QTensor(rows) = &output.weight else {
                     return Err(Error::bad(path, "token_embd.weight is not quantized"));
                 };
@@ -435,7 +473,7 @@ impl Gemma3 {
                 .forward(&h)?
                 .try_into()
                 .expect("two projections");
-            let gated = (gate.gelu()? * up)?;
+            let gated = gelu_mul(&gate, &up)?;
             let h = layer.down.forward(&gated)?;
             x = (layer.post_ffn_norm.forward(&h)? + x)?;
         }
@@ -475,6 +513,11 @@ impl Gemma3 {
         let (k, v) = cache.append(index, attend.start, attend.first_key, &k, &v)?;
         // Grouped-query attention: each key/value head serves heads / kv_heads query heads.
         let groups = c.heads / c.kv_heads;
+        if len == 1 && x.device().is_cpu() {
+            return Ok(layer
+                .o
+                .forward(&attend_one(&q, &k, &v, groups, attend.scale)?)?);
+        }
         let keys = k.dim(2)?;
         let q = (q.reshape((c.kv_heads, groups * len, c.head_dim))? * attend.scale)?;
         let scores = q.matmul(&k.squeeze(0)?.t()?)?; // (kv, groups*len, keys)
@@ -493,6 +536,63 @@ impl Gemma3 {
             .reshape((1, len, c.heads * c.head_dim))?;
         Ok(layer.o.forward(&out)?)
     }
+}
+
+/// `gelu_tanh(gate) * up` (`cpu_ops::gelu_mul` on the CPU).
+fn gelu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    if !gate.device().is_cpu() {
+        return gate.gelu()? * up;
+    }
+    let (shape, device) = (gate.shape().clone(), gate.device().clone());
+    let (gate, up) = (
+        gate.flatten_all()?.to_vec1::<f32>()?,
+        up.flatten_all()?.to_vec1::<f32>()?,
+    );
+    let mut out = vec![0f32; gate.len()];
+    cpu_ops::gelu_mul(&gate, &up, &mut out);
+    Tensor::from_vec(out, shape, &device)
+}
+
+/// Attention of the one new position `q` (1, heads, 1, head_dim) over the cached keys and
+/// values `k`, `v` (1, kv_heads, keys, head_dim, views into the cache), all visible: returns
+/// (1, 1, heads * head_dim).
+fn attend_one(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    groups: usize,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let (_, heads, _, head_dim) = q.dims4()?;
+    let (_, _, keys, _) = k.dims4()?;
+    let q = q.flatten_all()?.to_vec1::<f32>()?;
+    let (k_storage, k_layout) = k.storage_and_layout();
+    let (v_storage, v_layout) = v.storage_and_layout();
+    let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
+        candle_core::bail!("attend_one runs on the CPU");
+    };
+    // Both views share the cache's layout: head_dim contiguous, positions head_dim apart.
+    let stride = k_layout.stride();
+    if stride[3] != 1 || stride[2] != head_dim || v_layout.stride() != stride {
+        candle_core::bail!("unexpected cache layout {stride:?}");
+    }
+    let mut out = vec![0f32; heads * head_dim];
+    cpu_ops::attend_one(
+        &cpu_ops::OneQuery {
+            q: &q,
+            k: k_cpu.as_slice::<f32>()?,
+            v: v_cpu.as_slice::<f32>()?,
+            k_offset: k_layout.start_offset(),
+            v_offset: v_layout.start_offset(),
+            head_stride: stride[1],
+            keys,
+            head_dim,
+            groups,
+            scale: scale as f32,
+        },
+        &mut out,
+    );
+    Tensor::from_vec(out, (1, 1, heads * head_dim), &Device::Cpu)
 }
 
 /// What the attention of one kind of layer (global or local) needs for one step: rotary angles

@@ -210,7 +210,9 @@ pub fn load_generator(path: &Path, device: &Device) -> Result<Box<dyn Generator>
 
 impl GgufGenerator {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // Buffered: the metadata is read a few bytes at a time (a million reads unbuffered).
+        let mut file =
+            std::io::BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?);
         let content = gguf_file::Content::read(&mut file)
             .map_err(|e| Error::bad(path, format!("not a GGUF file: {e}")))?;
         let arch = content

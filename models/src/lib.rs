@@ -7,6 +7,8 @@ pub mod error;
 pub mod gemma3;
 pub mod generator;
 pub mod gguf_tokenizer;
+mod cpu_ops;
+mod q8_0;
 
 pub use e5s1::convert_e5s1;
 pub use embedder::{default_device, BertEmbedder, EmbedderSpec, Pooling};
