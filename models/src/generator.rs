@@ -109,7 +109,13 @@ impl Model {
                     reused,
                 ))
             }
-            other => Ok((other.step(prompt, 0, device)?, 0)),
+            other => {
+                // quantized_qwen3 keeps its cache across calls even at position 0.
+                if let Model::Qwen3(m) = other {
+                    m.clear_kv_cache();
+                }
+                Ok((other.step(prompt, 0, device)?, 0))
+            }
         }
     }
 

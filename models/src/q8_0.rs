@@ -182,17 +182,21 @@ mod tests {
         out
     }
 
+    /// Every kernel this CPU runs, and `gemv` on one and two threads, against the same sum in
+    /// f64 over the quantized input (the kernels' only rounding is their f32 accumulation).
+    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn matches_the_dequantized_product() {
-        if !supported() {
-            return;
-        }
-        // 3 rows of 2 blocks, values spanning the int8 range, with one padding block per row.
-        let (n, blocks) = (3, 2);
+    fn matches_the_exact_product() {
+        assert!(supported(), "x86-64-v3 builds need AVX2, FMA and F16C");
+        // 600 rows (enough to split between threads) of 2 blocks, values spanning the int8
+        // range, with one padding block per row.
+        let (n, blocks) = (600, 2);
         let values: Vec<i8> = (0..n * blocks * BLOCK)
             .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
             .collect();
-        let scales = [0.5, 0.25, 0.125, 1.0, 2.0, 0.0625];
+        let scales: Vec<f32> = (0..n * blocks)
+            .map(|i| [0.5, 0.25, 0.125, 2.0][i % 4])
+            .collect();
         let bytes = encode(&values, &scales, blocks, 1);
         let x: Vec<f32> = (0..blocks * BLOCK)
             .map(|i| ((i as f32) * 0.37).sin() * 3.0)
@@ -203,13 +207,9 @@ mod tests {
             stride: blocks + 1,
         };
         let input = quantize(&x);
-        for threads in [1, 2] {
-            let mut y = vec![0.0; n];
-            gemv(&rows, &x, &mut y, threads);
-            for (r, got) in y.iter().enumerate() {
-                // The same sum in f64 over the quantized input: the kernel's only rounding is
-                // in f32 accumulation.
-                let expected: f64 = (0..blocks)
+        let expected: Vec<f64> = (0..n)
+            .map(|r| {
+                (0..blocks)
                     .map(|b| {
                         let d = f64::from(scales[r * blocks + b]) * f64::from(input.scales[b]);
                         let dot: i64 = (0..BLOCK)
@@ -220,12 +220,39 @@ mod tests {
                             .sum();
                         d * dot as f64
                     })
-                    .sum();
-                assert!(
-                    (f64::from(*got) - expected).abs() < 1e-3 * expected.abs().max(1.0),
-                    "row {r}: {got} vs {expected}"
-                );
+                    .sum()
+            })
+            .collect();
+        let check = |what: &str, y: &[f32]| {
+            for (r, (got, want)) in y.iter().zip(&expected).enumerate() {
+                let close = (f64::from(*got) - want).abs() < 1e-4 * want.abs().max(1.0);
+                assert!(close, "{what}, row {r}: {got} vs {want}");
             }
+        };
+        let row_bytes = rows.stride * BLOCK_BYTES;
+        let mut y = vec![0.0; n];
+        // SAFETY: supported() checked; `bytes` holds n rows of `stride` blocks.
+        unsafe { x86::rows_avx2(&bytes, row_bytes, blocks, &input, &mut y) };
+        check("AVX2", &y);
+        if vnni() {
+            // SAFETY: as above, and the CPU has AVX-512 VNNI.
+            unsafe { x86::rows_vnni(&bytes, row_bytes, blocks, &input, &mut y) };
+            check("VNNI", &y);
         }
+        for threads in [1, 2] {
+            gemv(&rows, &x, &mut y, threads);
+            check(&format!("gemv on {threads} threads"), &y);
+        }
+    }
+
+    #[test]
+    fn quantizes_like_llama_cpp() {
+        // max |x| = 2.54: scale 0.02, values x / 0.02 rounded half to even.
+        let mut x = vec![0.0f32; BLOCK];
+        x[..4].copy_from_slice(&[2.54, -1.27, 0.01, 0.03]);
+        let q = quantize(&x);
+        assert_eq!(q.scales, vec![f16::from_f32(0.02).to_f32()]);
+        assert_eq!(&q.values[..4], &[127, -64, 0, 2]);
+        assert_eq!(quantize(&[0.0; BLOCK]).values, vec![0; BLOCK]);
     }
 }
