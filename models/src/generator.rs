@@ -18,8 +18,11 @@ use triage_core::{GenerateParams, Generation, Generator, StopReason};
 pub const MAX_CONTEXT: usize = 8192;
 /// Generated tokens the repetition penalty looks back over.
 const REPEAT_WINDOW: usize = 64;
-/// Prompts whose KV state is kept for reuse by a later prompt with the same beginning.
+/// Prompts whose KV state is kept for reuse by a later prompt with the same beginning, and the
+/// most memory they may hold together (Gemma 3 270M: 37 KB per position, so 512 MiB is ~14,000
+/// positions; the entry just used is kept whatever its size).
 const PREFIX_CACHE_ENTRIES: usize = 4;
+const PREFIX_CACHE_BYTES: usize = 512 << 20;
 
 enum Tokenizer {
     Gguf(Box<GgufTokenizer>),
@@ -184,10 +187,14 @@ impl PrefixCache {
 
     fn put(&mut self, sequence: Sequence) {
         debug_assert_eq!(sequence.tokens.len(), sequence.cache.len());
-        if self.entries.len() >= PREFIX_CACHE_ENTRIES {
+        self.entries.push(sequence);
+        let bytes = |entries: &[Sequence]| entries.iter().map(|s| s.cache.bytes()).sum::<usize>();
+        while self.entries.len() > 1
+            && (self.entries.len() > PREFIX_CACHE_ENTRIES
+                || bytes(&self.entries) > PREFIX_CACHE_BYTES)
+        {
             self.entries.remove(0);
         }
-        self.entries.push(sequence);
     }
 }
 
