@@ -1,13 +1,13 @@
 //! Local models on candle: BERT-family sentence embedders and GGUF text generators.
 
 pub mod bert;
+mod cpu_ops;
 pub mod e5s1;
 pub mod embedder;
 pub mod error;
 pub mod gemma3;
 pub mod generator;
 pub mod gguf_tokenizer;
-mod cpu_ops;
 mod q8_0;
 
 pub use e5s1::convert_e5s1;
