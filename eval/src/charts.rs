@@ -5,8 +5,13 @@ use std::fmt::Write;
 
 const FONT: &str = "Noto Sans CJK SC, Microsoft YaHei, PingFang SC, sans-serif";
 
+/// Text for XML content or a double-quoted attribute. Control characters XML 1.0 forbids are
+/// dropped (a label holding one would otherwise make the whole chart unreadable).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    s.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        .collect::<String>()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -26,7 +31,7 @@ pub fn confusion_heatmap(report: &Report) -> String {
     let n = c.labels.len().max(1);
     let cell = (480 / n).clamp(24, 64) as u32;
     let left = 130u32;
-    let top = 120u32;
+    let top = 140u32;
     let size = cell * n as u32;
     let mut svg = open(
         left + size + 40,

@@ -90,6 +90,11 @@ pub fn summary_table(report: &Report) -> String {
     out
 }
 
+/// A label inside a Markdown table cell: a `|` would end the cell, a newline the row.
+fn cell(label: &str) -> String {
+    label.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
 fn markdown(r: &Report) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Evaluation report\n");
@@ -151,24 +156,63 @@ fn markdown(r: &Report) -> String {
             b["macro_f1"].as_f64().unwrap_or(0.0)
         );
     }
+    if let Some(cv) = &r.cv {
+        let _ = writeln!(
+            md,
+            "\n## Cross-validation ({} folds)\n\nMean ± standard deviation over the folds; the tables below describe the first fold.\n\n| metric | mean | std |\n|---|---|---|",
+            cv["k"]
+        );
+        for key in [
+            "accuracy",
+            "macro_f1",
+            "weighted_f1",
+            "top3_accuracy",
+            "ece",
+        ] {
+            if let (Some(mean), Some(std)) = (cv[key]["mean"].as_f64(), cv[key]["std"].as_f64()) {
+                let _ = writeln!(md, "| {key} | {mean:.4} | {std:.4} |");
+            }
+        }
+    }
     let _ = writeln!(md, "\n## Methods\n\n```\n{}```\n", summary_table(r));
     let _ = writeln!(md, "## Per class ({})\n\n| category | precision | recall | F1 | support |\n|---|---|---|---|---|", r.method);
     for (label, c) in &r.per_class {
         let _ = writeln!(
             md,
-            "| {label} | {:.3} | {:.3} | {:.3} | {} |",
-            c.precision, c.recall, c.f1, c.support
+            "| {} | {:.3} | {:.3} | {:.3} | {} |",
+            cell(label),
+            c.precision,
+            c.recall,
+            c.f1,
+            c.support
         );
+    }
+    let c = &r.confusion;
+    if !c.labels.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Confusion matrix ({})\n\nRows are the right category, columns the predicted one.\n\n| gold / predicted | {} |\n|---|{}",
+            r.method,
+            c.labels.iter().map(|l| cell(l)).collect::<Vec<_>>().join(" | "),
+            "---|".repeat(c.labels.len())
+        );
+        for (label, row) in c.labels.iter().zip(&c.matrix) {
+            let counts: Vec<String> = row.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(md, "| {} | {} |", cell(label), counts.join(" | "));
+        }
     }
     let _ = writeln!(
         md,
-        "\n## Latency (ms per case)\n\n| stage | p50 | p95 | p99 |\n|---|---|---|---|"
+        "\n## Latency (ms per case)\n\nNearest-rank percentiles of each stage's time per case: p95 is the time 95% of cases stay within.\n\n| stage | p50 | p95 | p99 |\n|---|---|---|---|"
     );
     for (stage, l) in &r.latency_ms {
         let _ = writeln!(
             md,
-            "| {stage} | {:.1} | {:.1} | {:.1} |",
-            l.p50, l.p95, l.p99
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            cell(stage),
+            l.p50,
+            l.p95,
+            l.p99
         );
     }
     let _ = writeln!(md, "\nCharts: [confusion](confusion.svg) · [reliability](reliability.svg) · [coverage](coverage.svg) · [F1](f1.svg)");

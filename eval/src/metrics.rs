@@ -84,6 +84,9 @@ pub fn accuracy(gold: &[&str], predicted: &[&str]) -> f64 {
     right as f64 / gold.len().max(1) as f64
 }
 
+/// Mean F1 over the labels `per_class` scores (those that occur as gold). A label that is only ever
+/// predicted does not count as a class here; scikit-learn's default (`labels=None`) would add it with
+/// F1 0, so the two differ when a test set lacks some trained labels.
 pub fn macro_f1(classes: &BTreeMap<String, ClassMetrics>) -> f64 {
     classes.values().map(|c| c.f1).sum::<f64>() / classes.len().max(1) as f64
 }

@@ -10,7 +10,7 @@ use triage_core::classify::calibrate::threshold_for_accuracy;
 pub struct EvalRecord {
     pub id: String,
     pub gold: String,
-    /// Per method (and "ensemble"): (label, probability), best first.
+    /// Per method (and "ensemble"): (label, probability), in any order (sorted here, best first).
     pub methods: BTreeMap<String, Vec<(String, f32)>>,
     pub gold_unit: Option<String>,
     pub predicted_unit: Option<String>,
@@ -97,15 +97,32 @@ pub struct Report {
 const ECE_BINS: usize = 15;
 const TARGETS: [f64; 2] = [0.95, 0.99];
 
+/// The predictions of `method` best first (callers may pass them in any order); None when absent.
+fn ranked(r: &EvalRecord, method: &str) -> Option<Vec<(String, f32)>> {
+    let mut p = r.methods.get(method).filter(|p| !p.is_empty())?.clone();
+    p.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(p)
+}
+
+/// A confidence as the bins and thresholds see it: NaN counts as 0, the rest is clamped to [0, 1],
+/// so every case lands in exactly one reliability bin.
+fn confidence(p: f32) -> f64 {
+    if p.is_nan() {
+        0.0
+    } else {
+        p.clamp(0.0, 1.0) as f64
+    }
+}
+
+/// An f32 as the f64 with the same shortest decimal form (0.7, not 0.699999988079071).
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
 pub fn method_metrics(records: &[EvalRecord], method: &str) -> Option<MethodMetrics> {
-    let rows: Vec<(&str, &Vec<(String, f32)>)> = records
+    let rows: Vec<(&str, Vec<(String, f32)>)> = records
         .iter()
-        .filter_map(|r| {
-            r.methods
-                .get(method)
-                .filter(|p| !p.is_empty())
-                .map(|p| (r.gold.as_str(), p))
-        })
+        .filter_map(|r| Some((r.gold.as_str(), ranked(r, method)?)))
         .collect();
     if rows.is_empty() {
         return None;
@@ -118,7 +135,7 @@ pub fn method_metrics(records: &[EvalRecord], method: &str) -> Option<MethodMetr
     let predicted: Vec<&str> = ranked.iter().map(|r| r[0]).collect();
     let confidence_correct: Vec<(f64, bool)> = rows
         .iter()
-        .map(|(g, p)| (p[0].1 as f64, p[0].0 == *g))
+        .map(|(g, p)| (confidence(p[0].1), p[0].0 == *g))
         .collect();
     let confusion = metrics::confusion(&gold, &predicted);
     let per_class = metrics::per_class(&confusion);
@@ -132,7 +149,7 @@ pub fn method_metrics(records: &[EvalRecord], method: &str) -> Option<MethodMetr
             let found =
                 threshold_for_accuracy(&as_f32, *t as f32).map(|(threshold, coverage)| Coverage {
                     coverage: coverage as f64,
-                    threshold: threshold as f64,
+                    threshold: decimal(threshold),
                 });
             (format!("{t}"), found)
         })
@@ -186,24 +203,27 @@ pub fn build_report(
         .into_iter()
         .filter_map(|m| method_metrics(records, m).map(|mm| (m.clone(), mm)))
         .collect();
-    let head = methods
-        .get(primary)
-        .cloned()
-        .or_else(|| methods.values().next().cloned());
+    // The headline falls back to the first method when `primary` produced nothing; `method` names
+    // the one the numbers actually describe.
+    let method = if methods.contains_key(primary) || methods.is_empty() {
+        primary.to_string()
+    } else {
+        methods.keys().next().cloned().unwrap_or_default()
+    };
+    let head = methods.get(&method).cloned();
+    // Scored over the cases the headline method answered, as its accuracy is.
     let at_threshold = threshold.map(|t| {
-        let kept: Vec<bool> = records
+        let top: Vec<(f64, bool)> = records
             .iter()
             .filter_map(|r| {
-                r.methods
-                    .get(primary)?
-                    .first()
-                    .filter(|p| p.1 as f64 >= t)
-                    .map(|p| p.0 == r.gold)
+                let p = ranked(r, &method)?;
+                Some((confidence(p[0].1), p[0].0 == r.gold))
             })
             .collect();
+        let kept: Vec<bool> = top.iter().filter(|c| c.0 >= t).map(|c| c.1).collect();
         AtThreshold {
             threshold: t,
-            coverage: kept.len() as f64 / records.len().max(1) as f64,
+            coverage: kept.len() as f64 / top.len().max(1) as f64,
             accuracy: kept.iter().filter(|k| **k).count() as f64 / kept.len().max(1) as f64,
         }
     });
@@ -255,7 +275,7 @@ pub fn build_report(
     let head = head.unwrap_or_else(empty);
     Report {
         n: records.len(),
-        method: primary.to_string(),
+        method,
         accuracy: head.accuracy,
         macro_f1: head.macro_f1,
         weighted_f1: head.weighted_f1,
@@ -323,5 +343,93 @@ mod tests {
         let c = r.coverage_at_accuracy["0.95"].as_ref().unwrap();
         assert!((c.coverage - 0.75).abs() < 1e-9 && (c.threshold - 0.7).abs() < 1e-6);
         assert_eq!(r.unit_accuracy, None);
+    }
+
+    #[test]
+    fn predictions_in_any_order_are_ranked() {
+        // Worst first: the library ranks them, so "a" (0.9) is the prediction and it is right.
+        let r = build_report(
+            &[record("a", &[("b", 0.1), ("a", 0.9)])],
+            "ensemble",
+            Some(0.5),
+            1.0,
+            vec![],
+            BTreeMap::new(),
+            serde_json::json!({}),
+        );
+        assert_eq!(r.accuracy, 1.0);
+        let t = r.at_threshold.unwrap();
+        assert_eq!((t.coverage, t.accuracy), (1.0, 1.0));
+        // One bin holds the case: |1 − 0.9| (f32 0.9 widened).
+        assert!((r.ece - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn odd_confidences_land_in_a_bin() {
+        // NaN counts as 0 and 1.5 as 1: three right cases, confidences 0, 1, 0.5 → bins 0, 14, 7;
+        // ECE = (1/3)(1 − 0) + (1/3)(1 − 1) + (1/3)(1 − 0.5) = 0.5.
+        let records = vec![
+            record("a", &[("a", f32::NAN)]),
+            record("a", &[("a", 1.5)]),
+            record("a", &[("a", 0.5)]),
+        ];
+        let r = build_report(
+            &records,
+            "ensemble",
+            None,
+            1.0,
+            vec![],
+            BTreeMap::new(),
+            serde_json::json!({}),
+        );
+        let bins = &r.methods["ensemble"].reliability;
+        assert_eq!(bins.iter().map(|b| b.count).sum::<usize>(), 3);
+        assert!((r.ece - 0.5).abs() < 1e-9, "{}", r.ece);
+    }
+
+    #[test]
+    fn headline_names_the_method_it_describes() {
+        let r = build_report(
+            &[record("a", &[("a", 0.9)])],
+            "missing",
+            None,
+            1.0,
+            vec![],
+            BTreeMap::new(),
+            serde_json::json!({}),
+        );
+        assert_eq!((r.method.as_str(), r.accuracy), ("ensemble", 1.0));
+        let none = build_report(
+            &[],
+            "ensemble",
+            Some(0.5),
+            1.0,
+            vec![],
+            BTreeMap::new(),
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            (none.n, none.accuracy, none.method.as_str()),
+            (0, 0.0, "ensemble")
+        );
+    }
+
+    #[test]
+    fn thresholds_keep_their_decimal_form() {
+        let records = vec![
+            record("a", &[("a", 0.7)]),
+            record("a", &[("b", 0.6), ("a", 0.4)]),
+        ];
+        let r = build_report(
+            &records,
+            "ensemble",
+            None,
+            1.0,
+            vec![],
+            BTreeMap::new(),
+            serde_json::json!({}),
+        );
+        let c = r.coverage_at_accuracy["0.95"].as_ref().unwrap();
+        assert_eq!((c.threshold, c.coverage), (0.7, 0.5));
     }
 }

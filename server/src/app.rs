@@ -14,6 +14,9 @@ const BUILTIN_UNITS: &str = include_str!("../../data/units.toml");
 /// Options every command takes. Each also reads an environment variable.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
+    /// Configuration file (TOML of option = value; flags and environment win over it)
+    #[arg(long, env = "TRIAGE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Store, classifier and caches [default: ~/.cache/hotline-triage/data]
     #[arg(long, env = "TRIAGE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,

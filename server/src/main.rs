@@ -2,9 +2,10 @@
 
 mod app;
 mod commands;
+mod config;
 mod http;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Hotline Triage: local, LLM-assisted triage for city complaint hotlines.
 #[derive(Parser, Debug)]
@@ -38,6 +39,13 @@ enum Command {
 
 fn main() {
     triage_models::tune_allocator();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = config::config_path(&args) {
+        if let Err(error) = config::apply(&Cli::command(), &path) {
+            eprintln!("error: {error:#}");
+            std::process::exit(2);
+        }
+    }
     let cli = Cli::parse();
     app::init_tracing(&cli.global);
     let result = match cli.command {
