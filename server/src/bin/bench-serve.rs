@@ -77,7 +77,10 @@ fn bodies(path: &std::path::Path, chars: usize) -> Result<Vec<String>> {
         }
     }
     if out.is_empty() {
-        bail!("no text of {chars} characters or more in {}", path.display());
+        bail!(
+            "no text of {chars} characters or more in {}",
+            path.display()
+        );
     }
     Ok(out)
 }

@@ -62,7 +62,10 @@ impl Driver {
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(&driver.addr).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver never listened");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver never listened"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let capabilities = json!({"capabilities": {"alwaysMatch": {
@@ -214,13 +217,18 @@ fn call_taker_page_in_headless_chromium() {
         "const c = document.querySelector('#categories .cat span'); return c ? c.textContent : ''",
         Duration::from_secs(60),
     );
-    let taxonomy: Vec<(String, String)> =
-        parse(&http(&server.addr, "GET", "/v1/taxonomy", None).1)["categories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["id"].as_str().unwrap().into(), c["name"].as_str().unwrap().into()))
-            .collect();
+    let taxonomy: Vec<(String, String)> = parse(&http(&server.addr, "GET", "/v1/taxonomy", None).1)
+        ["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().into(),
+                c["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
     assert!(
         taxonomy.iter().any(|(_, name)| top == name.as_str()),
         "{top} is a category of the taxonomy"
@@ -249,15 +257,29 @@ fn call_taker_page_in_headless_chromium() {
         "const s = document.getElementById('status').textContent; return s.startsWith('已保存反馈') ? s : ''",
         Duration::from_secs(30),
     );
-    let id = saved.as_str().unwrap().trim_start_matches("已保存反馈，案件编号 ").trim();
+    let id = saved
+        .as_str()
+        .unwrap()
+        .trim_start_matches("已保存反馈，案件编号 ")
+        .trim();
     let (status, body) = http(&server.addr, "GET", &format!("/v1/cases/{id}"), None);
     assert_eq!(status, 200, "the feedback case {id} is stored: {body}");
     let case = parse(&body);
     assert_eq!(case["extra"]["source"], "feedback", "{case}");
-    assert_eq!(case["extra"]["accepted"], true, "accepting keeps the suggestion: {case}");
+    assert_eq!(
+        case["extra"]["accepted"], true,
+        "accepting keeps the suggestion: {case}"
+    );
     let label = case["label"].as_str().unwrap();
-    let shown = taxonomy.iter().find(|(id, _)| id == label).map(|(_, name)| name.as_str());
-    assert_eq!(shown, top.as_str(), "the stored label is the category shown");
+    let shown = taxonomy
+        .iter()
+        .find(|(id, _)| id == label)
+        .map(|(_, name)| name.as_str());
+    assert_eq!(
+        shown,
+        top.as_str(),
+        "the stored label is the category shown"
+    );
     let (status, _) = http(&server.addr, "DELETE", &format!("/v1/cases/{id}"), None);
     assert_eq!(status, 204);
 }
