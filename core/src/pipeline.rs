@@ -98,6 +98,10 @@ impl Default for PipelineConfig {
 /// What a call-taker typed, plus what is known about it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Complaint {
+    /// The case id when the complaint is already stored (batch reclassification): the case is
+    /// then never its own similar case, neighbour or duplicate.
+    #[serde(default)]
+    pub id: Option<String>,
     pub text: String,
     #[serde(default)]
     pub title: Option<String>,
@@ -255,16 +259,18 @@ impl Pipeline {
         let full = full.to_string();
         let vector = vector.to_vec();
 
-        let similar = self
-            .store
-            .search(&vector, self.config.similar_k, &CaseFilter::default())?;
+        let similar = self.search_others(
+            complaint,
+            &vector,
+            self.config.similar_k,
+            &CaseFilter::default(),
+        )?;
         let labeled = if classifier.uses_neighbors() {
             let filter = CaseFilter {
                 labeled_only: true,
                 ..Default::default()
             };
-            self.store
-                .search(&vector, classifier.config.knn_k, &filter)?
+            self.search_others(complaint, &vector, classifier.config.knn_k, &filter)?
         } else {
             Vec::new()
         };
@@ -336,6 +342,66 @@ impl Pipeline {
             timings_ms: timings,
         };
         Ok((suggestion, DraftContext { prompt }))
+    }
+
+    /// The `k` most similar stored cases other than the complaint itself.
+    fn search_others(
+        &self,
+        complaint: &Complaint,
+        vector: &[f32],
+        k: usize,
+        filter: &CaseFilter,
+    ) -> Result<Vec<Hit>> {
+        let Some(id) = complaint.id.as_deref() else {
+            return self.store.search(vector, k, filter);
+        };
+        let mut hits = self.store.search(vector, k + 1, filter)?;
+        hits.retain(|h| h.case.id != id);
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// The quick path of batch `--fast`: the lexical model alone (no embedding, no search), units
+    /// by the directory's rules. No similar cases, duplicate flag or draft.
+    pub fn analyze_fast(&self, complaint: &Complaint) -> Result<Suggestion> {
+        let classifier = self
+            .classifier()
+            .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
+        let full = Self::complaint_text(complaint)?;
+        let started = Instant::now();
+        let probs = classifier.predict_lexical(&full).ok_or_else(|| {
+            Error::NotReady("the classifier has no lexical model (no labeled cases)".into())
+        })?;
+        let categories = self.top_categories(&classifier, &probs, self.config.categories_k);
+        let confidence = categories.first().map_or(0.0, |c| c.probability);
+        let district = complaint
+            .district
+            .clone()
+            .or_else(|| self.units.extract_district(&full).map(|d| d.name.clone()));
+        let category_probs: Vec<(String, f32)> =
+            classifier.labels.iter().cloned().zip(probs).collect();
+        let units = self.units.suggest(
+            &category_probs,
+            district.as_deref(),
+            &[],
+            self.config.units_k,
+        );
+        let mut timings_ms = BTreeMap::new();
+        timings_ms.insert("classify".into(), started.elapsed().as_secs_f64() * 1e3);
+        Ok(Suggestion {
+            // The ensemble's threshold, applied to the lexical model's calibrated probability.
+            abstain: confidence < classifier.threshold,
+            threshold: classifier.threshold,
+            methods: BTreeMap::from([("lexical".to_string(), categories.clone())]),
+            categories,
+            district,
+            units,
+            similar: Vec::new(),
+            duplicate: None,
+            draft: None,
+            classifier_version: classifier.version.clone(),
+            timings_ms,
+        })
     }
 
     /// Writes the reply draft, streaming each final piece of text to `on_text`.

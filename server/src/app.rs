@@ -1,6 +1,7 @@
 //! Shared set-up of every command: paths, models, store, pipeline.
 
 use anyhow::{bail, Context, Result};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use triage_core::pipeline::{Pipeline, PipelineConfig};
@@ -69,6 +70,21 @@ pub fn init_tracing(args: &GlobalArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (logs and pipes stay clean).
+pub fn progress_bar(len: u64, prefix: &str, template: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
 }
 
 fn cache_dir() -> PathBuf {

@@ -114,7 +114,11 @@ mod tests {
                     .env("TRIAGE_DATA_DIR")
                     .global(true),
             )
-            .arg(Arg::new("max_tokens").long("max-tokens").env("TRIAGE_MAX_TOKENS"))
+            .arg(
+                Arg::new("max_tokens")
+                    .long("max-tokens")
+                    .env("TRIAGE_MAX_TOKENS"),
+            )
             .arg(Arg::new("verbose").long("verbose"))
             .subcommand(
                 Command::new("serve")
@@ -144,7 +148,10 @@ mod tests {
         )
         .unwrap();
         let expected = [
-            ("TRIAGE_API_KEYS", "admin:0123456789abcdef,call-taker:fedcba9876543210"),
+            (
+                "TRIAGE_API_KEYS",
+                "admin:0123456789abcdef,call-taker:fedcba9876543210",
+            ),
             ("TRIAGE_BIND", "0.0.0.0:8080"),
             ("TRIAGE_DATA_DIR", "/srv/triage"),
             ("TRIAGE_MAX_TOKENS", "256"),

@@ -31,6 +31,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Triage one complaint and print the suggestion as JSON.
     Classify(commands::classify::ClassifyArgs),
+    /// Reclassify many complaints (a JSONL file or the stored cases): resumable, in input order.
+    Batch(commands::batch::BatchArgs),
     /// Evaluate routing on a labeled set (report.json, report.md, SVG charts).
     Eval(commands::eval::EvalArgs),
     /// Run the HTTP service and the call-taker page.
@@ -57,6 +59,7 @@ fn main() {
         Command::Classify(args) => commands::classify::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Eval(args) => commands::eval::run(&cli.global, args),
+        Command::Batch(args) => commands::batch::run(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -13,7 +13,7 @@ pub struct ClassifyArgs {
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
     /// Skip the reply draft (no LLM)
-    #[arg(long)]
+    #[arg(long, env = "TRIAGE_NO_DRAFT")]
     no_draft: bool,
     /// District, when known (otherwise extracted from the text)
     #[arg(long)]

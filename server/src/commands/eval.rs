@@ -2,11 +2,10 @@
 //! service's. Every case is embedded once (as a stored passage and, for test cases, as a query);
 //! cross-validation folds reuse those vectors.
 
-use crate::app::GlobalArgs;
+use crate::app::{progress_bar, GlobalArgs};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,17 +76,11 @@ fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Labeled>>
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
+    progress_bar(
+        len as u64,
+        what,
+        "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
+    )
 }
 
 fn embed_all(
@@ -301,6 +294,7 @@ fn evaluate(
             *unknown.entry(gold.clone()).or_default() += 1;
         }
         let complaint = Complaint {
+            id: Some(case.id.clone()),
             text: case.text.clone(),
             title: case.title.clone(),
             district: case.district.clone(),

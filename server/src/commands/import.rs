@@ -1,9 +1,7 @@
 //! `triage import FILE…`
 
-use crate::app::GlobalArgs;
+use crate::app::{progress_bar, GlobalArgs};
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use triage_core::ingest::Importer;
 
@@ -34,7 +32,11 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
     };
     let mut summaries = Vec::new();
     for file in &args.files {
-        let bar = progress_bar(file);
+        let bar = progress_bar(
+            0,
+            &file.display().to_string(),
+            "{prefix} [{bar:30}] {percent}% {msg} · {binary_bytes_per_sec} · ETA {eta}",
+        );
         let summary = importer.import_file(file, &mut |p| {
             bar.set_length(p.bytes_total);
             bar.set_position(p.bytes_done);
@@ -51,22 +53,6 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
     }
     Ok(())
-}
-
-fn progress_bar(file: &std::path::Path) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {percent}% {msg} · {binary_bytes_per_sec} · ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(file.display().to_string());
-    bar
 }
 
 fn print_summary(s: &triage_core::ingest::ImportSummary) {

@@ -115,6 +115,7 @@ impl TriageRequest {
         };
         Ok((
             Complaint {
+                id: None,
                 text: self.text,
                 title: self.title,
                 district: self.district,

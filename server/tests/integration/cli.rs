@@ -216,3 +216,59 @@ fn missing_models_name_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn options_come_from_a_configuration_file() {
+    let demo = demo();
+    let _guard = demo.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data-dir = {:?}\n[classify]\nno-draft = true\n",
+            demo.dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    // No --data-dir on the command line: the file's is used (the demo store has a classifier).
+    let out = run_ok(
+        triage()
+            .arg("--config")
+            .arg(&config)
+            .args(["classify", "路灯坏了"]),
+    );
+    let suggestion: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        suggestion["draft"].is_null(),
+        "no-draft from the file: {suggestion}"
+    );
+    assert!(!suggestion["categories"].as_array().unwrap().is_empty());
+
+    // A flag wins over the file: an empty data dir has no classifier.
+    let empty = tempfile::tempdir().unwrap();
+    let out = triage()
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(empty.path())
+        .args(["classify", "路灯坏了"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("triage train"));
+
+    std::fs::write(&config, "data-dri = \"/tmp\"\n").unwrap();
+    let out = triage()
+        .arg("--config")
+        .arg(&config)
+        .args(["classify", "路灯坏了"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown option \"data-dri\"") && stderr.contains("triage.toml"),
+        "{stderr}"
+    );
+}
