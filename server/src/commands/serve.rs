@@ -33,6 +33,12 @@ pub struct ServeArgs {
     /// Per-request time limit in seconds
     #[arg(long, env = "TRIAGE_REQUEST_TIMEOUT", default_value_t = 60)]
     request_timeout: u64,
+    /// Batch jobs (POST /v1/jobs) running at once; they yield to interactive requests
+    #[arg(long, env = "TRIAGE_MAX_JOBS", default_value_t = 1)]
+    max_jobs: usize,
+    /// Largest JSONL upload to POST /v1/jobs, in bytes
+    #[arg(long, env = "TRIAGE_MAX_UPLOAD_BYTES", default_value_t = 64 << 20)]
+    max_upload_bytes: usize,
     /// Do not load the LLM (no reply drafts)
     #[arg(long, env = "TRIAGE_NO_DRAFT")]
     no_draft: bool,
@@ -57,6 +63,8 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         workers: args.workers,
         queue_depth: args.queue_depth,
         request_timeout: Duration::from_secs(args.request_timeout),
+        max_jobs: args.max_jobs,
+        max_upload_bytes: args.max_upload_bytes,
     };
     let info = serde_json::json!({
         "name": "hotline-triage",
@@ -66,7 +74,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
                    "workers": limits.workers, "queue_depth": limits.queue_depth,
                    "request_timeout_s": args.request_timeout},
     });
-    let state = AppState::new(keys, limits, info);
+    let state = AppState::new(keys, limits, info, global.data_dir().join("jobs"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -82,6 +90,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             Ok(pipeline) => {
                 let _ = loader.pipeline.set(std::sync::Arc::new(pipeline));
                 tracing::info!("models, store and classifier loaded");
+                http::jobs::resume_unfinished(&loader);
                 eprintln!("ready");
             }
             Err(e) => {

@@ -1,6 +1,7 @@
 //! The HTTP service: `app(state)` builds the router that `triage serve` and the tests share.
 
 pub mod error;
+pub mod jobs;
 pub mod json;
 pub mod metrics;
 mod open311;
@@ -36,6 +37,10 @@ pub struct Limits {
     /// Model jobs admitted at once, running or waiting; beyond it requests get 429.
     pub queue_depth: usize,
     pub request_timeout: Duration,
+    /// Batch jobs running at once (more wait in line).
+    pub max_jobs: usize,
+    /// Largest JSONL upload to `POST /v1/jobs`.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +51,8 @@ impl Default for Limits {
             workers: 2,
             queue_depth: 32,
             request_timeout: Duration::from_secs(60),
+            max_jobs: 1,
+            max_upload_bytes: 64 << 20,
         }
     }
 }
@@ -60,13 +67,21 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: metrics::Metrics,
     pub info: serde_json::Value,
+    pub jobs: jobs::Jobs,
     admitted: Semaphore,
     workers: Semaphore,
 }
 
 impl AppState {
-    pub fn new(keys: HashMap<String, Role>, limits: Limits, info: serde_json::Value) -> Arc<Self> {
+    /// `jobs_dir` holds the batch jobs (`DATA_DIR/jobs`).
+    pub fn new(
+        keys: HashMap<String, Role>,
+        limits: Limits,
+        info: serde_json::Value,
+        jobs_dir: std::path::PathBuf,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            jobs: jobs::Jobs::new(jobs_dir, limits.max_jobs),
             pipeline: OnceLock::new(),
             load_error: OnceLock::new(),
             keys,
@@ -111,13 +126,19 @@ impl AppState {
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
+    use axum::extract::DefaultBodyLimit;
+    use tower_http::limit::RequestBodyLimitLayer;
+    let upload = state.limits.max_upload_bytes;
+    // Job uploads are files; everything else is one complaint or a page of cases.
+    let jobs = jobs::router()
+        .layer(DefaultBodyLimit::max(upload))
+        .layer(RequestBodyLimitLayer::new(upload));
     routes::router()
         .merge(open311::router())
+        .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .merge(jobs)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            state.limits.max_body_bytes,
-        ))
         .with_state(state)
 }
 

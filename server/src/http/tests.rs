@@ -166,9 +166,21 @@ fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
         PipelineConfig::default(),
     );
     pipeline.set_classifier(classifier);
-    let state = AppState::new(keys, limits, serde_json::json!({"name": "test"}));
+    let state = AppState::new(
+        keys,
+        limits,
+        serde_json::json!({"name": "test"}),
+        jobs_dir(),
+    );
     let _ = state.pipeline.set(Arc::new(pipeline));
     state
+}
+
+/// A fresh folder for the batch jobs of one test.
+fn jobs_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("triage-jobs-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 async fn send(
@@ -178,9 +190,20 @@ async fn send(
     body: Option<&str>,
     key: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
+    send_as(state, method, uri, "application/json", body, key).await
+}
+
+async fn send_as(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if body.is_some() {
-        req = req.header("content-type", "application/json");
+        req = req.header("content-type", content_type);
     }
     if let Some(key) = key {
         req = req.header("authorization", format!("Bearer {key}"));
@@ -317,7 +340,12 @@ async fn errors_share_one_shape() {
 
 #[tokio::test]
 async fn not_ready_until_loaded() {
-    let state = AppState::new(HashMap::new(), Limits::default(), serde_json::json!({}));
+    let state = AppState::new(
+        HashMap::new(),
+        Limits::default(),
+        serde_json::json!({}),
+        jobs_dir(),
+    );
     let (status, body) = send(&state, "GET", "/health", None, None).await;
     assert_eq!(
         (status, body["error_type"].as_str()),
@@ -508,4 +536,69 @@ async fn open311_conformance() {
         err[0]["code"] == 404 && err[0]["description"].is_string(),
         "GeoReport error shape: {err}"
     );
+}
+
+#[tokio::test]
+async fn batch_jobs_run_report_progress_and_keep_their_output() {
+    let keys = parse_keys("admin:admin-key-0123456789,call-taker:taker-key-0123456789").unwrap();
+    let state = ready_state(keys, Limits::default());
+    let input = "{\"id\": \"j1\", \"text\": \"公交车不按站停车\"}\nnot json\n{\"id\": \"j2\", \"text\": \"学校乱收费\"}\n";
+    let ndjson = "application/x-ndjson";
+    let taker = Some("taker-key-0123456789");
+    let admin = Some("admin-key-0123456789");
+    let (status, _) = send_as(&state, "POST", "/v1/jobs", ndjson, Some(input), taker).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admins start jobs");
+    let (status, body) = send_as(
+        &state,
+        "POST",
+        "/v1/jobs?flag=true",
+        ndjson,
+        Some(input),
+        admin,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown options are named: {body}"
+    );
+    let (status, body) = send_as(&state, "POST", "/v1/jobs", ndjson, Some(""), admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = send(&state, "POST", "/v1/jobs", Some("{}"), admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = send(&state, "GET", "/v1/jobs/nope", None, taker).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, job) = send_as(&state, "POST", "/v1/jobs", ndjson, Some(input), admin).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = loop {
+        let (status, job) = send(&state, "GET", &format!("/v1/jobs/{id}"), None, taker).await;
+        assert_eq!(status, StatusCode::OK);
+        match job["state"].as_str() {
+            Some("done") => break job,
+            Some("failed") => panic!("{job}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    let counts = &done["progress"]["counts"];
+    assert_eq!(
+        (counts["classified"].as_u64(), counts["errors"].as_u64()),
+        (Some(2), Some(1)),
+        "{done}"
+    );
+    let (status, output) = send(&state, "GET", &format!("/v1/jobs/{id}/output"), None, taker).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<serde_json::Value> = output
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["category"], "交通运输");
+    assert!(lines[1]["error"].is_string());
+    assert_eq!(lines[2]["category"], "教育文体");
+    let (_, all) = send(&state, "GET", "/v1/jobs", None, taker).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(1));
 }

@@ -19,11 +19,22 @@ pub fn try_http(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, String)> {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    request(addr, method, path, "application/json", &payload)
+}
+
+/// Any body with its content type: status and response body.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    payload: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{payload}",
         payload.len()
     );
     stream.write_all(request.as_bytes())?;
@@ -208,4 +219,74 @@ fn refuses_a_public_address_without_keys() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without API keys"));
+}
+
+#[test]
+fn a_batch_job_survives_a_server_killed_mid_job() {
+    let demo = demo();
+    let _guard = demo.lock();
+    let sample = std::fs::read_to_string(super::repo().join("data/sample/cases.jsonl")).unwrap();
+    let input: String = sample.lines().take(160).map(|l| format!("{l}\n")).collect();
+    let server = start(demo.dir.path(), &["--no-draft"]);
+    let (status, body) = request(
+        &server.addr,
+        "POST",
+        "/v1/jobs",
+        "application/x-ndjson",
+        &input,
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = |addr: &str| -> Value {
+        let (status, body) = http(addr, "GET", &format!("/v1/jobs/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let started = Instant::now();
+    loop {
+        let j = job(&server.addr);
+        let consumed = j["progress"]["counts"]["consumed"].as_u64().unwrap_or(0);
+        assert_ne!(j["state"], "done", "killed too late: {j}");
+        if consumed >= 32 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server); // SIGKILL, mid-job
+
+    let server = start(demo.dir.path(), &["--no-draft"]);
+    let started = Instant::now();
+    let done = loop {
+        let j = job(&server.addr);
+        if j["state"] == "done" {
+            break j;
+        }
+        assert_ne!(j["state"], "failed", "{j}");
+        assert!(started.elapsed() < Duration::from_secs(180), "{j}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(done["resumed"], 1, "{done}");
+    assert!(
+        done["progress"]["resumed_at"].as_u64().unwrap() >= 32,
+        "{done}"
+    );
+    let (_, output) = http(&server.addr, "GET", &format!("/v1/jobs/{id}/output"), None);
+    let lines: Vec<u64> = output
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["line"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        (1..=160).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
 }

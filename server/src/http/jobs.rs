@@ -1,0 +1,327 @@
+//! Batch jobs over HTTP: `POST /v1/jobs` (admin) starts `triage_core::batch` on an uploaded JSONL
+//! body or on the store; `GET /v1/jobs/{id}` reports state and progress; `GET /v1/jobs/{id}/output`
+//! returns the results.
+//!
+//! Each job lives in `DATA_DIR/jobs/ID/` (`job.json`, `input.jsonl`, `output.jsonl` and the batch
+//! checkpoint), so a restarted server finds unfinished jobs and resumes them from their checkpoint.
+//! At most `max_jobs` run at once, and a running job waits between chunks while call-takers'
+//! requests are queued or running: interactive triage comes first.
+
+use super::error::ApiError;
+use super::json::Json;
+use super::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use triage_core::batch::{self, BatchSpec, Shard, Source, Summary, WriteBack};
+use triage_core::{fsutil, CaseFilter};
+
+/// Complaints per chunk in server jobs: small, so a call-taker never waits long for a chunk.
+const SERVER_CHUNK: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// What `GET /v1/jobs/{id}` answers, and what `job.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub state: JobState,
+    pub created: String,
+    pub spec: BatchSpec,
+    pub progress: Option<Summary>,
+    pub error: Option<String>,
+    /// Times the server restarted while it ran (it then resumed from its checkpoint).
+    pub resumed: u32,
+}
+
+/// The jobs of this server: their folder, their statuses, and the slots they run in.
+pub struct Jobs {
+    dir: PathBuf,
+    statuses: Mutex<BTreeMap<String, JobStatus>>,
+    slots: tokio::sync::Semaphore,
+}
+
+impl Jobs {
+    pub fn new(dir: PathBuf, max_jobs: usize) -> Self {
+        Self {
+            dir,
+            statuses: Mutex::new(BTreeMap::new()),
+            slots: tokio::sync::Semaphore::new(max_jobs.max(1)),
+        }
+    }
+
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Records a status in memory and on disk (atomically: a crash leaves the old or the new).
+    fn save(&self, status: &JobStatus) -> Result<(), ApiError> {
+        let bytes = serde_json::to_vec_pretty(status).map_err(ApiError::internal)?;
+        fsutil::write_atomic(&self.job_dir(&status.id).join("job.json"), &bytes)
+            .map_err(ApiError::internal)?;
+        self.statuses
+            .lock()
+            .expect("jobs")
+            .insert(status.id.clone(), status.clone());
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Option<JobStatus> {
+        self.statuses.lock().expect("jobs").get(id).cloned()
+    }
+
+    /// Unfinished jobs left by an earlier run of the server, marked as resumed.
+    fn unfinished_on_disk(&self) -> Vec<JobStatus> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path().join("job.json");
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            match serde_json::from_slice::<JobStatus>(&bytes) {
+                Ok(mut status) => {
+                    if matches!(status.state, JobState::Queued | JobState::Running) {
+                        status.state = JobState::Queued;
+                        status.resumed += 1;
+                        found.push(status.clone());
+                    }
+                    self.statuses
+                        .lock()
+                        .expect("jobs")
+                        .insert(status.id.clone(), status);
+                }
+                Err(e) => tracing::warn!("skipping unreadable {}: {e}", path.display()),
+            }
+        }
+        found.sort_by(|a, b| a.created.cmp(&b.created));
+        found
+    }
+}
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/jobs", post(create).get(list))
+        .route("/v1/jobs/{id}", get(status))
+        .route("/v1/jobs/{id}/output", get(output))
+}
+
+/// Options of a job, from the query string (with an uploaded body) or the JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct JobRequest {
+    /// Reclassify the stored cases matching this filter (JSON body only).
+    from_store: Option<CaseFilter>,
+    fast: bool,
+    draft: bool,
+    write_back: bool,
+    dry_run: bool,
+}
+
+/// `POST /v1/jobs`: a JSONL body (`Content-Type: application/x-ndjson`, options in the query
+/// string) is the input; a JSON body `{"from_store": {filter}, …}` reclassifies stored cases.
+async fn create(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
+    let pipeline = state.pipeline()?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let upload = !content_type.starts_with("application/json");
+    let request: JobRequest = if upload {
+        let pairs = serde_json::to_value(&query).map_err(ApiError::internal)?;
+        let flags = pairs
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let on = matches!(v.as_str(), Some("true" | "1" | "yes"));
+                (k.clone(), serde_json::Value::Bool(on))
+            })
+            .collect::<serde_json::Map<_, _>>();
+        serde_json::from_value(flags.into())
+            .map_err(|e| ApiError::bad_request(format!("query string: {e}")))?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    if request.draft && pipeline.generator.is_none() {
+        return Err(ApiError::unprocessable(
+            "drafts need the LLM, and this server runs with --no-draft",
+        ));
+    }
+    let id = format!(
+        "job-{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        rand::random::<u16>()
+    );
+    let dir = state.jobs.job_dir(&id);
+    let source = match (upload, request.from_store) {
+        (true, _) => {
+            if body.is_empty() {
+                return Err(ApiError::unprocessable(
+                    "send the complaints as JSONL in the body (Content-Type: application/x-ndjson), or a JSON body with from_store",
+                ));
+            }
+            let input = dir.join("input.jsonl");
+            fsutil::write_atomic(&input, &body).map_err(ApiError::internal)?;
+            Source::File(input)
+        }
+        (false, Some(filter)) => Source::Store(filter),
+        (false, None) => {
+            return Err(ApiError::unprocessable(
+                "a JSON body must name from_store (a filter, {} for all cases); upload JSONL as application/x-ndjson",
+            ))
+        }
+    };
+    let spec = BatchSpec {
+        source,
+        output: dir.join("output.jsonl"),
+        fast: request.fast,
+        draft: request.draft,
+        write_back: match (request.write_back, request.dry_run) {
+            (false, _) => WriteBack::Off,
+            (true, true) => WriteBack::DryRun,
+            (true, false) => WriteBack::Apply,
+        },
+        shard: Shard::default(),
+        chunk: SERVER_CHUNK,
+    };
+    let status = JobStatus {
+        id,
+        state: JobState::Queued,
+        created: chrono::Utc::now().to_rfc3339(),
+        spec,
+        progress: None,
+        error: None,
+        resumed: 0,
+    };
+    state.jobs.save(&status)?;
+    start(state.clone(), status.clone());
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<JobStatus>> {
+    Json(
+        state
+            .jobs
+            .statuses
+            .lock()
+            .expect("jobs")
+            .values()
+            .cloned()
+            .collect(),
+    )
+}
+
+async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobStatus>, ApiError> {
+    state
+        .jobs
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id:?}")))
+}
+
+/// The output so far (one JSON line per input line), complete once the job is done.
+async fn output(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status = state
+        .jobs
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id:?}")))?;
+    let bytes = tokio::fs::read(&status.spec.output)
+        .await
+        .unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], bytes))
+}
+
+/// Resumes the jobs an earlier run of the server left unfinished (called once models are loaded).
+pub fn resume_unfinished(state: &Arc<AppState>) {
+    for status in state.jobs.unfinished_on_disk() {
+        tracing::info!(job = status.id, "resuming a job left by the previous run");
+        start(state.clone(), status);
+    }
+}
+
+/// Runs a job when a slot is free, on a blocking thread.
+fn start(state: Arc<AppState>, mut status: JobStatus) {
+    tokio::spawn(async move {
+        let Ok(_slot) = state.jobs.slots.acquire().await else {
+            return;
+        };
+        let Ok(pipeline) = state.pipeline() else {
+            return;
+        };
+        status.state = JobState::Running;
+        let _ = state.jobs.save(&status);
+        let runner = state.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut report = status.clone();
+            let outcome = batch::run(&pipeline, &status.spec, &mut |progress| {
+                report.progress = Some(progress.clone());
+                let _ = runner.jobs.save(&report);
+                yield_to_interactive(&runner);
+                true
+            });
+            (report, outcome)
+        })
+        .await;
+        let (mut status, outcome) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!("a batch job panicked: {e}");
+                return;
+            }
+        };
+        match outcome {
+            Ok(summary) => {
+                status.state = JobState::Done;
+                status.progress = Some(summary);
+            }
+            Err(e) => {
+                tracing::warn!(job = status.id, "batch job failed: {e}");
+                status.state = JobState::Failed;
+                status.error = Some(e.to_string());
+            }
+        }
+        let _ = state.jobs.save(&status);
+    });
+}
+
+/// Blocks the job while call-takers' requests wait for or hold a model worker.
+fn yield_to_interactive(state: &AppState) {
+    let busy = || {
+        state.metrics.queue_depth.load(Ordering::Relaxed)
+            + state.metrics.in_flight.load(Ordering::Relaxed)
+            > 0
+    };
+    while busy() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
