@@ -192,6 +192,21 @@ impl BertEmbedder {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of texts as `embed` feeds them to the model: the kind's prefix, truncated to
+    /// `max_tokens` (public so benchmarks can time tokenization alone).
+    pub fn tokenize(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<u32>>> {
+        let prefix = match kind {
+            EmbedKind::Query => &self.spec.query_prefix,
+            EmbedKind::Passage => &self.spec.passage_prefix,
+        };
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
     fn forward(&self, batch: &[&Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let mut pooled = match &self.encoder {
             Encoder::Packed(bert) => {
@@ -268,16 +283,7 @@ impl Embedder for BertEmbedder {
     }
 
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> triage_core::Result<Vec<Vec<f32>>> {
-        let prefix = match kind {
-            EmbedKind::Query => &self.spec.query_prefix,
-            EmbedKind::Passage => &self.spec.passage_prefix,
-        };
-        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
+        let ids = self.tokenize(texts, kind)?;
 
         // Longest first, so the first batch shows the memory high-water mark at once.
         let mut order: Vec<usize> = (0..ids.len()).collect();

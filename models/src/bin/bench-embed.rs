@@ -55,6 +55,15 @@ fn main() -> anyhow::Result<()> {
             .take(count)
             .map(String::as_str)
             .collect();
+        // Tokenization alone, on every text cut to this length (what `embed` does first).
+        let all: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        model.tokenize(&all, EmbedKind::Passage)?;
+        row(
+            &format!("tokenize_texts_per_s_{tokens}tok"),
+            all.len() as f64 / started.elapsed().as_secs_f64(),
+            "texts/s",
+        );
         model.embed(&batch[..batch.len().min(4)], EmbedKind::Passage)?; // warm-up
         let started = Instant::now();
         model.embed(&batch, EmbedKind::Passage)?;

@@ -6,6 +6,10 @@ use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use triage_core::embed::BatchingEmbedder;
+
+/// Most texts embedded together when requests arrive at once.
+const EMBED_BATCH: usize = 32;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -24,8 +28,9 @@ pub struct ServeArgs {
     /// Longest complaint in characters (422 beyond)
     #[arg(long, env = "TRIAGE_MAX_TEXT_CHARS", default_value_t = 5000)]
     max_text_chars: usize,
-    /// Model jobs run at once
-    #[arg(long, env = "TRIAGE_WORKERS", default_value_t = 2)]
+    /// Requests doing model work at once (their embeddings are batched together; drafts take
+    /// turns on the LLM)
+    #[arg(long, env = "TRIAGE_WORKERS", default_value_t = 8)]
     workers: usize,
     /// Model jobs admitted (running + waiting); more get 429 with Retry-After
     #[arg(long, env = "TRIAGE_QUEUE_DEPTH", default_value_t = 32)]
@@ -87,7 +92,12 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         let loader = state.clone();
         let global = global.clone();
         tokio::task::spawn_blocking(move || match global.pipeline(!args.no_draft) {
-            Ok(pipeline) => {
+            Ok(mut pipeline) => {
+                // Concurrent requests share embedding batches (the model dominates a request).
+                pipeline.embedder = std::sync::Arc::new(BatchingEmbedder::new(
+                    pipeline.embedder.clone(),
+                    EMBED_BATCH,
+                ));
                 let _ = loader.pipeline.set(std::sync::Arc::new(pipeline));
                 tracing::info!("models, store and classifier loaded");
                 http::jobs::resume_unfinished(&loader);

@@ -48,7 +48,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 256 * 1024,
             max_text_chars: 5_000,
-            workers: 2,
+            workers: 8,
             queue_depth: 32,
             request_timeout: Duration::from_secs(60),
             max_jobs: 1,
