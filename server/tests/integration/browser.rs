@@ -283,3 +283,43 @@ fn call_taker_page_in_headless_chromium() {
     let (status, _) = http(&server.addr, "DELETE", &format!("/v1/cases/{id}"), None);
     assert_eq!(status, 204);
 }
+
+#[test]
+fn the_page_asks_for_an_api_key_when_the_service_needs_one() {
+    let demo = demo();
+    let _guard = demo.lock();
+    let key = "call-taker-key-for-the-browser";
+    let keys = format!("call-taker:{key}");
+    let server = start(demo.dir.path(), &["--no-draft", "--api-keys", &keys]);
+    let driver = Driver::start();
+    driver.call(
+        "POST",
+        "/url",
+        Some(json!({ "url": format!("http://{}/", server.addr) })),
+    );
+    // The taxonomy request gets 401, so the page prompts for the key.
+    let started = Instant::now();
+    let prompt = loop {
+        let path = format!("/session/{}/alert/text", driver.session);
+        let (status, body) = http(&driver.addr, "GET", &path, None);
+        if status == 200 {
+            break parse(&body)["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no prompt: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(prompt, "请输入 API 密钥");
+    driver.call("POST", "/alert/text", Some(json!({ "text": key })));
+    driver.call("POST", "/alert/accept", Some(json!({})));
+    driver.wait_for(
+        "the taxonomy, fetched with the key",
+        "return document.querySelectorAll('#correction option').length > 0",
+        Duration::from_secs(20),
+    );
+}
