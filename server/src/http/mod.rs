@@ -43,6 +43,24 @@ pub struct Limits {
     pub max_upload_bytes: usize,
 }
 
+impl Limits {
+    /// A complaint's text (its parts together, e.g. title and body) must be 1 to
+    /// `max_text_chars` characters: 422 naming the limit otherwise.
+    pub fn check_text(&self, field: &str, parts: &[&str]) -> Result<(), ApiError> {
+        let chars: usize = parts.iter().map(|p| p.chars().count()).sum();
+        if chars > self.max_text_chars {
+            return Err(ApiError::unprocessable(format!(
+                "{field} is {chars} characters; the limit is {}",
+                self.max_text_chars
+            )));
+        }
+        if parts.iter().all(|p| p.trim().is_empty()) {
+            return Err(ApiError::unprocessable(format!("{field} is empty")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

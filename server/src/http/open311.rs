@@ -107,13 +107,7 @@ async fn create_request(
         )
         .into());
     }
-    if description.chars().count() > state.limits.max_text_chars {
-        return Err(ApiError::unprocessable(format!(
-            "description is longer than {} characters",
-            state.limits.max_text_chars
-        ))
-        .into());
-    }
+    state.limits.check_text("description", &[&description])?;
     let requested = match req
         .service_code
         .as_deref()

@@ -94,18 +94,10 @@ fn yes() -> bool {
 
 impl TriageRequest {
     fn complaint(self, state: &AppState) -> AppResult<(Complaint, bool)> {
-        let chars =
-            self.text.chars().count() + self.title.as_deref().map_or(0, |t| t.chars().count());
-        if chars > state.limits.max_text_chars {
-            return Err(ApiError::unprocessable(format!(
-                "text is {chars} characters; the limit is {}",
-                state.limits.max_text_chars
-            )));
-        }
-        if self.text.trim().is_empty() && self.title.as_deref().is_none_or(|t| t.trim().is_empty())
-        {
-            return Err(ApiError::unprocessable("text is empty"));
-        }
+        state.limits.check_text(
+            "text",
+            &[&self.text, self.title.as_deref().unwrap_or_default()],
+        )?;
         let time = match self.time.as_deref() {
             None => None,
             Some(t) => Some(
@@ -307,12 +299,7 @@ fn default_k() -> usize {
 
 async fn search(State(state): Shared, Json(req): Json<SearchRequest>) -> AppResult<Json<Value>> {
     let pipeline = state.pipeline()?;
-    if req.text.trim().is_empty() || req.text.chars().count() > state.limits.max_text_chars {
-        return Err(ApiError::unprocessable(format!(
-            "text must be 1 to {} characters",
-            state.limits.max_text_chars
-        )));
-    }
+    state.limits.check_text("text", &[&req.text])?;
     if req.k == 0 || req.k > 100 {
         return Err(ApiError::unprocessable("k must be 1 to 100"));
     }
@@ -360,13 +347,7 @@ async fn feedback(
     Json(req): Json<FeedbackRequest>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let pipeline = state.pipeline()?;
-    let chars = req.text.chars().count();
-    if req.text.trim().is_empty() || chars > state.limits.max_text_chars {
-        return Err(ApiError::unprocessable(format!(
-            "text must be 1 to {} characters",
-            state.limits.max_text_chars
-        )));
-    }
+    state.limits.check_text("text", &[&req.text])?;
     if let Some(unit) = req.unit.as_deref() {
         if !pipeline
             .units

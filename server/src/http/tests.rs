@@ -314,13 +314,23 @@ async fn errors_share_one_shape() {
             "{value}"
         );
     }
-    let long = format!(r#"{{"text": "{}"}}"#, "长".repeat(60));
-    let (status, value) = send(&state, "POST", "/v1/triage", Some(&long), None).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        value["error"].as_str().unwrap().contains("limit is 50"),
-        "{value}"
-    );
+    let long = "长".repeat(60);
+    for (route, body) in [
+        ("/v1/triage", serde_json::json!({ "text": long })),
+        ("/v1/search", serde_json::json!({ "text": long })),
+        (
+            "/v1/feedback",
+            serde_json::json!({ "text": long, "category": "交通运输" }),
+        ),
+    ] {
+        let body = body.to_string();
+        let (status, value) = send(&state, "POST", route, Some(&body), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{route}");
+        assert!(
+            value["error"].as_str().unwrap().contains("limit is 50"),
+            "{route}: {value}"
+        );
+    }
     let huge = format!(r#"{{"text": "{}"}}"#, "x".repeat(4096));
     let (status, value) = send(&state, "POST", "/v1/triage", Some(&huge), None).await;
     assert_eq!(
