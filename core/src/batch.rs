@@ -46,6 +46,17 @@ pub struct Shard {
     pub count: usize,
 }
 
+impl WriteBack {
+    /// From the two switches of the CLI and the API (`dry_run` alone means nothing).
+    pub fn from_flags(write_back: bool, dry_run: bool) -> Self {
+        match (write_back, dry_run) {
+            (false, _) => Self::Off,
+            (true, true) => Self::DryRun,
+            (true, false) => Self::Apply,
+        }
+    }
+}
+
 impl Default for Shard {
     fn default() -> Self {
         Self { index: 0, count: 1 }
@@ -503,13 +514,7 @@ fn process(
         .iter()
         .map(|item| {
             let (case, _) = item.case.as_ref().map_err(Clone::clone)?;
-            let complaint = Complaint {
-                id: Some(case.id.clone()),
-                text: case.text.clone(),
-                title: case.title.clone(),
-                district: case.district.clone(),
-                time: case.time,
-            };
+            let complaint = Complaint::from(case);
             let full = Pipeline::complaint_text(&complaint).map_err(|e| e.to_string())?;
             Ok((complaint, full))
         })

@@ -113,6 +113,20 @@ pub struct Complaint {
     pub time: Option<i64>,
 }
 
+impl From<&Case> for Complaint {
+    /// A stored (or exported) case seen as a complaint: it keeps its id, so it is never its own
+    /// similar case.
+    fn from(case: &Case) -> Self {
+        Self {
+            id: Some(case.id.clone()),
+            text: case.text.clone(),
+            title: case.title.clone(),
+            district: case.district.clone(),
+            time: case.time,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoryScore {
     pub id: String,

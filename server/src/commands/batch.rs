@@ -72,11 +72,7 @@ pub fn run(global: &GlobalArgs, args: BatchArgs) -> Result<()> {
         output: args.output.clone(),
         fast: args.fast,
         draft: args.draft,
-        write_back: match (args.write_back, args.dry_run) {
-            (false, _) => WriteBack::Off,
-            (true, true) => WriteBack::DryRun,
-            (true, false) => WriteBack::Apply,
-        },
+        write_back: WriteBack::from_flags(args.write_back, args.dry_run),
         shard: args.shard,
         chunk: args.chunk.unwrap_or(if args.fast { 1024 } else { 64 }),
     };

@@ -293,13 +293,7 @@ fn evaluate(
         if !classifier.report.per_class.contains_key(&gold) {
             *unknown.entry(gold.clone()).or_default() += 1;
         }
-        let complaint = Complaint {
-            id: Some(case.id.clone()),
-            text: case.text.clone(),
-            title: case.title.clone(),
-            district: case.district.clone(),
-            time: case.time,
-        };
+        let complaint = Complaint::from(case);
         let (suggestion, _) = pipeline.analyze_embedded(&complaint, &case.full_text(), vector)?;
         let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
             .methods

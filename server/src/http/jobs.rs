@@ -200,11 +200,7 @@ async fn create(
         output: dir.join("output.jsonl"),
         fast: request.fast,
         draft: request.draft,
-        write_back: match (request.write_back, request.dry_run) {
-            (false, _) => WriteBack::Off,
-            (true, true) => WriteBack::DryRun,
-            (true, false) => WriteBack::Apply,
-        },
+        write_back: WriteBack::from_flags(request.write_back, request.dry_run),
         shard: Shard::default(),
         chunk: SERVER_CHUNK,
     };
