@@ -1,7 +1,7 @@
 //! The category classifier: three learned methods and a zero-shot one, combined by a calibrated
 //! ensemble, with an abstain threshold chosen from data.
 //!
-//! - `lexical`: character n-gram TF-IDF + linear SVM (fast, strong on keywords),
+//! - `lexical`: character n-gram + word TF-IDF + linear SVM (fast, strong on keywords),
 //! - `embedding`: linear SVM on the sentence embedding (meaning, paraphrase),
 //! - `knn`: a similarity-weighted vote of the most similar labeled past cases,
 //! - `zero_shot`: similarity between the complaint and each category's description, so a city with
@@ -36,7 +36,8 @@ pub const ENSEMBLE: &str = "ensemble";
 /// Raw score of a class a method knows nothing about.
 const UNKNOWN_CLASS_SCORE: f32 = -1e4;
 /// Format of the saved file; bump when `Classifier`'s layout changes.
-const FILE_FORMAT: u32 = 1;
+/// 2: the lexical featuriser counts words too.
+const FILE_FORMAT: u32 = 2;
 
 /// Settings of training. The defaults were chosen on cross-validation of the training set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,8 @@ pub struct ClassifierConfig {
     /// log2 of the number of hashed n-gram buckets.
     pub ngram_bits: u32,
     pub ngram_max: usize,
+    /// Word unigrams (jieba segmentation) beside the character n-grams.
+    pub lexical_words: bool,
     /// Characters of each text the lexical model reads.
     pub lexical_max_chars: usize,
     /// Accuracy the abstain threshold must reach on held-out predictions.
@@ -68,10 +71,12 @@ impl Default for ClassifierConfig {
             folds: 5,
             knn_k: 10,
             knn_tau: 0.02,
-            lexical_c: 1.0,
+            // With word features, C = 2 was +0.2 pt out-of-fold over C = 1 on three fold seeds.
+            lexical_c: 2.0,
             embedding_c: 1.0,
             ngram_bits: 19,
             ngram_max: 2,
+            lexical_words: true,
             lexical_max_chars: 3000,
             target_accuracy: 0.95,
             min_labeled: 20,
@@ -230,9 +235,9 @@ impl Classifier {
         let featurizer = NgramFeaturizer::fit(
             &texts,
             config.ngram_bits,
-            1,
-            config.ngram_max,
+            (1, config.ngram_max),
             config.lexical_max_chars,
+            config.lexical_words,
         );
         let lexical_x: Vec<SparseVec> = texts.par_iter().map(|t| featurizer.transform(t)).collect();
         let mean = mean_vector(examples);

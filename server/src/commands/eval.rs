@@ -1,5 +1,5 @@
 //! `triage eval`: routing quality on labeled sets, in a temporary store that never touches the
-//! service's. Every case is embedded once (as a stored passage and, for test cases, as a query);
+//! service's. Every case is embedded once, as a passage (as the service stores and analyses them);
 //! cross-validation folds reuse those vectors.
 
 use crate::app::{progress_bar, GlobalArgs};
@@ -113,7 +113,8 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     for l in &mut test {
         enrich(&mut l.case, &units);
     }
-    let test_queries = embed_all(embedder.as_ref(), &test, EmbedKind::Query, "test")?;
+    // As the pipeline embeds a complaint: a passage, like the stored cases.
+    let test_vectors = embed_all(embedder.as_ref(), &test, EmbedKind::Passage, "test")?;
     let mut meta = serde_json::json!({
         "test": args.test.display().to_string(),
         "embedder": embedder.model_id(),
@@ -124,13 +125,12 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     let mut report = if args.store {
         let pipeline = global.pipeline(false)?;
         meta["mode"] = "store".into();
-        evaluate(&pipeline, &test, &test_queries, skipped, meta)?
+        evaluate(&pipeline, &test, &test_vectors, skipped, meta)?
     } else if let Some(k) = args.cv {
         if k < 2 {
             bail!("--cv needs at least 2 folds");
         }
         meta["mode"] = format!("{k}-fold cross-validation").into();
-        let passages = embed_all(embedder.as_ref(), &test, EmbedKind::Passage, "passages")?;
         let gold: Vec<usize> = {
             let mut labels: Vec<&str> = test
                 .iter()
@@ -151,7 +151,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         for fold in 0..k {
             let train: Vec<(Case, Vec<f32>)> = (0..test.len())
                 .filter(|&i| folds[i] != fold)
-                .map(|i| (test[i].case.clone(), passages[i].clone()))
+                .map(|i| (test[i].case.clone(), test_vectors[i].clone()))
                 .collect();
             let held: Vec<usize> = (0..test.len()).filter(|&i| folds[i] == fold).collect();
             let fold_cases: Vec<Labeled> = held
@@ -161,7 +161,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
                 })
                 .collect();
             let fold_queries: Vec<Vec<f32>> =
-                held.iter().map(|&i| test_queries[i].clone()).collect();
+                held.iter().map(|&i| test_vectors[i].clone()).collect();
             let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &train)?;
             let r = evaluate(
                 &pipeline,
@@ -211,7 +211,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &cases)?;
         let c = pipeline.classifier().expect("trained");
         meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
-        evaluate(&pipeline, &test, &test_queries, skipped, meta)?
+        evaluate(&pipeline, &test, &test_vectors, skipped, meta)?
     };
     report.meta["seconds"] = started.elapsed().as_secs_f64().into();
     if args.baseline {
