@@ -7,8 +7,8 @@
 //! drops a line. Bad input lines get an `{"line", "error"}` record in the output and in
 //! `OUT.errors.jsonl`, and the job goes on.
 
-use crate::pipeline::{Complaint, Pipeline, Suggestion};
-use crate::{fsutil, ingest, pii, text, Case, CaseFilter, EmbedKind, Error, Prediction, Result};
+use crate::pipeline::{Complaint, Pipeline, Suggestion, COMPLAINT_EMBEDDING};
+use crate::{fsutil, ingest, pii, text, Case, CaseFilter, Error, Prediction, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -472,7 +472,7 @@ fn read_store(
         checkpoint.cursor = Some(page.next.clone().unwrap_or_default());
         for (case, vector) in page.cases {
             checkpoint.counts.consumed += 1;
-            if stable_hash(&case.id) % spec.shard.count as u64 == spec.shard.index as u64 {
+            if text::stable_hash(&case.id) % spec.shard.count as u64 == spec.shard.index as u64 {
                 items.push(Item {
                     line: checkpoint.counts.consumed,
                     case: Ok((case, Some(vector))),
@@ -489,13 +489,6 @@ impl Checkpoint {
     fn done_scrolling(&self) -> bool {
         self.cursor.as_deref() == Some("")
     }
-}
-
-/// FNV-1a: the same shard for an id on every machine and every run.
-fn stable_hash(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 fn add_seconds(counts: &mut Counts, stage: &str, since: Instant) {
@@ -528,7 +521,7 @@ fn process(
             .iter()
             .filter_map(|c| c.as_ref().ok().map(|(_, full)| full.as_str()))
             .collect();
-        let vectors = pipeline.embedder.embed(&texts, EmbedKind::Query)?;
+        let vectors = pipeline.embedder.embed(&texts, COMPLAINT_EMBEDDING)?;
         add_seconds(counts, "embed", clock);
         vectors
     };

@@ -12,6 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// How a new complaint is embedded: as a passage, like the stored cases. Complaint-to-complaint
+/// similarity is symmetric, the classifier is fitted on passage vectors (out of fold) and the
+/// duplicate threshold was measured on passage pairs. On dev, query -> passage: embedding head
+/// 0.840 -> 0.868, knn 0.874 -> 0.884 (ensemble: see README's Evaluation). Free-text search
+/// (`/v1/search`) stays a query.
+pub const COMPLAINT_EMBEDDING: EmbedKind = EmbedKind::Passage;
+
 /// When a new complaint is flagged as a repeat of a past one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -243,13 +250,9 @@ impl Pipeline {
     pub fn analyze(&self, complaint: &Complaint) -> Result<(Suggestion, DraftContext)> {
         let full = Self::complaint_text(complaint)?;
         let started = Instant::now();
-        // Embedded as a passage, like the stored cases: complaint-to-complaint similarity is
-        // symmetric, the classifier is fitted on passage vectors (out of fold) and the duplicate
-        // threshold was measured on passage pairs. On dev, query -> passage: embedding head
-        // 0.840 -> 0.868, knn 0.874 -> 0.884 (ensemble: see README's Evaluation).
         let vector = self
             .embedder
-            .embed(&[full.as_str()], EmbedKind::Passage)?
+            .embed(&[full.as_str()], COMPLAINT_EMBEDDING)?
             .pop()
             .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?;
         let embed_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -53,6 +53,14 @@ pub fn truncate_chars(text: &str, max_chars: usize) -> &str {
     }
 }
 
+/// FNV-1a of a string: the same number on every machine, run and Rust version (std's hasher is
+/// randomly seeded), for shard assignment and file names.
+pub fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

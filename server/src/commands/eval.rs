@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use triage_core::classify::{stratified_folds, train_from_store, ClassifierConfig};
 use triage_core::ingest::{enrich, parse_case_line};
-use triage_core::pipeline::{Complaint, Pipeline, PipelineConfig};
+use triage_core::pipeline::{Complaint, Pipeline, PipelineConfig, COMPLAINT_EMBEDDING};
 use triage_core::prompt::Prompts;
 use triage_core::{Case, CaseStore, EmbedKind, Embedder};
 use triage_eval::{build_report, EvalRecord, Report, Skipped};
@@ -113,8 +113,8 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     for l in &mut test {
         enrich(&mut l.case, &units);
     }
-    // As the pipeline embeds a complaint: a passage, like the stored cases.
-    let test_vectors = embed_all(embedder.as_ref(), &test, EmbedKind::Passage, "test")?;
+    // As the pipeline embeds a complaint.
+    let test_vectors = embed_all(embedder.as_ref(), &test, COMPLAINT_EMBEDDING, "test")?;
     let mut meta = serde_json::json!({
         "test": args.test.display().to_string(),
         "embedder": embedder.model_id(),
