@@ -50,4 +50,8 @@ pub trait CaseStore: Send + Sync {
     fn scroll(&self, filter: &CaseFilter, after: Option<&str>, limit: usize) -> Result<Page>;
     /// Builds search indexes after a bulk load (HNSW); a no-op where the backend does it itself.
     fn optimize(&self) -> Result<()>;
+    /// Whether the store answers now (a server backend pings it; `/health` turns 503 if not).
+    fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -12,6 +12,14 @@ use triage_core::{classify::Classifier, CaseStore, Embedder, Generator, Taxonomy
 const BUILTIN_TAXONOMY: &str = include_str!("../../data/taxonomy.json");
 const BUILTIN_UNITS: &str = include_str!("../../data/units.toml");
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// qdrant-edge, embedded, on disk under --data-dir
+    Edge,
+    /// A Qdrant server or cluster (--qdrant-url)
+    Qdrant,
+}
+
 /// Options every command takes. Each also reads an environment variable.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
@@ -53,6 +61,41 @@ pub struct GlobalArgs {
     /// Directory of prompt templates overriding the built-in ones (prompts/*.jinja)
     #[arg(long, env = "TRIAGE_PROMPTS", global = true)]
     pub prompts: Option<PathBuf>,
+    /// Case store: `edge` (embedded, in --data-dir) or `qdrant` (a Qdrant server or cluster)
+    #[arg(long, env = "TRIAGE_STORE", value_enum, default_value_t = StoreKind::Edge, global = true)]
+    pub store: StoreKind,
+    /// gRPC address of the Qdrant server (with --store qdrant)
+    #[arg(
+        long,
+        env = "TRIAGE_QDRANT_URL",
+        default_value = "http://127.0.0.1:6334",
+        global = true
+    )]
+    pub qdrant_url: String,
+    #[arg(
+        long,
+        env = "TRIAGE_QDRANT_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub qdrant_api_key: Option<String>,
+    /// Collection of the cases in Qdrant
+    #[arg(
+        long,
+        env = "TRIAGE_QDRANT_COLLECTION",
+        default_value = "cases",
+        global = true
+    )]
+    pub qdrant_collection: String,
+    /// Shards of a new collection (spread over the cluster's nodes)
+    #[arg(long, env = "TRIAGE_QDRANT_SHARDS", global = true)]
+    pub qdrant_shards: Option<u32>,
+    /// Copies of each shard in a new collection (survives losing copies - 1 nodes)
+    #[arg(long, env = "TRIAGE_QDRANT_REPLICATION", global = true)]
+    pub qdrant_replication: Option<u32>,
+    /// Copies that must confirm a write before it is acknowledged
+    #[arg(long, env = "TRIAGE_QDRANT_WRITE_CONSISTENCY", global = true)]
+    pub qdrant_write_consistency: Option<u32>,
     /// Log filter, e.g. `info` or `triage=debug`
     #[arg(
         long,
@@ -131,10 +174,27 @@ impl GlobalArgs {
     }
 
     pub fn open_store(&self, dim: usize) -> Result<Arc<dyn CaseStore>> {
-        Ok(Arc::new(triage_store::EdgeStore::open(
-            &self.data_dir(),
-            dim,
-        )?))
+        match self.store {
+            StoreKind::Edge => self.open_edge(&self.data_dir(), dim),
+            StoreKind::Qdrant => self.open_qdrant(&self.qdrant_url, dim),
+        }
+    }
+
+    pub fn open_edge(&self, data_dir: &Path, dim: usize) -> Result<Arc<dyn CaseStore>> {
+        Ok(Arc::new(triage_store::EdgeStore::open(data_dir, dim)?))
+    }
+
+    /// A Qdrant server at `url`, with this command's key, collection and cluster settings.
+    pub fn open_qdrant(&self, url: &str, dim: usize) -> Result<Arc<dyn CaseStore>> {
+        let config = triage_store::QdrantConfig {
+            api_key: self.qdrant_api_key.clone(),
+            collection: self.qdrant_collection.clone(),
+            shard_number: self.qdrant_shards,
+            replication_factor: self.qdrant_replication,
+            write_consistency_factor: self.qdrant_write_consistency,
+            ..triage_store::QdrantConfig::new(url)
+        };
+        Ok(Arc::new(triage_store::QdrantStore::open(config, dim)?))
     }
 
     pub fn taxonomy(&self) -> Result<Taxonomy> {
@@ -155,18 +215,23 @@ impl GlobalArgs {
         self.data_dir().join("classifier")
     }
 
-    /// The current classifier (named by `classifier/current`).
-    pub fn load_classifier(&self) -> Result<Classifier> {
+    /// The version `classifier/current` names (what `triage train` wrote last).
+    pub fn current_classifier_version(&self) -> Result<String> {
         let dir = self.classifier_dir();
-        let current = dir.join("current");
-        let version = std::fs::read_to_string(&current).map_err(|_| {
+        let version = std::fs::read_to_string(dir.join("current")).map_err(|_| {
             anyhow::anyhow!(
                 "no classifier in {}: run `triage train` (after `triage import`)",
                 dir.display()
             )
         })?;
+        Ok(version.trim().to_string())
+    }
+
+    /// The current classifier (named by `classifier/current`).
+    pub fn load_classifier(&self) -> Result<Classifier> {
+        let version = self.current_classifier_version()?;
         Ok(Classifier::load(
-            &dir.join(format!("{}.bin", version.trim())),
+            &self.classifier_dir().join(format!("{version}.bin")),
         )?)
     }
 

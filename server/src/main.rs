@@ -33,6 +33,8 @@ enum Command {
     Classify(commands::classify::ClassifyArgs),
     /// Reclassify many complaints (a JSONL file or the stored cases): resumable, in input order.
     Batch(commands::batch::BatchArgs),
+    /// Manage the case store (migrate between the embedded store and a Qdrant server).
+    Store(commands::store::StoreArgs),
     /// Evaluate routing on a labeled set (report.json, report.md, SVG charts).
     Eval(commands::eval::EvalArgs),
     /// Run the HTTP service and the call-taker page.
@@ -60,9 +62,36 @@ fn main() {
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Eval(args) => commands::eval::run(&cli.global, args),
         Command::Batch(args) => commands::batch::run(&cli.global, args),
+        Command::Store(args) => commands::store::run(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// Every command parses beside the global options (a global option with the name of a
+    /// command's own makes clap panic when the arguments are read, not when they are defined).
+    #[test]
+    fn representative_command_lines_parse() {
+        for line in [
+            "triage --store qdrant --qdrant-url http://q:6334 serve --bind 127.0.0.1:0",
+            "triage eval --current --test t.jsonl",
+            "triage eval --train a.jsonl --test t.jsonl --baseline",
+            "triage batch --input a.jsonl --output b.jsonl --fast --shard 1/2",
+            "triage batch --from-store --write-back --dry-run --output b.jsonl",
+            "triage store migrate --from edge:/data --to qdrant:http://q:6334",
+            "triage --config c.toml classify --no-draft text",
+            "triage import a.jsonl b.csv",
+        ] {
+            let args = line.split_whitespace();
+            if let Err(e) = super::Cli::try_parse_from(args) {
+                panic!("{line}: {e}");
+            }
+        }
     }
 }

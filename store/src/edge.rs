@@ -32,9 +32,6 @@ use triage_core::{Case, CaseFilter, CaseStore, Hit, Page};
 const VECTOR: &str = "text";
 /// Stores smaller than this are searched exactly (brute force); larger ones through HNSW.
 const EXACT_SEARCH_BELOW: usize = 50_000;
-/// Namespace of the UUIDv5 point ids (fixed forever: changing it orphans every stored case).
-const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b1f_3c2e_9a47_4d55_8e0b_1c2d_3e4f_5a6b);
-
 pub struct EdgeStore {
     shard: RwLock<Option<EdgeShard>>,
     path: PathBuf,
@@ -262,7 +259,7 @@ fn prune_wal(wal: &Path) -> Result<(), Error> {
 }
 
 fn point_id(case_id: &str) -> PointId {
-    PointId::Uuid(uuid::Uuid::new_v5(&ID_NAMESPACE, case_id.as_bytes()))
+    PointId::Uuid(crate::point_uuid(case_id))
 }
 
 fn to_payload(case: &Case) -> Payload {

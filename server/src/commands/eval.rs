@@ -19,7 +19,7 @@ use triage_eval::{build_report, EvalRecord, Report, Skipped};
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     /// Labeled JSONL files to build the store and classifier from
-    #[arg(long, num_args = 1.., required_unless_present_any = ["cv", "store"])]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["cv", "current"])]
     train: Vec<PathBuf>,
     /// Labeled JSONL file to evaluate on
     #[arg(long)]
@@ -28,11 +28,11 @@ pub struct EvalArgs {
     #[arg(long, default_value = "report")]
     out: PathBuf,
     /// K-fold cross-validation on --test alone (stratified, seeded)
-    #[arg(long, conflicts_with_all = ["train", "store"])]
+    #[arg(long, conflicts_with_all = ["train", "current"])]
     cv: Option<usize>,
-    /// Evaluate the current store and classifier (--data-dir) without retraining
+    /// Evaluate the current store and classifier (--data-dir, or --store qdrant) without retraining
     #[arg(long)]
-    store: bool,
+    current: bool,
     /// Also run the scikit-learn TF-IDF + LinearSVC baseline (scripts/baseline_svm.py)
     #[arg(long)]
     baseline: bool,
@@ -122,7 +122,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     });
 
-    let mut report = if args.store {
+    let mut report = if args.current {
         let pipeline = global.pipeline(false)?;
         meta["mode"] = "store".into();
         evaluate(&pipeline, &test, &test_vectors, skipped, meta)?

@@ -6,4 +6,5 @@ pub mod import;
 pub mod models;
 pub mod serve;
 pub mod smoke;
+pub mod store;
 pub mod train;

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use triage_core::embed::BatchingEmbedder;
 
+/// How often a replica checks whether a new classifier was trained.
+const CLASSIFIER_CHECK: Duration = Duration::from_secs(30);
+
 /// Most texts embedded together when requests arrive at once.
 const EMBED_BATCH: usize = 32;
 
@@ -83,7 +86,8 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let stopping = state.clone();
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.bind)
             .await
             .with_context(|| format!("binding {}", args.bind))?;
@@ -91,28 +95,72 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
         println!("listening on http://{}", listener.local_addr()?);
         let loader = state.clone();
         let global = global.clone();
-        tokio::task::spawn_blocking(move || match global.pipeline(!args.no_draft) {
-            Ok(mut pipeline) => {
-                // Concurrent requests share embedding batches (the model dominates a request).
-                pipeline.embedder = std::sync::Arc::new(BatchingEmbedder::new(
-                    pipeline.embedder.clone(),
-                    EMBED_BATCH,
-                ));
-                let _ = loader.pipeline.set(std::sync::Arc::new(pipeline));
-                tracing::info!("models, store and classifier loaded");
-                http::jobs::resume_unfinished(&loader);
-                eprintln!("ready");
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                let _ = loader.load_error.set(format!("{e:#}"));
+        tokio::task::spawn_blocking(move || {
+            // A store server that is not up yet (or a cluster being repaired) is waited for:
+            // /health says why it is 503 meanwhile.
+            let mut wait = Duration::from_secs(2);
+            loop {
+                match global.pipeline(!args.no_draft) {
+                    Ok(mut pipeline) => {
+                        // Concurrent requests share embedding batches (the model dominates).
+                        pipeline.embedder = std::sync::Arc::new(BatchingEmbedder::new(
+                            pipeline.embedder.clone(),
+                            EMBED_BATCH,
+                        ));
+                        let _ = loader.pipeline.set(std::sync::Arc::new(pipeline));
+                        tracing::info!("models, store and classifier loaded");
+                        http::jobs::resume_unfinished(&loader);
+                        eprintln!("ready");
+                        // A plain thread: it must not hold up the runtime's shutdown.
+                        let (global, state) = (global.clone(), loader.clone());
+                        std::thread::spawn(move || follow_classifier(&global, &state));
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#} (retrying in {wait:?})");
+                        *loader.load_error.lock().expect("load error") = Some(format!("{e:#}"));
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(60));
+                    }
+                }
             }
         });
         axum::serve(listener, http::app(state))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                stopping
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            })
             .await
             .context("serving")
-    })
+    });
+    // In-flight requests are done; a batch job stops at its next chunk (resumed on restart), and
+    // a loader still waiting for an unreachable store is not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(30));
+    served
+}
+
+/// Replicas share the classifier directory (with a Qdrant store; the embedded store admits one
+/// process): when `triage train` names a new version, every replica loads it within a minute.
+fn follow_classifier(global: &GlobalArgs, state: &std::sync::Arc<AppState>) {
+    loop {
+        std::thread::sleep(CLASSIFIER_CHECK);
+        let Some(pipeline) = state.pipeline.get() else {
+            continue;
+        };
+        let loaded = pipeline.classifier().map(|c| c.version.clone());
+        match global.current_classifier_version() {
+            Ok(version) if Some(&version) != loaded.as_ref() => match global.load_classifier() {
+                Ok(classifier) => {
+                    tracing::info!(version, "a new classifier was trained: loaded");
+                    pipeline.set_classifier(classifier);
+                }
+                Err(e) => tracing::warn!("classifier {version} does not load: {e:#}"),
+            },
+            _ => {}
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish in-flight requests, then exit.

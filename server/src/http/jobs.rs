@@ -283,7 +283,8 @@ fn start(state: Arc<AppState>, mut status: JobStatus) {
                 report.progress = Some(progress.clone());
                 let _ = runner.jobs.save(&report);
                 yield_to_interactive(&runner);
-                true
+                // On shutdown a job stops between chunks; the next start resumes it.
+                !runner.stopping.load(Ordering::Relaxed)
             });
             (report, outcome)
         })
@@ -297,7 +298,11 @@ fn start(state: Arc<AppState>, mut status: JobStatus) {
         };
         match outcome {
             Ok(summary) => {
-                status.state = JobState::Done;
+                status.state = if summary.done {
+                    JobState::Done
+                } else {
+                    JobState::Queued
+                };
                 status.progress = Some(summary);
             }
             Err(e) => {

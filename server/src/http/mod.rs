@@ -79,13 +79,15 @@ pub struct AppState {
     /// Set once models, store and classifier are loaded; `/health` is 503 until then.
     pub pipeline: OnceLock<Arc<Pipeline>>,
     /// Why loading failed, for `/health` and `/info`.
-    pub load_error: OnceLock<String>,
+    pub load_error: std::sync::Mutex<Option<String>>,
     /// API key → role. Empty: no authentication (loopback only).
     pub keys: HashMap<String, Role>,
     pub limits: Limits,
     pub metrics: metrics::Metrics,
     pub info: serde_json::Value,
     pub jobs: jobs::Jobs,
+    /// Set on shutdown: batch jobs stop at their next chunk boundary (and resume on restart).
+    pub stopping: std::sync::atomic::AtomicBool,
     admitted: Semaphore,
     workers: Semaphore,
 }
@@ -100,8 +102,9 @@ impl AppState {
     ) -> Arc<Self> {
         Arc::new(Self {
             jobs: jobs::Jobs::new(jobs_dir, limits.max_jobs),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             pipeline: OnceLock::new(),
-            load_error: OnceLock::new(),
+            load_error: std::sync::Mutex::new(None),
             keys,
             admitted: Semaphore::new(limits.queue_depth.max(1)),
             workers: Semaphore::new(limits.workers.max(1)),
@@ -112,13 +115,12 @@ impl AppState {
     }
 
     pub fn pipeline(&self) -> Result<Arc<Pipeline>, ApiError> {
-        self.pipeline
-            .get()
-            .cloned()
-            .ok_or_else(|| match self.load_error.get() {
+        self.pipeline.get().cloned().ok_or_else(|| {
+            match self.load_error.lock().expect("load error").as_deref() {
                 Some(e) => ApiError::not_ready(format!("models or store failed to load: {e}")),
                 None => ApiError::not_ready("models and store are still loading"),
-            })
+            }
+        })
     }
 
     /// Runs model work on a blocking thread, at most `workers` at once and `queue_depth` admitted;

@@ -43,10 +43,19 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("../../assets/index.html"))
 }
 
+/// 200 once models, store and classifier are loaded and the store answers; 503 otherwise (a
+/// Qdrant cluster that cannot be reached turns the service unhealthy, it does not crash it).
 async fn health(State(state): Shared) -> Response {
-    match state.pipeline() {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => e.into_response(),
+    let store = match state.pipeline() {
+        Ok(pipeline) => pipeline.store.clone(),
+        Err(e) => return e.into_response(),
+    };
+    match tokio::task::spawn_blocking(move || store.health()).await {
+        Ok(Ok(())) => Json(json!({"status": "ok"})).into_response(),
+        Ok(Err(e)) => {
+            ApiError::not_ready(format!("the case store does not answer: {e}")).into_response()
+        }
+        Err(e) => ApiError::internal(e).into_response(),
     }
 }
 

@@ -290,3 +290,67 @@ fn a_batch_job_survives_a_server_killed_mid_job() {
         "every line once, in order"
     );
 }
+
+/// The same walk on a Qdrant server (QDRANT_URL, e.g. from scripts/qdrant-tests.sh): import →
+/// train → serve → triage → feedback → search, with nothing but flags telling the backends apart.
+#[test]
+fn import_triage_feedback_search_on_a_qdrant_server() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("QDRANT_URL is not set: nothing run against a Qdrant server");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let collection = format!(
+        "triage-service-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let store = [
+        "--store",
+        "qdrant",
+        "--qdrant-url",
+        url.as_str(),
+        "--qdrant-collection",
+        collection.as_str(),
+    ];
+    let sample = super::repo().join("data/sample/cases.jsonl");
+    let cli = || {
+        let mut cmd = super::triage();
+        cmd.arg("--data-dir").arg(dir.path()).args(store);
+        cmd
+    };
+    super::run_ok(cli().arg("import").arg(&sample));
+    super::run_ok(cli().arg("train"));
+    let mut extra = vec!["--no-draft"];
+    extra.extend(store);
+    let server = start(dir.path(), &extra);
+    let addr = server.addr.as_str();
+    let (_, info) = http(addr, "GET", "/info", None);
+    assert!(info.contains("\"backend\":\"qdrant\""), "{info}");
+
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/triage",
+        Some(&json!({"text": "公交车不按站停靠，司机态度恶劣", "draft": false})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let s: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["categories"][0]["id"], "交通运输", "{s}");
+    assert!(s["similar"].as_array().unwrap().len() >= 3, "{s}");
+
+    let feedback = json!({"text": "校车司机超速驾驶，孩子们很危险", "category": "教育文体", "case_id": "fb-qdrant"});
+    let (status, body) = http(addr, "POST", "/v1/feedback", Some(&feedback));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/search",
+        Some(&json!({"text": "校车司机超速", "k": 3, "filter": {"category": "教育文体"}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let found: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found["results"][0]["id"], "fb-qdrant", "{found}");
+}

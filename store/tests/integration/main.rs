@@ -1,6 +1,8 @@
 //! The embedded store on disk: the shared suite, plus what only a local store can show
 //! (exclusive lock, crash durability, reopen).
 
+mod qdrant;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use triage_core::{CaseFilter, CaseStore};

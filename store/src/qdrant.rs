@@ -1,0 +1,466 @@
+//! `CaseStore` on a Qdrant server or cluster over gRPC (qdrant-client), for deployments that
+//! outgrow one machine. Same point ids, payload and filters as the embedded store, so a case
+//! migrates between them unchanged and the pipeline cannot tell them apart.
+//!
+//! The client is async; the `CaseStore` seam is not. Each call runs on the store's own small Tokio
+//! runtime and the caller waits on a channel, which works from any thread (CLI, the server's
+//! blocking workers, even an async task) without nesting runtimes.
+
+use crate::{point_uuid, Error};
+use qdrant_client::qdrant::{
+    point_id::PointIdOptions, vector_output, vectors_config, Condition, CountPointsBuilder,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance,
+    FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
+    Range, RetrievedPoint, ScrollPointsBuilder, UpsertPointsBuilder, Value, VectorParamsBuilder,
+    VectorsConfigBuilder, VectorsOutput, WriteOrdering, WriteOrderingType,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+use triage_core::{Case, CaseFilter, CaseStore, Hit, Page};
+
+const VECTOR: &str = "text";
+/// Attempts of a call that fails for a transient reason (node down, leader election, timeout).
+const ATTEMPTS: u32 = 5;
+
+/// Where and how the collection lives. `shard_number`, `replication_factor` and
+/// `write_consistency_factor` apply when the collection is created (Qdrant's defaults otherwise).
+#[derive(Debug, Clone)]
+pub struct QdrantConfig {
+    /// gRPC address, e.g. `http://127.0.0.1:6334`.
+    pub url: String,
+    pub api_key: Option<String>,
+    pub collection: String,
+    pub shard_number: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub write_consistency_factor: Option<u32>,
+    /// Per-call time limit.
+    pub timeout: Duration,
+}
+
+impl QdrantConfig {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            api_key: None,
+            collection: "cases".into(),
+            shard_number: None,
+            replication_factor: None,
+            write_consistency_factor: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct QdrantStore {
+    client: Qdrant,
+    config: QdrantConfig,
+    runtime: tokio::runtime::Runtime,
+    dim: usize,
+}
+
+impl QdrantStore {
+    /// Connects and makes sure the collection exists with `dim`-dimensional cosine vectors and
+    /// indexes on the filtered fields. An unreachable server is an error naming the URL.
+    pub fn open(config: QdrantConfig, dim: usize) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("qdrant-client")
+            .enable_all()
+            .build()
+            .map_err(|e| backend(&config, format!("starting the client runtime: {e}")))?;
+        let client = Qdrant::from_url(&config.url)
+            .api_key(config.api_key.clone())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| backend(&config, e.to_string()))?;
+        let store = Self {
+            client,
+            config,
+            runtime,
+            dim,
+        };
+        store.ensure_collection()?;
+        Ok(store)
+    }
+
+    fn ensure_collection(&self) -> Result<(), Error> {
+        let name = self.config.collection.clone();
+        let exists = {
+            let name = name.clone();
+            self.call("open", move |c| {
+                let name = name.clone();
+                async move { c.collection_exists(name).await }
+            })?
+        };
+        if exists {
+            let info = {
+                let name = name.clone();
+                self.call("open", move |c| {
+                    let name = name.clone();
+                    async move { c.collection_info(name).await }
+                })?
+            };
+            let found = info
+                .result
+                .and_then(|r| r.config)
+                .and_then(|c| c.params)
+                .and_then(|p| p.vectors_config)
+                .and_then(|v| match v.config {
+                    Some(vectors_config::Config::ParamsMap(map)) => {
+                        map.map.get(VECTOR).map(|p| p.size)
+                    }
+                    _ => None,
+                });
+            return match found {
+                Some(size) if size as usize == self.dim => Ok(()),
+                Some(size) => Err(Error::Dimension {
+                    path: self.location().into(),
+                    found: size as usize,
+                    expected: self.dim,
+                }),
+                None => Err(backend(
+                    &self.config,
+                    format!(
+                        "collection {name:?} has no vector named {VECTOR:?}: not a triage store"
+                    ),
+                )),
+            };
+        }
+        let mut vectors = VectorsConfigBuilder::default();
+        vectors.add_named_vector_params(
+            VECTOR,
+            VectorParamsBuilder::new(self.dim as u64, Distance::Cosine).on_disk(true),
+        );
+        let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
+        if let Some(n) = self.config.shard_number {
+            create = create.shard_number(n);
+        }
+        if let Some(n) = self.config.replication_factor {
+            create = create.replication_factor(n);
+        }
+        if let Some(n) = self.config.write_consistency_factor {
+            create = create.write_consistency_factor(n);
+        }
+        self.call("create collection", move |c| {
+            let create = create.clone();
+            async move { c.create_collection(create).await }
+        })?;
+        for (field, kind) in [
+            ("label", FieldType::Keyword),
+            ("unit", FieldType::Keyword),
+            ("district", FieldType::Keyword),
+            ("time", FieldType::Integer),
+        ] {
+            let name = name.clone();
+            self.call("create index", move |c| {
+                let index = CreateFieldIndexCollectionBuilder::new(&name, field, kind).wait(true);
+                async move { c.create_field_index(index).await }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        format!(
+            "{} (collection {})",
+            self.config.url, self.config.collection
+        )
+    }
+
+    /// Runs one client call on the store's runtime, retrying transient failures with backoff.
+    fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: Fn(Qdrant) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, QdrantError>> + Send,
+    {
+        let client = self.client.clone();
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            let mut attempt = 1;
+            let result = loop {
+                match op(client.clone()).await {
+                    Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                        tracing::warn!("qdrant call failed ({e}); retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
+            let _ = reply.send(result);
+        });
+        match answer.recv() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if transient(&e) => Err(backend(
+                &self.config,
+                format!(
+                    "{what}: the Qdrant server does not answer after {ATTEMPTS} attempts ({e})"
+                ),
+            )),
+            Ok(Err(e)) => Err(backend(&self.config, format!("{what}: {e}"))),
+            Err(_) => Err(backend(&self.config, format!("{what}: the client stopped"))),
+        }
+    }
+
+    fn check_dim(&self, what: &str, vector: &[f32]) -> triage_core::Result<()> {
+        if vector.len() == self.dim {
+            return Ok(());
+        }
+        Err(triage_core::Error::InvalidInput(format!(
+            "{what} has {} dimensions, the store at {} holds {}-dimensional vectors",
+            vector.len(),
+            self.location(),
+            self.dim
+        )))
+    }
+}
+
+fn backend(config: &QdrantConfig, message: String) -> Error {
+    Error::Backend {
+        path: config.url.clone().into(),
+        message,
+    }
+}
+
+/// Worth another try: the server is (re)starting, electing a leader, or briefly overloaded.
+fn transient(error: &QdrantError) -> bool {
+    use tonic::Code;
+    match error {
+        QdrantError::ResponseError { status } => match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted => true,
+            // The client reports a refused connection (a node restarting) as Internal.
+            Code::Internal => status.message().starts_with("Failed to connect"),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn point_id(case_id: &str) -> PointId {
+    PointId::from(point_uuid(case_id).to_string())
+}
+
+fn to_payload(case: &Case) -> Payload {
+    Payload::try_from(serde_json::to_value(case).expect("a case serialises"))
+        .expect("a case serialises to an object")
+}
+
+fn from_payload(payload: HashMap<String, Value>) -> triage_core::Result<Case> {
+    serde_json::from_value(serde_json::Value::from(Payload::from(payload)))
+        .map_err(|e| triage_core::Error::Store(format!("a stored case does not parse: {e}")))
+}
+
+fn dense(vectors: Option<VectorsOutput>) -> Vec<f32> {
+    match vectors.and_then(|v| v.get_vector_by_name(VECTOR)) {
+        Some(vector_output::Vector::Dense(dense)) => dense.data,
+        _ => Vec::new(),
+    }
+}
+
+fn to_filter(f: &CaseFilter) -> Option<Filter> {
+    let mut must = Vec::new();
+    let mut must_not = Vec::new();
+    for (field, value) in [
+        ("label", &f.category),
+        ("unit", &f.unit),
+        ("district", &f.district),
+    ] {
+        if let Some(value) = value {
+            must.push(Condition::matches(field, value.clone()));
+        }
+    }
+    if f.time_from.is_some() || f.time_to.is_some() {
+        let range = Range {
+            gte: f.time_from.map(|t| t as f64),
+            lte: f.time_to.map(|t| t as f64),
+            ..Default::default()
+        };
+        must.push(Condition::range("time", range));
+    }
+    if f.labeled_only {
+        must_not.push(Condition::is_empty("label"));
+    }
+    if f.with_reply {
+        must_not.push(Condition::is_empty("reply"));
+    }
+    (!must.is_empty() || !must_not.is_empty()).then(|| Filter {
+        must,
+        must_not,
+        ..Default::default()
+    })
+}
+
+fn cursor(id: Option<PointId>) -> Option<String> {
+    match id?.point_id_options? {
+        PointIdOptions::Uuid(uuid) => Some(uuid),
+        PointIdOptions::Num(n) => Some(n.to_string()),
+    }
+}
+
+fn retrieved(point: RetrievedPoint) -> triage_core::Result<(Case, Vec<f32>)> {
+    Ok((from_payload(point.payload)?, dense(point.vectors)))
+}
+
+impl CaseStore for QdrantStore {
+    fn backend(&self) -> &str {
+        "qdrant"
+    }
+
+    fn upsert(&self, cases: &[(Case, Vec<f32>)]) -> triage_core::Result<()> {
+        if cases.is_empty() {
+            return Ok(());
+        }
+        for (case, vector) in cases {
+            self.check_dim(&format!("the vector of case {:?}", case.id), vector)?;
+        }
+        let points: Vec<PointStruct> = cases
+            .iter()
+            .map(|(case, vector)| {
+                let vectors = HashMap::from([(VECTOR.to_string(), vector.clone())]);
+                PointStruct::new(point_id(&case.id), vectors, to_payload(case))
+            })
+            .collect();
+        let name = self.config.collection.clone();
+        // Acknowledged only once the write is applied (wait) on a majority of replicas.
+        Ok(self.call("upsert", move |c| {
+            let upsert = UpsertPointsBuilder::new(&name, points.clone())
+                .wait(true)
+                .ordering(WriteOrdering {
+                    r#type: WriteOrderingType::Medium as i32,
+                });
+            async move { c.upsert_points(upsert).await.map(|_| ()) }
+        })?)
+    }
+
+    fn delete(&self, id: &str) -> triage_core::Result<bool> {
+        if self.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let name = self.config.collection.clone();
+        let ids = vec![point_id(id)];
+        self.call("delete", move |c| {
+            let delete = DeletePointsBuilder::new(&name)
+                .points(PointsIdsList { ids: ids.clone() })
+                .wait(true);
+            async move { c.delete_points(delete).await.map(|_| ()) }
+        })?;
+        Ok(true)
+    }
+
+    fn get(&self, id: &str) -> triage_core::Result<Option<Case>> {
+        let name = self.config.collection.clone();
+        let ids = vec![point_id(id)];
+        let found = self.call("get", move |c| {
+            let get = GetPointsBuilder::new(&name, ids.clone()).with_payload(true);
+            async move { c.get_points(get).await }
+        })?;
+        found
+            .result
+            .into_iter()
+            .next()
+            .map(|p| from_payload(p.payload))
+            .transpose()
+    }
+
+    fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: &CaseFilter,
+    ) -> triage_core::Result<Vec<Hit>> {
+        self.check_dim("the query vector", vector)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let name = self.config.collection.clone();
+        let (vector, filter) = (vector.to_vec(), to_filter(filter));
+        let found = self.call("search", move |c| {
+            let mut query = QueryPointsBuilder::new(&name)
+                .query(vector.clone())
+                .using(VECTOR)
+                .limit(k as u64)
+                .with_payload(true);
+            if let Some(filter) = filter.clone() {
+                query = query.filter(filter);
+            }
+            async move { c.query(query).await }
+        })?;
+        found
+            .result
+            .into_iter()
+            .map(|p| {
+                Ok(Hit {
+                    case: from_payload(p.payload)?,
+                    score: p.score,
+                })
+            })
+            .collect()
+    }
+
+    fn count(&self, filter: &CaseFilter) -> triage_core::Result<usize> {
+        let name = self.config.collection.clone();
+        let filter = to_filter(filter);
+        let counted = self.call("count", move |c| {
+            let mut count = CountPointsBuilder::new(&name).exact(true);
+            if let Some(filter) = filter.clone() {
+                count = count.filter(filter);
+            }
+            async move { c.count(count).await }
+        })?;
+        Ok(counted.result.map_or(0, |r| r.count as usize))
+    }
+
+    fn scroll(
+        &self,
+        filter: &CaseFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> triage_core::Result<Page> {
+        let name = self.config.collection.clone();
+        let filter = to_filter(filter);
+        let offset = after.map(|a| PointId::from(a.to_string()));
+        let page = self.call("scroll", move |c| {
+            let mut scroll = ScrollPointsBuilder::new(&name)
+                .limit(limit.max(1) as u32)
+                .with_payload(true)
+                .with_vectors(true);
+            if let Some(filter) = filter.clone() {
+                scroll = scroll.filter(filter);
+            }
+            if let Some(offset) = offset.clone() {
+                scroll = scroll.offset(offset);
+            }
+            async move { c.scroll(scroll).await }
+        })?;
+        Ok(Page {
+            next: cursor(page.next_page_offset),
+            cases: page
+                .result
+                .into_iter()
+                .map(retrieved)
+                .collect::<triage_core::Result<_>>()?,
+        })
+    }
+
+    /// The server builds its indexes itself as points arrive.
+    fn optimize(&self) -> triage_core::Result<()> {
+        Ok(())
+    }
+
+    fn health(&self) -> triage_core::Result<()> {
+        self.call("health check", |c| async move {
+            c.health_check().await.map(|_| ())
+        })?;
+        Ok(())
+    }
+}
