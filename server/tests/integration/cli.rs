@@ -272,3 +272,57 @@ fn options_come_from_a_configuration_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn store_migrate_copies_every_case_with_its_vector() {
+    let demo = demo();
+    let _guard = demo.lock();
+    let target = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let migrate = || {
+        let out = run_ok(
+            triage()
+                .arg("--data-dir")
+                .arg(work.path())
+                .args(["store", "migrate", "--batch", "100", "--from"])
+                .arg(format!("edge:{}", demo.dir.path().display()))
+                .arg("--to")
+                .arg(format!("edge:{}", target.path().display())),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = migrate();
+    let copied: usize = first
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(copied > 1000, "{first}");
+    assert!(
+        first.contains(&format!("source holds {copied}, destination {copied}")),
+        "{first}"
+    );
+    // Again: upserts by id, nothing doubles.
+    assert!(migrate().contains(&format!("destination {copied}")));
+
+    // The copy serves searches: the classifier trained on the original works against it.
+    std::fs::create_dir_all(target.path().join("classifier")).unwrap();
+    for entry in std::fs::read_dir(demo.dir.path().join("classifier")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            target.path().join("classifier").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let out = run_ok(triage().arg("--data-dir").arg(target.path()).args([
+        "classify",
+        "--no-draft",
+        "公交车不按站停靠",
+    ]));
+    let suggestion: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        suggestion["similar"].as_array().unwrap().len() >= 3,
+        "{suggestion}"
+    );
+}
