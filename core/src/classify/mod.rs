@@ -471,6 +471,9 @@ impl Classifier {
                 classifier.format
             )));
         }
+        if let Some(lexical) = &classifier.lexical {
+            lexical.featurizer.warm_up();
+        }
         Ok(classifier)
     }
 }

@@ -43,6 +43,14 @@ fn jieba() -> &'static jieba_rs::Jieba {
 const WORD_NAMESPACE: char = '\u{1}';
 
 impl NgramFeaturizer {
+    /// Loads the word segmenter now if this featurizer uses it, so the first complaint after
+    /// loading is not the one that waits for its dictionary.
+    pub fn warm_up(&self) {
+        if self.words {
+            jieba();
+        }
+    }
+
     /// Learns IDF weights from a corpus.
     pub fn fit(
         texts: &[&str],
