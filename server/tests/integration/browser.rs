@@ -27,6 +27,8 @@ struct Driver {
     process: Child,
     addr: String,
     session: String,
+    /// Chromium's profile, removed with the driver (chromedriver would leave one in /tmp).
+    _profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -59,6 +61,7 @@ impl Driver {
             process,
             addr: format!("127.0.0.1:{port}"),
             session: String::new(),
+            _profile: tempfile::tempdir().unwrap(),
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(&driver.addr).is_err() {
@@ -68,9 +71,14 @@ impl Driver {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| f.to_string()).collect();
+        args.push(format!(
+            "--user-data-dir={}",
+            driver._profile.path().display()
+        ));
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium(), "args": CHROMIUM_FLAGS},
+            "goog:chromeOptions": {"binary": chromium(), "args": args},
         }}});
         let (status, body) = http(&driver.addr, "POST", "/session", Some(&capabilities));
         assert_eq!(status, 200, "new session: {body}");
