@@ -58,6 +58,9 @@ pub struct QdrantStore {
     config: QdrantConfig,
     runtime: tokio::runtime::Runtime,
     dim: usize,
+    /// Qdrant's delete does not say whether the point existed, so a delete looks first; this
+    /// makes look-and-delete one step within the process (two replicas racing may both say yes).
+    deleting: std::sync::Mutex<()>,
 }
 
 impl QdrantStore {
@@ -82,6 +85,7 @@ impl QdrantStore {
             config,
             runtime,
             dim,
+            deleting: std::sync::Mutex::new(()),
         };
         store.ensure_collection()?;
         Ok(store)
@@ -343,6 +347,7 @@ impl CaseStore for QdrantStore {
     }
 
     fn delete(&self, id: &str) -> triage_core::Result<bool> {
+        let _one_at_a_time = self.deleting.lock().unwrap_or_else(|e| e.into_inner());
         if self.get(id)?.is_none() {
             return Ok(false);
         }
