@@ -2,6 +2,7 @@
 //!
 //!   store-tool write DIR DIM BATCH   upsert batches forever, printing "acked N" after each
 //!   store-tool bench DIR N [DATA]    upsert N cases in batches of 128, optimize, time searches
+//!   store-tool bench qdrant:URL N [DATA]   the same against a Qdrant server (collection bench-N-DATA)
 //!
 //! DATA is `random` (default: independent random unit vectors, the worst case for HNSW: every
 //! point is about as far as every other) or `subspace24` (random directions in a fixed random
@@ -21,7 +22,7 @@ use std::path::Path;
 use std::time::Instant;
 use triage_core::{CaseFilter, CaseStore};
 use triage_store::testsuite::{case, vector};
-use triage_store::EdgeStore;
+use triage_store::{EdgeStore, QdrantConfig, QdrantStore};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -32,7 +33,7 @@ fn main() {
             args[4].parse().unwrap(),
         ),
         Some("bench") => bench(
-            Path::new(&args[2]),
+            &args[2],
             args[3].parse().unwrap(),
             args.get(4).map_or("random", |s| s),
         ),
@@ -69,7 +70,7 @@ fn write(dir: &Path, dim: usize, batch: usize) {
     }
 }
 
-fn bench(dir: &Path, n: usize, data: &str) {
+fn bench(target: &str, n: usize, data: &str) {
     const DIM: usize = 384;
     let basis: Vec<Vec<f32>> = (0..24).map(|j| vector(DIM, 3_000_000_000 + j)).collect();
     let gen = |seed: u32| -> Vec<f32> {
@@ -87,7 +88,20 @@ fn bench(dir: &Path, n: usize, data: &str) {
             other => panic!("unknown DATA {other:?}: random or subspace24"),
         }
     };
-    let store = open(dir, DIM);
+    let store: Box<dyn CaseStore> = match target.strip_prefix("qdrant:") {
+        Some(url) => {
+            let config = QdrantConfig {
+                collection: format!("bench-{n}-{data}"),
+                ..QdrantConfig::new(url)
+            };
+            Box::new(QdrantStore::open(config, DIM).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(1)
+            }))
+        }
+        None => Box::new(open(Path::new(target), DIM)),
+    };
+    println!("store	backend	{}	name", store.backend());
     let started = Instant::now();
     for start in (0..n).step_by(128) {
         let cases: Vec<_> = (start..(start + 128).min(n))
@@ -171,7 +185,9 @@ fn bench(dir: &Path, n: usize, data: &str) {
         );
     }
     drop(store);
-    shard_numbers(&dir.join("store"), n);
+    if !target.starts_with("qdrant:") {
+        shard_numbers(&Path::new(target).join("store"), n);
+    }
 }
 
 /// What the `CaseStore` numbers cannot show: the flush each write pays, and the shard's layout.
