@@ -8,11 +8,12 @@
 
 use crate::{point_uuid, Error};
 use qdrant_client::qdrant::{
-    point_id::PointIdOptions, vector_output, vectors_config, Condition, CountPointsBuilder,
-    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance,
-    FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
-    Range, RetrievedPoint, ScrollPointsBuilder, UpsertPointsBuilder, Value, VectorParamsBuilder,
-    VectorsConfigBuilder, VectorsOutput, WriteOrdering, WriteOrderingType,
+    point_id::PointIdOptions, vector_output, vectors_config, CollectionStatus, Condition,
+    CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct,
+    PointsIdsList, QueryPointsBuilder, Range, RetrievedPoint, ScrollPointsBuilder,
+    UpsertPointsBuilder, Value, VectorParamsBuilder, VectorsConfigBuilder, VectorsOutput,
+    WriteOrdering, WriteOrderingType,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use std::time::Duration;
 use triage_core::{Case, CaseFilter, CaseStore, Hit, Page};
 
 const VECTOR: &str = "text";
+/// Longest wait for the server to finish indexing after a bulk load.
+const OPTIMIZE_WAIT: Duration = Duration::from_secs(600);
 /// Attempts of a call that fails for a transient reason (node down, leader election, timeout).
 const ATTEMPTS: u32 = 5;
 
@@ -457,9 +460,22 @@ impl CaseStore for QdrantStore {
         })
     }
 
-    /// The server builds its indexes itself as points arrive.
+    /// The server builds its indexes itself after a bulk load; this waits until it is done (the
+    /// collection is green again), so searches right after an import are at full speed.
     fn optimize(&self) -> triage_core::Result<()> {
-        Ok(())
+        let started = std::time::Instant::now();
+        loop {
+            let name = self.config.collection.clone();
+            let info = self.call("collection info", move |c| {
+                let name = name.clone();
+                async move { c.collection_info(name).await }
+            })?;
+            let status = info.result.map_or(0, |r| r.status);
+            if status == CollectionStatus::Green as i32 || started.elapsed() > OPTIMIZE_WAIT {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn health(&self) -> triage_core::Result<()> {
