@@ -87,7 +87,17 @@ impl From<triage_core::Error> for ApiError {
             E::NotFound(m) => Self::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             E::NotReady(m) => Self::not_ready(m),
-            e @ (E::Model(_) | E::Store(_) | E::Io { .. }) => Self::internal(e),
+            // A store that fails is usually one that does not answer (a Qdrant cluster down or
+            // failing over): 503 says "try again", the cause goes to the log.
+            E::Store(m) => {
+                tracing::error!("case store: {m}");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the case store failed or does not answer; try again shortly",
+                )
+            }
+            e @ (E::Model(_) | E::Io { .. }) => Self::internal(e),
             e => Self::internal(e),
         }
     }

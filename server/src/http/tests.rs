@@ -612,3 +612,13 @@ async fn batch_jobs_run_report_progress_and_keep_their_output() {
     let (_, all) = send(&state, "GET", "/v1/jobs", None, taker).await;
     assert_eq!(all.as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn a_failing_store_is_503_and_its_cause_stays_in_the_log() {
+    let error = ApiError::from(triage_core::Error::Store(
+        "store http://10.0.0.5:6334: search: connection refused".into(),
+    ));
+    assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error.error_type, "store_unavailable");
+    assert!(!error.message.contains("10.0.0.5"), "{}", error.message);
+}
