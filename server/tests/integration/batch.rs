@@ -60,19 +60,24 @@ fn killed_at_random_points_it_resumes_without_losing_or_repeating_a_line() {
     let bad: Vec<u64> = errors.iter().map(|e| e["line"].as_u64().unwrap()).collect();
     assert_eq!(bad, [11, 52, 93, 124], "{errors:?}");
 
-    // Kill -9 at pseudo-random moments (seeded: the same run every time), then finish.
+    // Kill -9 at pseudo-random points of the job (seeded: the same run every time), chosen by
+    // how far the output got rather than by time, so a fast machine cannot finish first.
     let killed = dir.path().join("killed.jsonl");
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut partial = Vec::new();
-    for _ in 0..4 {
+    for base in [10, 45, 85, 125] {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        let target = base + (seed % 25) as usize;
         let mut child = batch(&killed).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(1500 + seed % 2500));
+        let written = || std::fs::read_to_string(&killed).map_or(0, |t| t.lines().count());
+        while written() < target && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        partial.push(std::fs::read_to_string(&killed).map_or(0, |t| t.lines().count()));
+        partial.push(written());
     }
     assert!(
         partial.iter().any(|&n| n > 0 && n < 164),
