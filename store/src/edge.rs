@@ -180,15 +180,7 @@ impl EdgeStore {
 
     /// qdrant-edge's own message for a wrong length is a store error; it is the caller's input.
     fn check_dim(&self, what: &str, vector: &[f32]) -> triage_core::Result<()> {
-        if vector.len() == self.dim {
-            return Ok(());
-        }
-        Err(triage_core::Error::InvalidInput(format!(
-            "{what} has {} dimensions, the store at {} holds {}-dimensional vectors",
-            vector.len(),
-            self.path.display(),
-            self.dim
-        )))
+        crate::check_dim(self.dim, self.path.display(), what, vector)
     }
 }
 
@@ -288,29 +280,20 @@ fn dense(vector: Option<VectorStructInternal>) -> Vec<f32> {
 
 /// The filter in Qdrant's own JSON form (the REST API's), which its types deserialize.
 fn to_filter(f: &CaseFilter) -> Option<Filter> {
-    let mut must = Vec::new();
-    let mut must_not = Vec::new();
-    for (field, value) in [
-        ("label", &f.category),
-        ("unit", &f.unit),
-        ("district", &f.district),
-    ] {
-        if let Some(value) = value {
-            must.push(json!({"key": field, "match": {"value": value}}));
-        }
+    let c = crate::PayloadConditions::of(f)?;
+    let mut must: Vec<_> = c
+        .matches
+        .iter()
+        .map(|(field, value)| json!({"key": field, "match": {"value": value}}))
+        .collect();
+    if let Some((gte, lte)) = c.time {
+        must.push(json!({"key": "time", "range": {"gte": gte, "lte": lte}}));
     }
-    if f.time_from.is_some() || f.time_to.is_some() {
-        must.push(json!({"key": "time", "range": {"gte": f.time_from, "lte": f.time_to}}));
-    }
-    if f.labeled_only {
-        must_not.push(json!({"is_empty": {"key": "label"}}));
-    }
-    if f.with_reply {
-        must_not.push(json!({"is_empty": {"key": "reply"}}));
-    }
-    if must.is_empty() && must_not.is_empty() {
-        return None;
-    }
+    let must_not: Vec<_> = c
+        .present
+        .iter()
+        .map(|field| json!({"is_empty": {"key": field}}))
+        .collect();
     let filter = json!({"must": must, "must_not": must_not});
     Some(serde_json::from_value(filter).expect("a well-formed Qdrant filter"))
 }

@@ -217,15 +217,7 @@ impl QdrantStore {
     }
 
     fn check_dim(&self, what: &str, vector: &[f32]) -> triage_core::Result<()> {
-        if vector.len() == self.dim {
-            return Ok(());
-        }
-        Err(triage_core::Error::InvalidInput(format!(
-            "{what} has {} dimensions, the store at {} holds {}-dimensional vectors",
-            vector.len(),
-            self.location(),
-            self.dim
-        )))
+        crate::check_dim(self.dim, self.location(), what, vector)
     }
 }
 
@@ -275,32 +267,22 @@ fn dense(vectors: Option<VectorsOutput>) -> Vec<f32> {
 }
 
 fn to_filter(f: &CaseFilter) -> Option<Filter> {
-    let mut must = Vec::new();
-    let mut must_not = Vec::new();
-    for (field, value) in [
-        ("label", &f.category),
-        ("unit", &f.unit),
-        ("district", &f.district),
-    ] {
-        if let Some(value) = value {
-            must.push(Condition::matches(field, value.clone()));
-        }
-    }
-    if f.time_from.is_some() || f.time_to.is_some() {
+    let c = crate::PayloadConditions::of(f)?;
+    let mut must: Vec<_> = c
+        .matches
+        .iter()
+        .map(|(field, value)| Condition::matches(*field, value.to_string()))
+        .collect();
+    if let Some((gte, lte)) = c.time {
         let range = Range {
-            gte: f.time_from.map(|t| t as f64),
-            lte: f.time_to.map(|t| t as f64),
+            gte: gte.map(|t| t as f64),
+            lte: lte.map(|t| t as f64),
             ..Default::default()
         };
         must.push(Condition::range("time", range));
     }
-    if f.labeled_only {
-        must_not.push(Condition::is_empty("label"));
-    }
-    if f.with_reply {
-        must_not.push(Condition::is_empty("reply"));
-    }
-    (!must.is_empty() || !must_not.is_empty()).then(|| Filter {
+    let must_not = c.present.iter().map(|f| Condition::is_empty(*f)).collect();
+    Some(Filter {
         must,
         must_not,
         ..Default::default()
