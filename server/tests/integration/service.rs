@@ -138,6 +138,25 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     server
 }
 
+/// A call-taker's correction is stored as a labeled case and is the best hit of the next search.
+fn feedback_is_found_by_the_next_search(addr: &str, case_id: &str) {
+    let feedback = json!({"text": "校车司机超速驾驶，孩子们很危险", "category": "教育文体", "case_id": case_id, "suggested_category": "交通运输"});
+    let (status, body) = http(addr, "POST", "/v1/feedback", Some(&feedback));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/search",
+        Some(&json!({"text": "校车司机超速", "k": 3, "filter": {"category": "教育文体"}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let found: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        found["results"][0]["id"], case_id,
+        "feedback shows up in the next search: {found}"
+    );
+}
+
 #[test]
 fn import_triage_feedback_search_over_http() {
     let demo = demo();
@@ -163,21 +182,7 @@ fn import_triage_feedback_search_over_http() {
         "the case just added is the nearest: {s}"
     );
 
-    let feedback = json!({"text": "校车司机超速驾驶，孩子们很危险", "category": "教育文体", "case_id": "fb-http", "suggested_category": "交通运输"});
-    let (status, body) = http(addr, "POST", "/v1/feedback", Some(&feedback));
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = http(
-        addr,
-        "POST",
-        "/v1/search",
-        Some(&json!({"text": "校车司机超速", "k": 3, "filter": {"category": "教育文体"}})),
-    );
-    assert_eq!(status, 200, "{body}");
-    let found: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        found["results"][0]["id"], "fb-http",
-        "feedback shows up in the next search: {found}"
-    );
+    feedback_is_found_by_the_next_search(addr, "fb-http");
 
     // The streamed route sends the routing first, then the draft token by token.
     let (status, body) = http(
@@ -341,16 +346,5 @@ fn import_triage_feedback_search_on_a_qdrant_server() {
     assert_eq!(s["categories"][0]["id"], "交通运输", "{s}");
     assert!(s["similar"].as_array().unwrap().len() >= 3, "{s}");
 
-    let feedback = json!({"text": "校车司机超速驾驶，孩子们很危险", "category": "教育文体", "case_id": "fb-qdrant"});
-    let (status, body) = http(addr, "POST", "/v1/feedback", Some(&feedback));
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = http(
-        addr,
-        "POST",
-        "/v1/search",
-        Some(&json!({"text": "校车司机超速", "k": 3, "filter": {"category": "教育文体"}})),
-    );
-    assert_eq!(status, 200, "{body}");
-    let found: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(found["results"][0]["id"], "fb-qdrant", "{found}");
+    feedback_is_found_by_the_next_search(addr, "fb-qdrant");
 }
