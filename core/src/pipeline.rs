@@ -179,9 +179,13 @@ pub struct Suggestion {
     pub timings_ms: BTreeMap<String, f64>,
 }
 
-/// What the draft stage needs from the analysis stage.
+/// What the draft stage needs from the analysis stage. The prompt (and the search for past
+/// replies it quotes) is built only when a draft is written, so routing alone does not pay for it.
 pub struct DraftContext {
-    prompt: String,
+    full: String,
+    vector: Vec<f32>,
+    category: Option<String>,
+    unit: Option<String>,
 }
 
 pub struct Pipeline {
@@ -346,9 +350,12 @@ impl Pipeline {
         let duplicate = self.duplicate(&similar, district.as_deref(), complaint.time);
         lap("units", &mut timings);
 
-        let prompt = self.reply_prompt(&full, &vector, &categories, &units)?;
-        lap("draft_context", &mut timings);
-
+        let context = DraftContext {
+            full,
+            vector,
+            category: categories.first().map(|c| c.name.clone()),
+            unit: units.first().map(|u| u.name.clone()),
+        };
         let suggestion = Suggestion {
             abstain: confidence < classifier.threshold,
             threshold: classifier.threshold,
@@ -362,7 +369,7 @@ impl Pipeline {
             classifier_version: classifier.version.clone(),
             timings_ms: timings,
         };
-        Ok((suggestion, DraftContext { prompt }))
+        Ok((suggestion, context))
     }
 
     /// The `k` most similar stored cases other than the complaint itself.
@@ -444,8 +451,8 @@ impl Pipeline {
             emitted += piece.chars().count();
             (piece.is_empty() || on_text(&pii::mask(piece))) && emitted < max_chars
         };
-        let generation =
-            generator.generate(&context.prompt, &self.config.draft.params, &mut forward)?;
+        let prompt = self.reply_prompt(context)?;
+        let generation = generator.generate(&prompt, &self.config.draft.params, &mut forward)?;
         Ok(postprocess_draft(&generation.text, max_chars))
     }
 
@@ -527,20 +534,15 @@ impl Pipeline {
         }
     }
 
-    fn reply_prompt(
-        &self,
-        full: &str,
-        vector: &[f32],
-        categories: &[CategoryScore],
-        units: &[UnitSuggestion],
-    ) -> Result<String> {
+    fn reply_prompt(&self, context: &DraftContext) -> Result<String> {
         let draft = &self.config.draft;
         let with_reply = CaseFilter {
             with_reply: true,
             ..Default::default()
         };
         let examples: Vec<_> = if self.generator.is_some() && draft.examples > 0 {
-            self.store.search(vector, draft.examples, &with_reply)?
+            self.store
+                .search(&context.vector, draft.examples, &with_reply)?
         } else {
             Vec::new()
         };
@@ -560,9 +562,9 @@ impl Pipeline {
         self.prompts.render(
             "reply.jinja",
             minijinja::context! {
-                complaint => pii::mask(text::truncate_chars(full, draft.complaint_chars)),
-                category => categories.first().map(|c| c.name.clone()),
-                unit => units.first().map(|u| u.name.clone()),
+                complaint => pii::mask(text::truncate_chars(&context.full, draft.complaint_chars)),
+                category => context.category,
+                unit => context.unit,
                 examples => examples,
             },
         )

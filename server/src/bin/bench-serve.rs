@@ -29,7 +29,7 @@ struct Args {
     /// Complaint lengths in characters
     #[arg(long, value_delimiter = ',', default_value = "60,400")]
     chars: Vec<usize>,
-    /// Clients for the overload run (beyond the server's queue depth)
+    /// Clients for the overload run, beyond the server's queue depth (0 skips it)
     #[arg(long, default_value_t = 64)]
     overload: usize,
     /// Streamed requests for the time to first draft token (0 skips it)
@@ -53,8 +53,10 @@ fn main() -> Result<()> {
             report(&args, &bodies, clients, chars);
         }
     }
-    let bodies = bodies(&args.texts, args.chars[0])?;
-    report(&args, &bodies, args.overload, args.chars[0]);
+    if args.overload > 0 {
+        let bodies = bodies(&args.texts, args.chars[0])?;
+        report(&args, &bodies, args.overload, args.chars[0]);
+    }
     if args.ttft > 0 {
         time_to_first_token(&args)?;
     }
