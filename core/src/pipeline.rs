@@ -67,7 +67,7 @@ impl Default for DraftConfig {
                 temperature: 0.0,
                 top_p: 0.9,
                 seed: 42,
-                stop: vec!["###".into(), "\n\n\n".into(), "来信".into()],
+                stop: vec!["###".into(), "\n\n\n".into(), "\n来信".into()],
                 repeat_penalty: 1.2,
             },
         }
@@ -613,7 +613,20 @@ fn cut_repetition(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::postprocess_draft;
+    use super::{postprocess_draft, DraftConfig};
+
+    #[test]
+    fn stop_strings_end_sections_not_ordinary_replies() {
+        // "来信" alone as a stop string cut every "您的来信已收悉" after four characters.
+        let stops = DraftConfig::default().params.stop;
+        let reply = "您好！您的来信已收悉。经核实，来信反映的问题已转交区城管局处理。";
+        assert!(
+            stops.iter().all(|s| !reply.contains(s.as_str())),
+            "{stops:?}"
+        );
+        let next_section = "已转交处理。\n### 来信\n另一封";
+        assert!(stops.iter().any(|s| next_section.contains(s.as_str())));
+    }
 
     #[test]
     fn loops_are_cut_at_the_first_repeat() {

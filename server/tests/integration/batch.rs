@@ -216,3 +216,43 @@ fn write_back_stores_predictions_and_never_touches_labels() {
     let record = after.iter().find(|r| r["id"] == id.as_str()).unwrap();
     assert_eq!(record["label"], "教育文体");
 }
+
+#[test]
+fn drafts_are_written_per_line_and_refused_in_fast_mode() {
+    let demo = demo();
+    let _guard = demo.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(repo().join("data/sample/cases.jsonl")).unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        sample.lines().take(3).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let output = dir.path().join("out.jsonl");
+    run_ok(
+        demo.cmd()
+            .args(["batch", "--draft", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output),
+    );
+    let records = lines(&output);
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        let draft = r["draft"].as_str().unwrap_or_default();
+        assert!(!draft.trim().is_empty(), "a draft on every line: {r}");
+        assert!(!draft.contains("###"), "{draft}");
+    }
+
+    let fast = demo
+        .cmd()
+        .args(["batch", "--draft", "--fast", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("fast.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!fast.status.success());
+    assert!(String::from_utf8_lossy(&fast.stderr).contains("drafts need the LLM"));
+}
