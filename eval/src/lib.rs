@@ -159,7 +159,7 @@ fn markdown(r: &Report) -> String {
     if let Some(cv) = &r.cv {
         let _ = writeln!(
             md,
-            "\n## Cross-validation ({} folds)\n\nMean ± standard deviation over the folds; the tables below describe the first fold.\n\n| metric | mean | std |\n|---|---|---|",
+            "\n## Cross-validation ({} folds)\n\nMean ± standard deviation over the folds; the tables below pool every fold's held-out predictions.\n\n| metric | mean | std |\n|---|---|---|",
             cv["k"]
         );
         for key in [

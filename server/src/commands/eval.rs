@@ -125,7 +125,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     let mut report = if args.current {
         let pipeline = global.pipeline(false)?;
         meta["mode"] = "store".into();
-        evaluate(&pipeline, &test, &test_vectors, skipped, meta)?
+        predict(&pipeline, &test, &test_vectors)?.report(skipped, meta)
     } else if let Some(k) = args.cv {
         if k < 2 {
             bail!("--cv needs at least 2 folds");
@@ -147,7 +147,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
                 .collect()
         };
         let folds = stratified_folds(&gold, k, args.seed);
-        let mut reports = Vec::new();
+        let mut folds_predicted = Vec::new();
         for fold in 0..k {
             let train: Vec<(Case, Vec<f32>)> = (0..test.len())
                 .filter(|&i| folds[i] != fold)
@@ -163,22 +163,11 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
             let fold_queries: Vec<Vec<f32>> =
                 held.iter().map(|&i| test_vectors[i].clone()).collect();
             let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &train)?;
-            let r = evaluate(
-                &pipeline,
-                &fold_cases,
-                &fold_queries,
-                Vec::new(),
-                meta.clone(),
-            )?;
-            eprintln!(
-                "fold {}/{k}: accuracy {:.4}, macro-F1 {:.4}",
-                fold + 1,
-                r.accuracy,
-                r.macro_f1
-            );
-            reports.push(r);
+            let predictions = predict(&pipeline, &fold_cases, &fold_queries)?;
+            eprintln!("fold {}/{k} predicted", fold + 1);
+            folds_predicted.push(predictions);
         }
-        combine_folds(reports, skipped, meta)
+        combine_folds(folds_predicted, skipped, meta)
     } else {
         let mut train = Vec::new();
         for path in &args.train {
@@ -211,7 +200,7 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
         let (_dir, pipeline) = fresh_pipeline(global, embedder.clone(), &cases)?;
         let c = pipeline.classifier().expect("trained");
         meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
-        evaluate(&pipeline, &test, &test_vectors, skipped, meta)?
+        predict(&pipeline, &test, &test_vectors)?.report(skipped, meta)
     };
     report.meta["seconds"] = started.elapsed().as_secs_f64().into();
     if args.baseline {
@@ -269,13 +258,30 @@ fn fresh_pipeline(
     Ok((dir, pipeline))
 }
 
-fn evaluate(
-    pipeline: &Pipeline,
-    test: &[Labeled],
-    queries: &[Vec<f32>],
-    skipped: Vec<Skipped>,
-    meta: serde_json::Value,
-) -> Result<Report> {
+/// The pipeline's predictions for labeled complaints, before they are scored.
+struct Predictions {
+    records: Vec<EvalRecord>,
+    /// Gold labels the classifier was never trained on, with counts.
+    unknown: BTreeMap<String, usize>,
+    seconds: f64,
+    threshold: f64,
+}
+
+impl Predictions {
+    fn report(self, skipped: Vec<Skipped>, meta: serde_json::Value) -> Report {
+        build_report(
+            &self.records,
+            "ensemble",
+            Some(self.threshold),
+            self.seconds,
+            skipped,
+            self.unknown,
+            meta,
+        )
+    }
+}
+
+fn predict(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>]) -> Result<Predictions> {
     let classifier = pipeline
         .classifier()
         .context("no classifier: run `triage train`")?;
@@ -326,40 +332,67 @@ fn evaluate(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(build_report(
-        &records,
-        "ensemble",
-        Some(classifier.threshold as f64),
-        seconds,
-        skipped,
+    Ok(Predictions {
+        records,
         unknown,
-        meta,
-    ))
+        seconds: started.elapsed().as_secs_f64(),
+        threshold: classifier.threshold as f64,
+    })
 }
 
-/// Mean ± std of the folds' headline numbers in `cv`; the rest of the report (per class, per method,
-/// charts) describes the first fold.
-fn combine_folds(reports: Vec<Report>, skipped: Vec<Skipped>, meta: serde_json::Value) -> Report {
+/// One report over the pooled out-of-fold predictions (every case predicted once, by a model that
+/// never saw it), with each fold's headline numbers and their mean ± std in `cv`. The pooled
+/// report's threshold is the folds' mean.
+fn combine_folds(
+    folds: Vec<Predictions>,
+    skipped: Vec<Skipped>,
+    meta: serde_json::Value,
+) -> Report {
+    let k = folds.len();
+    let per_fold: Vec<Report> = folds
+        .iter()
+        .map(|f| {
+            build_report(
+                &f.records,
+                "ensemble",
+                Some(f.threshold),
+                f.seconds,
+                Vec::new(),
+                f.unknown.clone(),
+                serde_json::Value::Null,
+            )
+        })
+        .collect();
     let stat = |f: &dyn Fn(&Report) -> f64| {
-        let v: Vec<f64> = reports.iter().map(f).collect();
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        let v: Vec<f64> = per_fold.iter().map(f).collect();
+        let mean = v.iter().sum::<f64>() / k as f64;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / k as f64).sqrt();
         serde_json::json!({"mean": mean, "std": std, "folds": v})
     };
     let cv = serde_json::json!({
-        "k": reports.len(),
+        "k": k,
         "accuracy": stat(&|r| r.accuracy),
         "macro_f1": stat(&|r| r.macro_f1),
         "weighted_f1": stat(&|r| r.weighted_f1),
         "top3_accuracy": stat(&|r| r.top3_accuracy),
         "ece": stat(&|r| r.ece),
     });
-    let mut first = reports.into_iter().next().expect("k >= 2");
-    first.cv = Some(cv);
-    first.skipped = skipped;
-    first.meta = meta;
-    first
+    let mut pooled = Predictions {
+        records: Vec::new(),
+        unknown: BTreeMap::new(),
+        seconds: 0.0,
+        threshold: folds.iter().map(|f| f.threshold).sum::<f64>() / k as f64,
+    };
+    for fold in folds {
+        pooled.records.extend(fold.records);
+        pooled.seconds += fold.seconds;
+        for (label, n) in fold.unknown {
+            *pooled.unknown.entry(label).or_default() += n;
+        }
+    }
+    let mut report = pooled.report(skipped, meta);
+    report.cv = Some(cv);
+    report
 }
 
 fn run_baseline(train: &[PathBuf], test: &Path, cv: Option<usize>) -> Option<serde_json::Value> {

@@ -4,6 +4,7 @@
 mod batch;
 mod browser;
 mod cli;
+mod eval;
 mod service;
 
 use std::path::{Path, PathBuf};
