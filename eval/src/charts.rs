@@ -139,17 +139,43 @@ pub fn reliability_diagram(report: &Report) -> String {
     let mut svg = open(left + w + 200, top + h + 60, "Reliability diagram");
     axes(&mut svg, left, top, w, h, "confidence", "accuracy");
     let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{top}\" stroke=\"#999\" stroke-dasharray=\"4 4\"/>", top + h, left + w);
+    let frame = Frame { left, top, w, h };
     for (k, (name, m)) in report.methods.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let points: Vec<String> = m
+        let points = m
             .reliability
             .iter()
             .filter(|b| b.count > 0)
-            .map(|b| {
+            .map(|b| (b.mean_confidence, b.accuracy));
+        frame.series(&mut svg, k, points, &format!("{name} (ECE {:.3})", m.ece));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The plotting area of a line chart, in pixels.
+struct Frame {
+    left: u32,
+    top: u32,
+    w: u32,
+    h: u32,
+}
+
+impl Frame {
+    /// Method `k`'s line through (x, y) points in [0, 1]², with its legend entry.
+    fn series(
+        &self,
+        svg: &mut String,
+        k: usize,
+        points: impl Iterator<Item = (f64, f64)>,
+        label: &str,
+    ) {
+        let color = COLORS[k % COLORS.len()];
+        let points: Vec<String> = points
+            .map(|(x, y)| {
                 format!(
                     "{:.1},{:.1}",
-                    left as f64 + b.mean_confidence * w as f64,
-                    (top + h) as f64 - b.accuracy * h as f64
+                    self.left as f64 + x * self.w as f64,
+                    (self.top + self.h) as f64 - y * self.h as f64
                 )
             })
             .collect();
@@ -159,15 +185,13 @@ pub fn reliability_diagram(report: &Report) -> String {
             points.join(" ")
         );
         legend(
-            &mut svg,
-            left + w + 16,
-            top + 10 + 18 * k as u32,
+            svg,
+            self.left + self.w + 16,
+            self.top + 10 + 18 * k as u32,
             color,
-            &format!("{name} (ECE {:.3})", m.ece),
+            label,
         );
     }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 fn legend(svg: &mut String, x: u32, y: u32, color: &str, text: &str) {
@@ -197,31 +221,9 @@ pub fn coverage_curve(report: &Report) -> String {
         "coverage (share auto-routed)",
         "accuracy of routed cases",
     );
+    let frame = Frame { left, top, w, h };
     for (k, (name, m)) in report.methods.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let points: Vec<String> = m
-            .coverage_curve
-            .iter()
-            .map(|(c, a)| {
-                format!(
-                    "{:.1},{:.1}",
-                    left as f64 + c * w as f64,
-                    (top + h) as f64 - a * h as f64
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            svg,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
-            points.join(" ")
-        );
-        legend(
-            &mut svg,
-            left + w + 16,
-            top + 10 + 18 * k as u32,
-            color,
-            name,
-        );
+        frame.series(&mut svg, k, m.coverage_curve.iter().copied(), name);
     }
     svg.push_str("</svg>\n");
     svg
