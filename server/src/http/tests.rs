@@ -446,6 +446,45 @@ async fn sheds_load_with_retry_after() {
         .contains("triage_shed_requests_total 1"));
 }
 
+#[tokio::test]
+async fn a_request_past_the_time_limit_gets_504_in_the_shared_error_shape() {
+    let limits = Limits {
+        request_timeout: std::time::Duration::from_millis(50),
+        workers: 1,
+        ..Default::default()
+    };
+    let state = ready_state(HashMap::new(), limits);
+    // The model worker is busy past the limit: the request waits for it and runs out of time.
+    let mut busy = Vec::new();
+    for _ in 0..state.limits.workers {
+        let state = state.clone();
+        busy.push(tokio::spawn(async move {
+            state
+                .run_model(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/triage",
+        Some(r#"{"text": "公交车不停站", "draft": false}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error_type"], "timeout");
+    assert!(body["error"].is_string());
+    for job in busy {
+        job.await.unwrap().unwrap();
+    }
+    assert!(state.metrics.render().contains("status=\"504\""));
+}
+
 /// GeoReport v2 field lists (https://wiki.open311.org/GeoReport_v2) and a client's request sequence.
 #[tokio::test]
 async fn open311_conformance() {
