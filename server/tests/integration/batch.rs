@@ -241,7 +241,7 @@ fn drafts_are_written_per_line_and_refused_in_fast_mode() {
     assert_eq!(records.len(), 3);
     for r in &records {
         let draft = r["draft"].as_str().unwrap_or_default();
-        assert!(!draft.trim().is_empty(), "a draft on every line: {r}");
+        assert!(draft.chars().count() > 10, "a draft on every line: {r}");
         assert!(!draft.contains("###"), "{draft}");
     }
 
