@@ -96,6 +96,10 @@ pub struct GlobalArgs {
     /// Copies that must confirm a write before it is acknowledged
     #[arg(long, env = "TRIAGE_QDRANT_WRITE_CONSISTENCY", global = true)]
     pub qdrant_write_consistency: Option<u32>,
+    /// Shard a new collection by district: one custom shard key per district, each with
+    /// --qdrant-shards shards and --qdrant-replication copies
+    #[arg(long, env = "TRIAGE_QDRANT_SHARD_BY_DISTRICT", global = true)]
+    pub qdrant_shard_by_district: bool,
     /// Log filter, e.g. `info` or `triage=debug`
     #[arg(
         long,
@@ -192,6 +196,7 @@ impl GlobalArgs {
             shard_number: self.qdrant_shards,
             replication_factor: self.qdrant_replication,
             write_consistency_factor: self.qdrant_write_consistency,
+            shard_by_district: self.qdrant_shard_by_district,
             ..triage_store::QdrantConfig::new(url)
         };
         Ok(Arc::new(triage_store::QdrantStore::open(config, dim)?))

@@ -73,6 +73,44 @@ pub fn crud(store: &dyn CaseStore, dim: usize) {
     assert_eq!(store.count(&CaseFilter::default()).unwrap(), 0);
 }
 
+/// A case moved to another district (a corrected address) exists once, under the new district
+/// only: the Qdrant backend sharded by district keeps it under one shard key.
+pub fn district_change(store: &dyn CaseStore, dim: usize) {
+    let in_district = |d: &str| CaseFilter {
+        district: Some(d.into()),
+        ..Default::default()
+    };
+    let before = case("moved", Some("城乡建设"), Some("A2区"), None);
+    let mut after = before.clone();
+    after.district = Some("A3区".into());
+    let nowhere = case("nowhere", Some("城乡建设"), None, None);
+    store
+        .upsert(&[(before, vector(dim, 7)), (nowhere.clone(), vector(dim, 8))])
+        .unwrap();
+    assert_eq!(store.count(&in_district("A2区")).unwrap(), 1);
+    store.upsert(&[(after.clone(), vector(dim, 7))]).unwrap();
+    assert_eq!(store.count(&CaseFilter::default()).unwrap(), 2);
+    assert_eq!(store.count(&in_district("A2区")).unwrap(), 0);
+    let hits = store
+        .search(&vector(dim, 7), 5, &in_district("A3区"))
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].case, after);
+    let all = store
+        .search(&vector(dim, 7), 5, &CaseFilter::default())
+        .unwrap();
+    assert_eq!(all.iter().filter(|h| h.case.id == "moved").count(), 1);
+    // And back to no district at all.
+    let mut none = after;
+    none.district = None;
+    store.upsert(&[(none.clone(), vector(dim, 7))]).unwrap();
+    assert_eq!(store.count(&CaseFilter::default()).unwrap(), 2);
+    assert_eq!(store.get("moved").unwrap(), Some(none));
+    assert!(store.delete("moved").unwrap());
+    assert!(store.delete("nowhere").unwrap());
+    assert_eq!(store.count(&CaseFilter::default()).unwrap(), 0);
+}
+
 /// Nearest first, filters on every field, count and scroll agree.
 pub fn search_and_filters(store: &dyn CaseStore, dim: usize) {
     let mut rows = Vec::new();

@@ -138,13 +138,14 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     server
 }
 
-/// A call-taker's correction is stored as a labeled case and is the best hit of the next search.
-fn feedback_is_found_by_the_next_search(addr: &str, case_id: &str) {
+/// A call-taker's correction is stored as a labeled case and is the best hit of the next search,
+/// also when the search goes to another replica of the service.
+fn feedback_is_found_by_the_next_search(feedback_addr: &str, search_addr: &str, case_id: &str) {
     let feedback = json!({"text": "校车司机超速驾驶，孩子们很危险", "category": "教育文体", "case_id": case_id, "suggested_category": "交通运输"});
-    let (status, body) = http(addr, "POST", "/v1/feedback", Some(&feedback));
+    let (status, body) = http(feedback_addr, "POST", "/v1/feedback", Some(&feedback));
     assert_eq!(status, 201, "{body}");
     let (status, body) = http(
-        addr,
+        search_addr,
         "POST",
         "/v1/search",
         Some(&json!({"text": "校车司机超速", "k": 3, "filter": {"category": "教育文体"}})),
@@ -182,7 +183,7 @@ fn import_triage_feedback_search_over_http() {
         "the case just added is the nearest: {s}"
     );
 
-    feedback_is_found_by_the_next_search(addr, "fb-http");
+    feedback_is_found_by_the_next_search(addr, addr, "fb-http");
 
     // The streamed route sends the routing first, then the draft token by token.
     let (status, body) = http(
@@ -304,33 +305,8 @@ fn import_triage_feedback_search_on_a_qdrant_server() {
         eprintln!("QDRANT_URL is not set: nothing run against a Qdrant server");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let collection = format!(
-        "triage-service-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let store = [
-        "--store",
-        "qdrant",
-        "--qdrant-url",
-        url.as_str(),
-        "--qdrant-collection",
-        collection.as_str(),
-    ];
-    let sample = super::repo().join("data/sample/cases.jsonl");
-    let cli = || {
-        let mut cmd = super::triage();
-        cmd.arg("--data-dir").arg(dir.path()).args(store);
-        cmd
-    };
-    super::run_ok(cli().arg("import").arg(&sample));
-    super::run_ok(cli().arg("train"));
-    let mut extra = vec!["--no-draft"];
-    extra.extend(store);
-    let server = start(dir.path(), &extra);
+    let deployment = QdrantDeployment::new(&url, "service");
+    let server = deployment.serve();
     let addr = server.addr.as_str();
     let (_, info) = http(addr, "GET", "/info", None);
     assert!(info.contains("\"backend\":\"qdrant\""), "{info}");
@@ -346,5 +322,90 @@ fn import_triage_feedback_search_on_a_qdrant_server() {
     assert_eq!(s["categories"][0]["id"], "交通运输", "{s}");
     assert!(s["similar"].as_array().unwrap().len() >= 3, "{s}");
 
-    feedback_is_found_by_the_next_search(addr, "fb-qdrant");
+    feedback_is_found_by_the_next_search(addr, addr, "fb-qdrant");
+}
+
+/// A data directory (for the classifier) and a fresh collection on a Qdrant server, with the
+/// shipped sample imported and a classifier trained.
+struct QdrantDeployment {
+    dir: tempfile::TempDir,
+    store: Vec<String>,
+}
+
+impl QdrantDeployment {
+    fn new(url: &str, name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let store = [
+            "--store",
+            "qdrant",
+            "--qdrant-url",
+            url,
+            "--qdrant-collection",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("triage-{name}-{nanos}")])
+        .collect();
+        let deployment = Self {
+            dir: tempfile::tempdir().unwrap(),
+            store,
+        };
+        let sample = super::repo().join("data/sample/cases.jsonl");
+        super::run_ok(deployment.cli().arg("import").arg(&sample));
+        super::run_ok(deployment.cli().arg("train"));
+        deployment
+    }
+
+    fn cli(&self) -> std::process::Command {
+        let mut cmd = super::triage();
+        cmd.arg("--data-dir").arg(self.dir.path()).args(&self.store);
+        cmd
+    }
+
+    /// One more replica of the service on this deployment.
+    fn serve(&self) -> Server {
+        let mut extra = vec!["--no-draft"];
+        extra.extend(self.store.iter().map(String::as_str));
+        start(self.dir.path(), &extra)
+    }
+}
+
+fn classifier_version(addr: &str) -> String {
+    let (_, info) = http(addr, "GET", "/info", None);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    info["classifier"]["version"].as_str().unwrap().to_string()
+}
+
+/// Two replicas behind one (imagined) load balancer share nothing but the Qdrant collection and
+/// the classifier directory: feedback taken by one is found by the other's search, and a
+/// classifier trained while both run is picked up by both.
+#[test]
+fn replicas_on_a_qdrant_server_share_feedback_and_follow_a_new_classifier() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("QDRANT_URL is not set: nothing run against a Qdrant server");
+        return;
+    };
+    let deployment = QdrantDeployment::new(&url, "replicas");
+    let (a, b) = (deployment.serve(), deployment.serve());
+    feedback_is_found_by_the_next_search(&a.addr, &b.addr, "fb-replica-a");
+
+    let first = classifier_version(&b.addr);
+    assert_eq!(classifier_version(&a.addr), first);
+    // The feedback is a labeled case now: a new training run includes it.
+    super::run_ok(deployment.cli().arg("train"));
+    let started = Instant::now();
+    for replica in [&a, &b] {
+        while classifier_version(&replica.addr) == first {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "replica {} still serves classifier {first}",
+                replica.addr
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    assert_eq!(classifier_version(&a.addr), classifier_version(&b.addr));
 }

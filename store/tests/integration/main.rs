@@ -132,6 +132,12 @@ fn suite_scroll_order_and_combined_filters() {
 }
 
 #[test]
+fn suite_district_change() {
+    let dir = tempfile::tempdir().unwrap();
+    testsuite::district_change(&EdgeStore::open(dir.path(), DIM).unwrap(), DIM);
+}
+
+#[test]
 fn suite_concurrent_use() {
     let dir = tempfile::tempdir().unwrap();
     let store: std::sync::Arc<dyn CaseStore> =

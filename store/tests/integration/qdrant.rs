@@ -1,23 +1,46 @@
 //! The same suite against a Qdrant server, when `QDRANT_URL` names one (e.g. `http://127.0.0.1:6334`;
 //! `scripts/qdrant-tests.sh` starts a local server from `QDRANT_BIN` and runs these). Without it each
-//! test says it did nothing: the embedded backend's run of the suite is in `main.rs`.
+//! test says it did nothing: the embedded backend's run of the suite is in `main.rs`. QDRANT_SHARDS
+//! and QDRANT_REPLICATION set the layout (`scripts/qdrant-cluster-test.sh` runs them on 3 nodes).
 
 use std::time::{Duration, Instant};
+use triage_core::CaseStore;
 use triage_store::{testsuite, QdrantConfig, QdrantStore};
 
 const DIM: usize = 384;
 
-/// A fresh collection on the server named by QDRANT_URL, or None (and a note) without one.
-fn server(test: &str) -> Option<QdrantStore> {
+/// Runs `suite` on fresh collections of the server named by QDRANT_URL, plainly sharded and, on a
+/// cluster (QDRANT_DISTRIBUTED set), sharded by district; without a server it notes that nothing ran.
+fn on_server(test: &str, suite: fn(&dyn CaseStore, usize)) {
     let Ok(url) = std::env::var("QDRANT_URL") else {
         eprintln!("{test}: QDRANT_URL is not set, nothing run against a Qdrant server");
-        return None;
+        return;
     };
-    let config = QdrantConfig {
-        collection: format!("triage-test-{test}-{:x}", rand_suffix()),
-        ..QdrantConfig::new(&url)
+    let layouts: &[bool] = if distributed() {
+        &[false, true]
+    } else {
+        &[false]
     };
-    Some(QdrantStore::open(config, DIM).expect("the Qdrant server at QDRANT_URL answers"))
+    for &shard_by_district in layouts {
+        let store = QdrantStore::open(config(&url, test, shard_by_district), DIM)
+            .expect("the Qdrant server at QDRANT_URL answers");
+        suite(&store, DIM);
+    }
+}
+
+fn distributed() -> bool {
+    std::env::var_os("QDRANT_DISTRIBUTED").is_some()
+}
+
+fn config(url: &str, test: &str, shard_by_district: bool) -> QdrantConfig {
+    let number = |var: &str| std::env::var(var).ok().map(|n| n.parse().unwrap());
+    QdrantConfig {
+        collection: format!("triage-test-{test}-{shard_by_district}-{:x}", rand_suffix()),
+        shard_number: number("QDRANT_SHARDS"),
+        replication_factor: number("QDRANT_REPLICATION"),
+        shard_by_district,
+        ..QdrantConfig::new(url)
+    }
 }
 
 fn rand_suffix() -> u128 {
@@ -29,37 +52,59 @@ fn rand_suffix() -> u128 {
 
 #[test]
 fn qdrant_suite_crud() {
-    if let Some(store) = server("crud") {
-        testsuite::crud(&store, DIM);
-    }
+    on_server("crud", testsuite::crud);
 }
 
 #[test]
 fn qdrant_suite_search_and_filters() {
-    if let Some(store) = server("search") {
-        testsuite::search_and_filters(&store, DIM);
-    }
+    on_server("search", testsuite::search_and_filters);
 }
 
 #[test]
 fn qdrant_suite_edge_cases() {
-    if let Some(store) = server("edge") {
-        testsuite::edge_cases(&store, DIM);
-    }
+    on_server("edge", testsuite::edge_cases);
 }
 
 #[test]
 fn qdrant_suite_scroll_order_and_combined_filters() {
-    if let Some(store) = server("scroll") {
-        testsuite::scroll_order_and_combined_filters(&store, DIM);
-    }
+    on_server("scroll", testsuite::scroll_order_and_combined_filters);
 }
 
 #[test]
 fn qdrant_suite_concurrent_use() {
-    if let Some(store) = server("concurrent") {
-        testsuite::concurrent_use(&store, DIM);
+    on_server("concurrent", testsuite::concurrent_use);
+}
+
+#[test]
+fn qdrant_suite_district_change() {
+    on_server("district", testsuite::district_change);
+}
+
+/// A single server (not a cluster) cannot shard by district: the error says what to change.
+#[test]
+fn district_sharding_on_a_single_server_is_a_clear_error() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("QDRANT_URL is not set, nothing run against a Qdrant server");
+        return;
+    };
+    if distributed() {
+        eprintln!("the server is a cluster: district sharding is run by the suite instead");
+        return;
     }
+    let sharded = config(&url, "single", true);
+    let error = QdrantStore::open(sharded.clone(), DIM)
+        .err()
+        .expect("a single server refuses shard keys");
+    assert!(
+        error.to_string().contains("distributed (cluster) mode"),
+        "{error}"
+    );
+    // Nothing half-made is left behind: the same collection opens with the plain layout.
+    let plain = QdrantConfig {
+        shard_by_district: false,
+        ..sharded
+    };
+    testsuite::crud(&QdrantStore::open(plain, DIM).unwrap(), DIM);
 }
 
 /// No server at all: a clear error naming the address, after a few quick retries, not a hang.
