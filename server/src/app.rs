@@ -100,6 +100,10 @@ pub struct GlobalArgs {
     /// --qdrant-shards shards and --qdrant-replication copies
     #[arg(long, env = "TRIAGE_QDRANT_SHARD_BY_DISTRICT", global = true)]
     pub qdrant_shard_by_district: bool,
+    /// Int8 scalar quantization for a new collection: a quarter of the vector memory, originals on
+    /// disk for rescoring
+    #[arg(long, env = "TRIAGE_QDRANT_INT8", global = true)]
+    pub qdrant_int8: bool,
     /// Log filter, e.g. `info` or `triage=debug`
     #[arg(
         long,
@@ -197,6 +201,7 @@ impl GlobalArgs {
             replication_factor: self.qdrant_replication,
             write_consistency_factor: self.qdrant_write_consistency,
             shard_by_district: self.qdrant_shard_by_district,
+            int8: self.qdrant_int8,
             ..triage_store::QdrantConfig::new(url)
         };
         Ok(Arc::new(triage_store::QdrantStore::open(config, dim)?))

@@ -2,7 +2,8 @@
 //!
 //!   store-tool write DIR DIM BATCH   upsert batches forever, printing "acked N" after each
 //!   store-tool bench DIR N [DATA]    upsert N cases in batches of 128, optimize, time searches
-//!   store-tool bench qdrant:URL N [DATA]   the same against a Qdrant server (collection bench-N-DATA)
+//!   store-tool bench qdrant:URL N [DATA]   the same against a Qdrant server (collection bench-N-DATA;
+//!                                          QDRANT_INT8=1 quantizes it, bench-N-DATA-int8)
 //!
 //! DATA is `random` (default: independent random unit vectors, the worst case for HNSW: every
 //! point is about as far as every other) or `subspace24` (random directions in a fixed random
@@ -90,8 +91,11 @@ fn bench(target: &str, n: usize, data: &str) {
     };
     let store: Box<dyn CaseStore> = match target.strip_prefix("qdrant:") {
         Some(url) => {
+            // QDRANT_INT8=1: the collection quantized to int8 (bench-N-DATA-int8).
+            let int8 = std::env::var_os("QDRANT_INT8").is_some();
             let config = QdrantConfig {
-                collection: format!("bench-{n}-{data}"),
+                collection: format!("bench-{n}-{data}{}", if int8 { "-int8" } else { "" }),
+                int8,
                 ..QdrantConfig::new(url)
             };
             Box::new(QdrantStore::open(config, DIM).unwrap_or_else(|e| {

@@ -9,21 +9,29 @@ use triage_store::{testsuite, QdrantConfig, QdrantStore};
 
 const DIM: usize = 384;
 
-/// Runs `suite` on fresh collections of the server named by QDRANT_URL, plainly sharded and, on a
-/// cluster (QDRANT_DISTRIBUTED set), sharded by district; without a server it notes that nothing ran.
+/// Runs `suite` on fresh collections of the server named by QDRANT_URL: plain, int8-quantized and,
+/// on a cluster (QDRANT_DISTRIBUTED set), sharded by district; without a server it notes that
+/// nothing ran.
 fn on_server(test: &str, suite: fn(&dyn CaseStore, usize)) {
     let Ok(url) = std::env::var("QDRANT_URL") else {
         eprintln!("{test}: QDRANT_URL is not set, nothing run against a Qdrant server");
         return;
     };
-    let layouts: &[bool] = if distributed() {
-        &[false, true]
-    } else {
-        &[false]
-    };
-    for &shard_by_district in layouts {
-        let store = QdrantStore::open(config(&url, test, shard_by_district), DIM)
-            .expect("the Qdrant server at QDRANT_URL answers");
+    let plain = config(&url, test, false);
+    let mut layouts = vec![
+        QdrantConfig {
+            int8: true,
+            collection: format!("{}-int8", plain.collection),
+            ..plain.clone()
+        },
+        plain,
+    ];
+    if distributed() {
+        layouts.push(config(&url, test, true));
+    }
+    for layout in layouts {
+        let store =
+            QdrantStore::open(layout, DIM).expect("the Qdrant server at QDRANT_URL answers");
         suite(&store, DIM);
     }
 }
