@@ -4,6 +4,9 @@
 //!
 //! Each job lives in `DATA_DIR/jobs/ID/` (`job.json`, `input.jsonl`, `output.jsonl` and the batch
 //! checkpoint), so a restarted server finds unfinished jobs and resumes them from their checkpoint.
+//! Replicas sharing `DATA_DIR` share the jobs: every replica reports every job from its folder, and
+//! a lock file makes sure one replica at a time runs a job (another resumes it only once the
+//! runner's lock is gone, when that replica starts again).
 //! At most `max_jobs` run at once, and a running job waits between chunks while call-takers'
 //! requests are queued or running: interactive triage comes first.
 
@@ -20,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use triage_core::batch::{self, BatchSpec, Shard, Source, Summary, WriteBack};
 use triage_core::{fsutil, CaseFilter};
@@ -50,10 +53,10 @@ pub struct JobStatus {
     pub resumed: u32,
 }
 
-/// The jobs of this server: their folder, their statuses, and the slots they run in.
+/// The jobs of this server: their folder (the statuses on disk are the truth, so replicas sharing
+/// it agree) and the slots they run in.
 pub struct Jobs {
     dir: PathBuf,
-    statuses: Mutex<BTreeMap<String, JobStatus>>,
     slots: tokio::sync::Semaphore,
 }
 
@@ -61,7 +64,6 @@ impl Jobs {
     pub fn new(dir: PathBuf, max_jobs: usize) -> Self {
         Self {
             dir,
-            statuses: Mutex::new(BTreeMap::new()),
             slots: tokio::sync::Semaphore::new(max_jobs.max(1)),
         }
     }
@@ -70,51 +72,67 @@ impl Jobs {
         self.dir.join(id)
     }
 
-    /// Records a status in memory and on disk (atomically: a crash leaves the old or the new).
+    /// Records a status on disk (atomically: a crash leaves the old or the new).
     fn save(&self, status: &JobStatus) -> Result<(), ApiError> {
         let bytes = serde_json::to_vec_pretty(status).map_err(ApiError::internal)?;
         fsutil::write_atomic(&self.job_dir(&status.id).join("job.json"), &bytes)
-            .map_err(ApiError::internal)?;
-        self.statuses
-            .lock()
-            .expect("jobs")
-            .insert(status.id.clone(), status.clone());
-        Ok(())
+            .map_err(ApiError::internal)
     }
 
     fn get(&self, id: &str) -> Option<JobStatus> {
-        self.statuses.lock().expect("jobs").get(id).cloned()
+        // Ids are ours (letters, digits, '-'): anything else names no job, and no other folder.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return None;
+        }
+        read_status(&self.job_dir(id))
     }
 
-    /// Unfinished jobs left by an earlier run of the server, marked as resumed.
-    fn unfinished_on_disk(&self) -> Vec<JobStatus> {
+    /// Every job in the folder, oldest first.
+    fn all(&self) -> Vec<JobStatus> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path().join("job.json");
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            match serde_json::from_slice::<JobStatus>(&bytes) {
-                Ok(mut status) => {
-                    if matches!(status.state, JobState::Queued | JobState::Running) {
-                        status.state = JobState::Queued;
-                        status.resumed += 1;
-                        found.push(status.clone());
-                    }
-                    self.statuses
-                        .lock()
-                        .expect("jobs")
-                        .insert(status.id.clone(), status);
-                }
-                Err(e) => tracing::warn!("skipping unreadable {}: {e}", path.display()),
-            }
-        }
+        let mut found: Vec<JobStatus> = entries
+            .flatten()
+            .filter_map(|e| read_status(&e.path()))
+            .collect();
         found.sort_by(|a, b| a.created.cmp(&b.created));
         found
     }
+
+    /// Unfinished jobs left by an earlier run of a server, marked as resumed.
+    fn unfinished_on_disk(&self) -> Vec<JobStatus> {
+        self.all()
+            .into_iter()
+            .filter(|s| matches!(s.state, JobState::Queued | JobState::Running))
+            .map(|mut s| {
+                s.state = JobState::Queued;
+                s.resumed += 1;
+                s
+            })
+            .collect()
+    }
+
+    /// The job's lock, held while this process runs it; None when another process holds it.
+    fn claim(&self, id: &str) -> Option<std::fs::File> {
+        use fs2::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.job_dir(id).join("lock"))
+            .ok()?;
+        file.try_lock_exclusive().ok()?;
+        Some(file)
+    }
+}
+
+fn read_status(job_dir: &std::path::Path) -> Option<JobStatus> {
+    let path = job_dir.join("job.json");
+    let bytes = std::fs::read(&path).ok()?;
+    serde_json::from_slice(&bytes)
+        .inspect_err(|e| tracing::warn!("skipping unreadable {}: {e}", path.display()))
+        .ok()
 }
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -219,16 +237,7 @@ async fn create(
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<JobStatus>> {
-    Json(
-        state
-            .jobs
-            .statuses
-            .lock()
-            .expect("jobs")
-            .values()
-            .cloned()
-            .collect(),
-    )
+    Json(state.jobs.all())
 }
 
 async fn status(
@@ -272,6 +281,10 @@ fn start(state: Arc<AppState>, mut status: JobStatus) {
             return;
         };
         let Ok(pipeline) = state.pipeline() else {
+            return;
+        };
+        let Some(_running_here) = state.jobs.claim(&status.id) else {
+            tracing::info!(job = status.id, "another replica runs this job");
             return;
         };
         status.state = JobState::Running;
@@ -324,5 +337,35 @@ fn yield_to_interactive(state: &AppState) {
     };
     while busy() {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_at_a_time_runs_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = Jobs::new(dir.path().to_path_buf(), 1);
+        std::fs::create_dir_all(jobs.job_dir("job-1")).unwrap();
+        let held = jobs.claim("job-1").expect("a free job is claimed");
+        // A second claim opens the lock file anew, as another replica's would.
+        assert!(jobs.claim("job-1").is_none());
+        drop(held);
+        assert!(
+            jobs.claim("job-1").is_some(),
+            "free again once the runner is gone"
+        );
+    }
+
+    #[test]
+    fn ids_that_leave_the_jobs_folder_name_no_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = Jobs::new(dir.path().join("jobs"), 1);
+        std::fs::write(dir.path().join("job.json"), b"{}").unwrap();
+        for id in ["..", "../jobs", "", "a/b"] {
+            assert!(jobs.get(id).is_none(), "{id:?}");
+        }
     }
 }
