@@ -408,4 +408,33 @@ fn replicas_on_a_qdrant_server_share_feedback_and_follow_a_new_classifier() {
         }
     }
     assert_eq!(classifier_version(&a.addr), classifier_version(&b.addr));
+
+    // A batch job started on one replica is reported, with its output, by the other.
+    let sample = std::fs::read_to_string(super::repo().join("data/sample/cases.jsonl")).unwrap();
+    let lines: Vec<&str> = sample.lines().take(20).collect();
+    let (status, body) = request(
+        &a.addr,
+        "POST",
+        "/v1/jobs?fast=true",
+        "application/x-ndjson",
+        &lines.join("\n"),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    loop {
+        let (status, body) = http(&b.addr, "GET", &format!("/v1/jobs/{id}"), None);
+        assert_eq!(status, 200, "the other replica knows the job: {body}");
+        if body.contains("\"state\":\"done\"") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, output) = http(&b.addr, "GET", &format!("/v1/jobs/{id}/output"), None);
+    assert_eq!(output.lines().count(), 20);
 }
