@@ -18,10 +18,12 @@ trap cleanup EXIT
 node() { # node N [bootstrap]: HTTP 1733N, gRPC 1734N, P2P 1735N
   local n=$1 extra=()
   [ "$n" -gt 1 ] && extra=(--bootstrap "http://127.0.0.1:17351")
-  QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=1733$n QDRANT__SERVICE__GRPC_PORT=1734$n \
+  # From its own directory: Qdrant writes a marker file (.qdrant-initialized) where it runs.
+  mkdir -p "$WORK/run$n"
+  (cd "$WORK/run$n" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=1733$n QDRANT__SERVICE__GRPC_PORT=1734$n \
     QDRANT__CLUSTER__ENABLED=true QDRANT__CLUSTER__P2P__PORT=1735$n \
     QDRANT__STORAGE__STORAGE_PATH="$WORK/node$n" QDRANT__STORAGE__SNAPSHOTS_PATH="$WORK/snap$n" \
-    "$QDRANT_BIN" --disable-telemetry --uri "http://127.0.0.1:1735$n" "${extra[@]}" >"$WORK/node$n.log" 2>&1 &
+    exec "$QDRANT_BIN" --disable-telemetry --uri "http://127.0.0.1:1735$n" "${extra[@]}" >"$WORK/node$n.log" 2>&1) &
   PIDS+=($!)
   until curl -sf "http://127.0.0.1:1733$n/readyz" >/dev/null; do sleep 0.5; done
 }

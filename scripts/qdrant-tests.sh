@@ -11,9 +11,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$(mktemp -d)"
 HTTP_PORT="${QDRANT_HTTP_PORT:-16333}"
 GRPC_PORT="${QDRANT_GRPC_PORT:-16334}"
-QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$HTTP_PORT QDRANT__SERVICE__GRPC_PORT=$GRPC_PORT \
+# From its own directory: Qdrant writes a marker file (.qdrant-initialized) where it runs.
+(cd "$WORK" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$HTTP_PORT QDRANT__SERVICE__GRPC_PORT=$GRPC_PORT \
   QDRANT__STORAGE__STORAGE_PATH="$WORK/storage" QDRANT__STORAGE__SNAPSHOTS_PATH="$WORK/snapshots" \
-  QDRANT__TELEMETRY_DISABLED=true "$QDRANT_BIN" --disable-telemetry >"$WORK/qdrant.log" 2>&1 &
+  QDRANT__TELEMETRY_DISABLED=true exec "$QDRANT_BIN" --disable-telemetry >"$WORK/qdrant.log" 2>&1) &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 until curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null; do

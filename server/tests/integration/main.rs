@@ -5,6 +5,7 @@ mod batch;
 mod browser;
 mod cli;
 mod eval;
+mod qdrant;
 mod service;
 
 use std::path::{Path, PathBuf};
