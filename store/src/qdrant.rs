@@ -52,7 +52,7 @@ pub struct QdrantConfig {
     /// `replication_factor` then apply to each key). An existing collection keeps its sharding.
     pub shard_by_district: bool,
     /// Create the collection with int8 scalar quantization: searches read 1-byte components kept
-    /// in RAM (a quarter of the memory) and rescore the best with the originals on disk.
+    /// in RAM (a quarter of the vectors' size) and rescore the best with the originals on disk.
     pub int8: bool,
     /// Per-call time limit.
     pub timeout: Duration,
