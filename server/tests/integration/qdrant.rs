@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The flags that put a command on `collection` at `url`.
-fn on_qdrant(url: &str, collection: &str) -> Vec<String> {
+pub fn on_qdrant(url: &str, collection: &str) -> Vec<String> {
     [
         "--store",
         "qdrant",
@@ -24,7 +24,7 @@ fn on_qdrant(url: &str, collection: &str) -> Vec<String> {
 }
 
 /// Polls `check` every 200 ms until it holds; fails after `limit`, saying what was awaited.
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");

@@ -1,6 +1,7 @@
 //! `triage serve` on a loopback port with the real models: import → triage → feedback → search.
 
 use super::demo;
+use super::qdrant::wait_until;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -338,17 +339,7 @@ impl QdrantDeployment {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let store = [
-            "--store",
-            "qdrant",
-            "--qdrant-url",
-            url,
-            "--qdrant-collection",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain([format!("triage-{name}-{nanos}")])
-        .collect();
+        let store = super::qdrant::on_qdrant(url, &format!("triage-{name}-{nanos}"));
         let deployment = Self {
             dir: tempfile::tempdir().unwrap(),
             store,
@@ -396,16 +387,14 @@ fn replicas_on_a_qdrant_server_share_feedback_and_follow_a_new_classifier() {
     assert_eq!(classifier_version(&a.addr), first);
     // The feedback is a labeled case now: a new training run includes it.
     super::run_ok(deployment.cli().arg("train"));
-    let started = Instant::now();
     for replica in [&a, &b] {
-        while classifier_version(&replica.addr) == first {
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "replica {} still serves classifier {first}",
-                replica.addr
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let what = format!(
+            "replica {} serves a classifier newer than {first}",
+            replica.addr
+        );
+        wait_until(&what, Duration::from_secs(90), || {
+            classifier_version(&replica.addr) != first
+        });
     }
     assert_eq!(classifier_version(&a.addr), classifier_version(&b.addr));
 
@@ -425,16 +414,11 @@ fn replicas_on_a_qdrant_server_share_feedback_and_follow_a_new_classifier() {
         .as_str()
         .unwrap()
         .to_string();
-    let started = Instant::now();
-    loop {
+    wait_until("the job is done", Duration::from_secs(60), || {
         let (status, body) = http(&b.addr, "GET", &format!("/v1/jobs/{id}"), None);
         assert_eq!(status, 200, "the other replica knows the job: {body}");
-        if body.contains("\"state\":\"done\"") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{body}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        body.contains("\"state\":\"done\"")
+    });
     let (_, output) = http(&b.addr, "GET", &format!("/v1/jobs/{id}/output"), None);
     assert_eq!(output.lines().count(), 20);
 }
