@@ -126,8 +126,10 @@ if [ ! -f "$MINILM/model.safetensors" ]; then
 fi
 
 # The binary, then the e5 conversion (E5S1 4-bit file → Hugging Face BERT directory).
-say "building triage (release; the first build takes a while)"
-(cd "$ROOT" && cargo build --release -q -p triage-server) || die "cargo build failed"
+# Cargo shows its progress (a bar on a terminal, a line per crate otherwise): the first build
+# compiles ~700 crates, 25 minutes on a 2-core machine (measured 2026-11-29); later ones seconds.
+say "building triage (release): the first build takes about 25 minutes on 2 cores, later ones seconds"
+(cd "$ROOT" && cargo build --release -p triage-server) || die "cargo build failed"
 TRIAGE="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/triage"
 
 E5="$MODELS/multilingual-e5-small"
