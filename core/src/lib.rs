@@ -16,6 +16,7 @@ pub mod store;
 pub mod taxonomy;
 pub mod text;
 pub mod units;
+pub mod vector;
 
 pub use case::{Case, Prediction};
 pub use embed::{EmbedKind, Embedder};

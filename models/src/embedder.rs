@@ -6,7 +6,7 @@
 //! cut into batches under a token budget. On the CPU a batch is packed without any padding (see
 //! `bert`); on other devices candle's `BertModel` pads each batch to its own longest text.
 
-use crate::bert::{Bert, BertConfig};
+use crate::bert::{Bert, BertConfig, Pooling};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -36,14 +36,6 @@ pub struct EmbedderSpec {
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    #[default]
-    Mean,
-    Cls,
 }
 
 impl EmbedderSpec {

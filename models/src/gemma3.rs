@@ -12,10 +12,10 @@
 //! Speed on the CPU (bench-generate; one thread here: prompts 1.45x, decode ~0.93x llama.cpp):
 //! Q5_0 weights become Q8_0 exactly at load; projections of the same input are one matmul;
 //! single-token steps multiply Q8_0 weights with `q8_0::gemv` and do attention and GELU on
-//! slices (`cpu_ops`); prompt blocks use candle's tiled int8 kernels on zero-padded rows.
+//! slices (`kernels`); prompt blocks use candle's tiled int8 kernels on zero-padded rows.
 
 use crate::error::{Error, Result};
-use crate::{cpu_ops, q8_0};
+use crate::{kernels, q8_0};
 use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Storage, Tensor, D};
 use std::path::Path;
@@ -554,7 +554,7 @@ impl Gemma3 {
     }
 }
 
-/// `gelu_tanh(gate) * up` (`cpu_ops::gelu_mul` on the CPU).
+/// `gelu_tanh(gate) * up` (`kernels::gelu_mul` on the CPU).
 fn gelu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     if !gate.device().is_cpu() {
         return gate.gelu()? * up;
@@ -565,7 +565,7 @@ fn gelu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
         up.flatten_all()?.to_vec1::<f32>()?,
     );
     let mut out = vec![0f32; gate.len()];
-    cpu_ops::gelu_mul(&gate, &up, &mut out);
+    kernels::gelu_mul(&gate, &up, &mut out);
     Tensor::from_vec(out, shape, &device)
 }
 
@@ -593,8 +593,8 @@ fn attend_one(
         candle_core::bail!("unexpected cache layout {stride:?}");
     }
     let mut out = vec![0f32; heads * head_dim];
-    cpu_ops::attend_one(
-        &cpu_ops::OneQuery {
+    kernels::attend_one(
+        &kernels::OneQuery {
             q: &q,
             k: k_cpu.as_slice::<f32>()?,
             v: v_cpu.as_slice::<f32>()?,

@@ -16,6 +16,7 @@ pub mod sparse;
 pub mod stack;
 pub mod svm;
 
+pub use crate::vector::dot;
 use crate::{Error, Result, Taxonomy};
 use calibrate::{fit_scale, log_softmax, threshold_for_accuracy};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
@@ -601,23 +602,6 @@ fn centered(vector: &[f32], mean: &[f32]) -> SparseVec {
         .collect();
     sparse::l2_normalize(&mut x);
     x
-}
-
-/// Dot product with eight lanes so the compiler vectorises it.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for k in 0..8 {
-            acc[k] += ca[k] * cb[k];
-        }
-    }
-    let tail: f32 = a[chunks..]
-        .iter()
-        .zip(&b[chunks..])
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Assigns each example to one of `k` folds, keeping class proportions; seeded and stable.
