@@ -16,17 +16,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => ApiError::unprocessable(e.body_text()),
-                JsonRejection::MissingJsonContentType(e) => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "bad_request",
-                    e.body_text(),
-                ),
+                JsonRejection::MissingJsonContentType(e) => {
+                    ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.body_text())
+                }
                 JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        "the request body is too large",
-                    )
+                    ApiError::too_large()
                 }
                 other => ApiError::bad_request(other.body_text()),
             }),

@@ -159,7 +159,47 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(jobs)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(error_shape))
         .with_state(state)
+}
+
+/// Every error in the service's one shape, whatever produced it: axum's and tower's own
+/// rejections (a body over the limit, a wrong content type, an unknown route or method) answer
+/// in plain text, and are rewritten here: `{"error", "error_type"}`, or GeoReport's form on the
+/// Open311 routes. Headers such as `Allow` and `Retry-After` are kept.
+async fn error_shape(req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let open311 = req.uri().path().starts_with("/open311/");
+    let response = next.run(req).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.as_str() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        _ => text,
+    };
+    let error = ApiError::from_status(status, message);
+    let mut shaped = if open311 {
+        open311::GeoError(error).into_response()
+    } else {
+        error.into_response()
+    };
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            shaped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    shaped
 }
 
 /// Counts and times every request by its route pattern (never by its path: ids are unbounded).

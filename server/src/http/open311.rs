@@ -32,7 +32,7 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 /// An error in GeoReport's shape.
-struct GeoError(ApiError);
+pub(super) struct GeoError(pub(super) ApiError);
 
 impl From<ApiError> for GeoError {
     fn from(e: ApiError) -> Self {

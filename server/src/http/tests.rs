@@ -348,6 +348,89 @@ async fn errors_share_one_shape() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{value}");
 }
 
+/// The plain-text answers of axum and tower (a body over the limit announced by its
+/// Content-Length, a wrong content type, an unknown route or method) come back in the one shape:
+/// `{"error", "error_type"}` on `/v1/*`, GeoReport's `[{"code", "description"}]` on Open311.
+#[tokio::test]
+async fn framework_rejections_use_the_error_shape() {
+    let limits = Limits {
+        max_body_bytes: 1024,
+        ..Default::default()
+    };
+    let state = ready_state(HashMap::new(), limits);
+    let answer = |req: Request<Body>| {
+        let state = state.clone();
+        async move {
+            let response = app(state).oneshot(req).await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+            (status, headers, body)
+        }
+    };
+    let huge = format!(r#"{{"text": "{}"}}"#, "x".repeat(4096));
+    let (status, _, body) = answer(
+        Request::post("/v1/triage")
+            .header("content-type", "application/json")
+            .header("content-length", huge.len())
+            .body(Body::from(huge.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error_type"], "too_large", "{body}");
+    assert!(body["error"].is_string(), "{body}");
+
+    let (status, _, body) = answer(
+        Request::post("/v1/feedback")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("text=x&category=y"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert_eq!(body["error_type"], "unsupported_media_type", "{body}");
+
+    let (status, _, body) = answer(Request::get("/v1/nothing").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, headers, body) =
+        answer(Request::get("/v1/triage").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(body["error_type"], "method_not_allowed", "{body}");
+    assert!(headers.contains_key("allow"), "the Allow header is kept");
+
+    // Open311 keeps GeoReport's own form, for its framework rejections too.
+    let (status, _, body) = answer(
+        Request::post("/open311/v2/requests.json")
+            .header("content-type", "text/plain")
+            .body(Body::from("description=路灯坏了"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert_eq!(body[0]["code"], 415, "{body}");
+    assert!(body[0]["description"].is_string(), "{body}");
+    let (status, _, body) = answer(
+        Request::post("/open311/v2/requests.json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-length", huge.len())
+            .body(Body::from(huge))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body[0]["code"].as_u64()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some(413))
+    );
+}
+
 #[tokio::test]
 async fn not_ready_until_loaded() {
     let state = AppState::new(

@@ -216,6 +216,46 @@ fn import_triage_feedback_search_over_http() {
     assert_eq!(status, 204);
     let (status, _) = http(addr, "DELETE", "/v1/cases/fb-http", None);
     assert_eq!(status, 204);
+
+    // A real oversized body (its Content-Length over --max-body-bytes, 256 KiB by default) and a
+    // form post with the wrong content type answer in the one error shape, not in plain text.
+    let oversized = json!({"text": "路灯".repeat(50_000)}).to_string();
+    let (status, body) = request(addr, "POST", "/v1/triage", "application/json", &oversized)
+        .expect("the server answers");
+    let error: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status}: {body}"));
+    assert_eq!(
+        (status, error["error_type"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/v1/feedback",
+        "application/x-www-form-urlencoded",
+        "text=x&category=y",
+    )
+    .expect("the server answers");
+    let error: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status}: {body}"));
+    assert_eq!(
+        (status, error["error_type"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{body}"
+    );
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/open311/v2/requests.json",
+        "text/plain",
+        "description=x",
+    )
+    .expect("the server answers");
+    let error: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status}: {body}"));
+    assert_eq!(
+        (status, error[0]["code"].as_u64()),
+        (415, Some(415)),
+        "{body}"
+    );
 }
 
 #[test]
