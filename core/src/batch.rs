@@ -8,7 +8,7 @@
 //! `OUT.errors.jsonl`, and the job goes on.
 
 use crate::pipeline::{Complaint, Pipeline, Suggestion, COMPLAINT_EMBEDDING};
-use crate::{fsutil, ingest, pii, text, Case, CaseFilter, Error, Prediction, Result};
+use crate::{fsutil, ingest, pii, text, Case, CaseFilter, Error, Pages, Prediction, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -227,24 +227,24 @@ pub fn run(
     if state.checkpoint.done {
         return Ok(summary(&state));
     }
-    let mut reader = match &spec.source {
-        Source::File(path) => Some(open_input(path, resumed_at)?),
-        Source::Store(_) => None,
-    };
     let chunk = spec.chunk.max(1);
+    let mut input = match &spec.source {
+        Source::File(path) => Input::File(open_input(path, resumed_at)?),
+        // An empty cursor marks a finished scan (a missing one: not started).
+        Source::Store(filter) => Input::Store(pipeline.store.pages(
+            filter,
+            state.checkpoint.cursor.clone().filter(|c| !c.is_empty()),
+            chunk,
+        )),
+    };
     loop {
         if !between_chunks(&summary(&state)) {
             break;
         }
         let clock = Instant::now();
-        let items = match (&spec.source, reader.as_mut()) {
-            (Source::File(_), Some(reader)) => {
-                read_lines(reader, &mut state.checkpoint, spec, chunk)?
-            }
-            (Source::Store(filter), _) => {
-                read_store(pipeline, filter, &mut state.checkpoint, spec, chunk)?
-            }
-            _ => unreachable!("a file source has a reader"),
+        let items = match &mut input {
+            Input::File(reader) => read_lines(reader, &mut state.checkpoint, spec, chunk)?,
+            Input::Store(pages) => read_store(pages, &mut state.checkpoint, spec)?,
         };
         add_seconds(&mut state.checkpoint.counts, "read", clock);
         let Some(items) = items else {
@@ -453,23 +453,28 @@ fn read_lines(
     Ok((!items.is_empty()).then_some(items))
 }
 
+/// Where a job's complaints come from, opened at the point it resumes.
+enum Input<'a> {
+    File((BufReader<File>, PathBuf)),
+    Store(Pages<'a>),
+}
+
 /// The next page of stored cases of this shard (by a hash of the id); `None` at the end.
 fn read_store(
-    pipeline: &Pipeline,
-    filter: &CaseFilter,
+    pages: &mut Pages,
     checkpoint: &mut Checkpoint,
     spec: &BatchSpec,
-    chunk: usize,
 ) -> Result<Option<Vec<Item>>> {
     let mut items = Vec::new();
     while items.is_empty() {
-        if checkpoint.done_scrolling() {
+        if checkpoint.cursor.as_deref() == Some("") {
             return Ok(None);
         }
-        let page = pipeline
-            .store
-            .scroll(filter, checkpoint.cursor.as_deref(), chunk)?;
-        checkpoint.cursor = Some(page.next.clone().unwrap_or_default());
+        let Some(page) = pages.next() else {
+            return Ok(None);
+        };
+        let page = page?;
+        checkpoint.cursor = Some(pages.cursor().unwrap_or_default().to_string());
         for (case, vector) in page.cases {
             checkpoint.counts.consumed += 1;
             if text::stable_hash(&case.id) % spec.shard.count as u64 == spec.shard.index as u64 {
@@ -482,13 +487,6 @@ fn read_store(
         }
     }
     Ok(Some(items))
-}
-
-impl Checkpoint {
-    /// An empty cursor marks the end of the store (a missing one: not started).
-    fn done_scrolling(&self) -> bool {
-        self.cursor.as_deref() == Some("")
-    }
 }
 
 fn add_seconds(counts: &mut Counts, stage: &str, since: Instant) {

@@ -22,5 +22,5 @@ pub use case::{Case, Prediction};
 pub use embed::{EmbedKind, Embedder};
 pub use error::{Error, Result};
 pub use generate::{GenerateParams, Generation, Generator, StopReason};
-pub use store::{CaseFilter, CaseStore, Hit, Page};
+pub use store::{CaseFilter, CaseStore, Hit, Page, Pages};
 pub use taxonomy::{Category, Taxonomy};

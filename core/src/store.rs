@@ -55,3 +55,70 @@ pub trait CaseStore: Send + Sync {
         Ok(())
     }
 }
+
+impl dyn CaseStore + '_ {
+    /// Every case matching `filter`, a page of up to `size` at a time, in the store's stable
+    /// order; starts after the cursor `after` (from an earlier `Pages::cursor`) when given. The one
+    /// paging loop: training, batch jobs, Open311 listings and migrations all read through it.
+    pub fn pages(&self, filter: &CaseFilter, after: Option<String>, size: usize) -> Pages<'_> {
+        Pages {
+            store: self,
+            filter: filter.clone(),
+            size: size.max(1),
+            cursor: after,
+            done: false,
+        }
+    }
+
+    /// Every case matching `filter`, with its vector.
+    pub fn all(&self, filter: &CaseFilter) -> Result<Vec<(Case, Vec<f32>)>> {
+        let mut cases = Vec::new();
+        for page in self.pages(filter, None, 1000) {
+            cases.extend(page?.cases);
+        }
+        Ok(cases)
+    }
+}
+
+/// The pages of a full scan (see `CaseStore::pages`). An error ends the iteration.
+pub struct Pages<'a> {
+    store: &'a dyn CaseStore,
+    filter: CaseFilter,
+    size: usize,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    /// Where the scan stands: pass it back as `after` to resume after the last page returned
+    /// (`None` once the last page is out).
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// Whether the last page has been returned.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Result<Page>;
+
+    fn next(&mut self) -> Option<Result<Page>> {
+        if self.done {
+            return None;
+        }
+        let page = self
+            .store
+            .scroll(&self.filter, self.cursor.as_deref(), self.size);
+        match &page {
+            Ok(page) => {
+                self.cursor = page.next.clone();
+                self.done = page.next.is_none();
+            }
+            Err(_) => self.done = true,
+        }
+        Some(page)
+    }
+}

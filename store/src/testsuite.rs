@@ -280,13 +280,10 @@ pub fn scroll_order_and_combined_filters(store: &dyn CaseStore, dim: usize) {
         .collect();
     store.upsert(&rows).unwrap();
 
-    let scan = || {
+    let scan = |after: Option<String>| {
         let mut pages = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store
-                .scroll(&CaseFilter::default(), after.as_deref(), 10)
-                .unwrap();
+        for page in store.pages(&CaseFilter::default(), after, 10) {
+            let page = page.unwrap();
             assert!(page.cases.len() <= 10);
             pages.push(
                 page.cases
@@ -294,14 +291,11 @@ pub fn scroll_order_and_combined_filters(store: &dyn CaseStore, dim: usize) {
                     .map(|(c, v)| (c.id.clone(), v.clone()))
                     .collect::<Vec<_>>(),
             );
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return pages,
-            }
         }
+        pages
     };
-    let first = scan();
-    let second = scan();
+    let first = scan(None);
+    let second = scan(None);
     let ids = |pages: &[Vec<(String, Vec<f32>)>]| {
         pages
             .iter()
@@ -314,6 +308,21 @@ pub fn scroll_order_and_combined_filters(store: &dyn CaseStore, dim: usize) {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 45, "every case exactly once");
+    // A scan resumed from the cursor after its first two pages reads exactly the rest.
+    let mut pages = store.pages(&CaseFilter::default(), None, 10);
+    pages.next().unwrap().unwrap();
+    pages.next().unwrap().unwrap();
+    let rest = scan(pages.cursor().map(String::from));
+    assert_eq!(
+        ids(&rest),
+        ids(&first)[20..].to_vec(),
+        "resuming from a cursor"
+    );
+    assert_eq!(
+        store.all(&CaseFilter::default()).unwrap().len(),
+        45,
+        "all() reads every page"
+    );
     for (id, v) in first.iter().flatten() {
         let seed = 100 + id[1..].parse::<u32>().unwrap();
         let expected = vector(dim, seed);

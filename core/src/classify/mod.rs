@@ -654,16 +654,7 @@ pub fn train_from_store(
         labeled_only: true,
         ..Default::default()
     };
-    let mut cases = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.scroll(&filter, after.as_deref(), 1000)?;
-        cases.extend(page.cases);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let cases = store.all(&filter)?;
     // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
     let labels: Vec<String> = cases
         .iter()

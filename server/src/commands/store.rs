@@ -110,17 +110,17 @@ fn migrate(global: &GlobalArgs, args: MigrateArgs) -> Result<()> {
         "{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
     );
     bar.set_position(checkpoint.copied);
-    loop {
-        let page = from.scroll(&all, checkpoint.cursor.as_deref(), args.batch.max(1))?;
+    let mut pages = from.pages(&all, checkpoint.cursor.clone(), args.batch);
+    while let Some(page) = pages.next() {
+        let page = page?;
         // Durable on the destination before the cursor moves past the page.
         to.upsert(&page.cases)?;
         checkpoint.copied += page.cases.len() as u64;
-        checkpoint.cursor = page.next.clone();
+        checkpoint.cursor = pages.cursor().map(String::from);
         bar.set_position(checkpoint.copied);
-        if page.next.is_none() {
-            break;
+        if !pages.is_done() {
+            fsutil::write_atomic(&checkpoint_path, &serde_json::to_vec(&checkpoint)?)?;
         }
-        fsutil::write_atomic(&checkpoint_path, &serde_json::to_vec(&checkpoint)?)?;
     }
     bar.finish_and_clear();
     to.optimize()?;

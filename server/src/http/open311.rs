@@ -241,18 +241,16 @@ async fn list_requests(
                     }
                 }
                 None => {
-                    let mut after: Option<String> = None;
-                    loop {
-                        let page = worker.store.scroll(&filter, after.as_deref(), 500)?;
+                    for page in worker.store.pages(&filter, None, 500) {
                         found.extend(
-                            page.cases
+                            page?
+                                .cases
                                 .into_iter()
                                 .map(|(c, _)| c)
                                 .filter(|c| c.extra.get("source") == Some(&json!(SOURCE))),
                         );
-                        match page.next {
-                            Some(next) if found.len() < LIST_LIMIT => after = Some(next),
-                            _ => break,
+                        if found.len() >= LIST_LIMIT {
+                            break;
                         }
                     }
                 }
