@@ -191,9 +191,7 @@ pub fn run(
     spec: &BatchSpec,
     between_chunks: &mut dyn FnMut(&Summary) -> bool,
 ) -> Result<Summary> {
-    let classifier = pipeline
-        .classifier()
-        .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
+    let classifier = pipeline.require_classifier()?;
     if spec.write_back != WriteBack::Off && !matches!(spec.source, Source::Store(_)) {
         return Err(Error::InvalidInput(
             "write-back reclassifies stored cases: use the store as the input".into(),

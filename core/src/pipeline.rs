@@ -1,6 +1,6 @@
 //! One complaint in, one suggestion out: embed → similar cases → classify → units → draft.
 
-use crate::classify::{Classifier, Neighbor};
+use crate::classify::{ClassScores, Classifier, Neighbor};
 use crate::prompt::Prompts;
 use crate::units::{UnitDirectory, UnitSuggestion};
 use crate::{
@@ -188,6 +188,9 @@ pub struct DraftContext {
     unit: Option<String>,
 }
 
+/// Why a suggestion cannot be made yet.
+const NO_CLASSIFIER: &str = "no classifier yet: run `triage train`";
+
 pub struct Pipeline {
     pub embedder: Arc<dyn Embedder>,
     pub store: Arc<dyn CaseStore>,
@@ -227,6 +230,12 @@ impl Pipeline {
 
     pub fn classifier(&self) -> Option<Arc<Classifier>> {
         self.classifier.read().expect("classifier lock").clone()
+    }
+
+    /// The classifier, or the one "not trained yet" error.
+    pub fn require_classifier(&self) -> Result<Arc<Classifier>> {
+        self.classifier()
+            .ok_or_else(|| Error::NotReady(NO_CLASSIFIER.into()))
     }
 
     /// The text a complaint is embedded and classified as (normalised title + body), checked
@@ -272,9 +281,7 @@ impl Pipeline {
         full: &str,
         vector: &[f32],
     ) -> Result<(Suggestion, DraftContext)> {
-        let classifier = self
-            .classifier()
-            .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
+        let classifier = self.require_classifier()?;
         let mut timings = BTreeMap::new();
         let mut clock = Instant::now();
         let mut lap = |name: &str, timings: &mut BTreeMap<String, f64>| {
@@ -311,63 +318,25 @@ impl Pipeline {
             })
             .collect();
         let scores = classifier.predict(&full, &vector, &neighbors);
-        let categories =
-            self.top_categories(&classifier, &scores.ensemble, self.config.categories_k);
-        let confidence = categories.first().map_or(0.0, |c| c.probability);
-        let methods = scores
-            .methods
-            .iter()
-            .map(|(m, p)| {
-                (
-                    m.clone(),
-                    self.top_categories(&classifier, p, self.config.categories_k),
-                )
-            })
-            .collect();
         lap("classify", &mut timings);
 
-        let district = complaint
-            .district
-            .clone()
-            .or_else(|| self.units.extract_district(&full).map(|d| d.name.clone()));
-        let category_probs: Vec<(String, f32)> = classifier
-            .labels
-            .iter()
-            .cloned()
-            .zip(scores.ensemble.iter().copied())
-            .collect();
         let handled: Vec<(String, String, f32)> = similar
             .iter()
             .chain(&labeled)
             .filter_map(|h| Some((h.case.id.clone(), h.case.unit.clone()?, h.score)))
             .collect();
-        let units = self.units.suggest(
-            &category_probs,
-            district.as_deref(),
-            &handled,
-            self.config.units_k,
-        );
-        let duplicate = self.duplicate(&similar, district.as_deref(), complaint.time);
+        let mut suggestion = self.route(&classifier, complaint, &full, &scores, &handled);
+        suggestion.duplicate =
+            self.duplicate(&similar, suggestion.district.as_deref(), complaint.time);
+        suggestion.similar = similar.iter().map(|h| self.similar_case(h)).collect();
         lap("units", &mut timings);
+        suggestion.timings_ms = timings;
 
         let context = DraftContext {
             full,
             vector,
-            category: categories.first().map(|c| c.name.clone()),
-            unit: units.first().map(|u| u.name.clone()),
-        };
-        let suggestion = Suggestion {
-            abstain: confidence < classifier.threshold,
-            threshold: classifier.threshold,
-            categories,
-            methods,
-            district,
-            units,
-            similar: similar.iter().map(|h| self.similar_case(h)).collect(),
-            duplicate,
-            draft: None,
-            classifier_version: classifier.version.clone(),
-            timings_ms: timings,
+            category: suggestion.categories.first().map(|c| c.name.clone()),
+            unit: suggestion.units.first().map(|u| u.name.clone()),
         };
         Ok((suggestion, context))
     }
@@ -392,44 +361,68 @@ impl Pipeline {
     /// The quick path of batch `--fast`: the lexical model alone (no embedding, no search), units
     /// by the directory's rules. No similar cases, duplicate flag or draft.
     pub fn analyze_fast(&self, complaint: &Complaint) -> Result<Suggestion> {
-        let classifier = self
-            .classifier()
-            .ok_or_else(|| Error::NotReady("no classifier yet: run `triage train`".into()))?;
+        let classifier = self.require_classifier()?;
         let full = Self::complaint_text(complaint)?;
         let started = Instant::now();
-        let probs = classifier.predict_lexical(&full).ok_or_else(|| {
+        let scores = classifier.predict_lexical(&full).ok_or_else(|| {
             Error::NotReady("the classifier has no lexical model (no labeled cases)".into())
         })?;
-        let categories = self.top_categories(&classifier, &probs, self.config.categories_k);
+        // The ensemble's threshold then applies to the lexical model's calibrated probability.
+        let mut suggestion = self.route(&classifier, complaint, &full, &scores, &[]);
+        suggestion
+            .timings_ms
+            .insert("classify".into(), started.elapsed().as_secs_f64() * 1e3);
+        Ok(suggestion)
+    }
+
+    /// The routing step both analyses share: top categories and the abstain decision, the
+    /// district, and the units (from the directory's rules and the units that handled `handled`,
+    /// the similar past cases as (case id, unit id, similarity)).
+    fn route(
+        &self,
+        classifier: &Classifier,
+        complaint: &Complaint,
+        full: &str,
+        scores: &ClassScores,
+        handled: &[(String, String, f32)],
+    ) -> Suggestion {
+        let k = self.config.categories_k;
+        let categories = self.top_categories(classifier, &scores.ensemble, k);
         let confidence = categories.first().map_or(0.0, |c| c.probability);
+        let methods = scores
+            .methods
+            .iter()
+            .map(|(m, p)| (m.to_string(), self.top_categories(classifier, p, k)))
+            .collect();
         let district = complaint
             .district
             .clone()
-            .or_else(|| self.units.extract_district(&full).map(|d| d.name.clone()));
-        let category_probs: Vec<(String, f32)> =
-            classifier.labels.iter().cloned().zip(probs).collect();
+            .or_else(|| self.units.extract_district(full).map(|d| d.name.clone()));
+        let category_probs: Vec<(String, f32)> = classifier
+            .labels
+            .iter()
+            .cloned()
+            .zip(scores.ensemble.iter().copied())
+            .collect();
         let units = self.units.suggest(
             &category_probs,
             district.as_deref(),
-            &[],
+            handled,
             self.config.units_k,
         );
-        let mut timings_ms = BTreeMap::new();
-        timings_ms.insert("classify".into(), started.elapsed().as_secs_f64() * 1e3);
-        Ok(Suggestion {
-            // The ensemble's threshold, applied to the lexical model's calibrated probability.
+        Suggestion {
             abstain: confidence < classifier.threshold,
             threshold: classifier.threshold,
-            methods: BTreeMap::from([("lexical".to_string(), categories.clone())]),
             categories,
+            methods,
             district,
             units,
             similar: Vec::new(),
             duplicate: None,
             draft: None,
             classifier_version: classifier.version.clone(),
-            timings_ms,
-        })
+            timings_ms: BTreeMap::new(),
+        }
     }
 
     /// Writes the reply draft, streaming each final piece of text to `on_text`.

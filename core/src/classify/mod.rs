@@ -10,11 +10,16 @@
 //! Training computes out-of-fold predictions for every labeled case (K folds), calibrates each
 //! method on them (temperature scaling), fits the ensemble on them, and picks the abstain threshold
 //! that reaches the target accuracy on them. The final methods are then refitted on all cases.
+//! Each method lives in its own file; `Classifier::train` orchestrates them.
 
 pub mod calibrate;
+mod embedding;
+mod knn;
+mod lexical;
 pub mod sparse;
 pub mod stack;
 pub mod svm;
+mod zero_shot;
 
 pub use crate::vector::dot;
 use crate::{Error, Result, Taxonomy};
@@ -22,23 +27,45 @@ use calibrate::{fit_scale, log_softmax, threshold_for_accuracy};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sparse::{NgramFeaturizer, SparseVec};
+use sparse::SparseVec;
 use stack::Stacker;
 use std::collections::BTreeMap;
 use std::path::Path;
 use svm::LinearOvr;
 
-pub const LEXICAL: &str = "lexical";
-pub const EMBEDDING: &str = "embedding";
-pub const KNN: &str = "knn";
-pub const ZERO_SHOT: &str = "zero_shot";
+/// The name of the ensemble's scores in reports (beside each `Method`'s).
 pub const ENSEMBLE: &str = "ensemble";
 
-/// Raw score of a class a method knows nothing about.
-const UNKNOWN_CLASS_SCORE: f32 = -1e4;
 /// Format of the saved file; bump when `Classifier`'s layout changes.
-/// 2: the lexical featuriser counts words too.
-const FILE_FORMAT: u32 = 2;
+/// 2: the lexical featuriser counts words too. 3: methods are an enum, each with its model.
+const FILE_FORMAT: u32 = 3;
+
+/// The classification methods. Their order is the order of the ensemble's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Embedding,
+    Knn,
+    Lexical,
+    ZeroShot,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Embedding => "embedding",
+            Method::Knn => "knn",
+            Method::Lexical => "lexical",
+            Method::ZeroShot => "zero_shot",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Settings of training. The defaults were chosen on cross-validation of the training set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,7 +131,7 @@ pub struct Neighbor<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassScores {
     pub ensemble: Vec<f32>,
-    pub methods: BTreeMap<String, Vec<f32>>,
+    pub methods: BTreeMap<Method, Vec<f32>>,
 }
 
 /// What training measured on its own out-of-fold predictions.
@@ -120,27 +147,24 @@ pub struct TrainingReport {
     pub seconds: f32,
 }
 
+/// A trained method: its kind and its model, in one value (so an active method always has one).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lexical {
-    featurizer: NgramFeaturizer,
-    model: LinearOvr,
-    scale: f32,
+enum Trained {
+    Embedding(embedding::EmbeddingHead),
+    Knn(knn::Knn),
+    Lexical(lexical::Lexical),
+    ZeroShot(zero_shot::ZeroShot),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct EmbeddingHead {
-    /// Mean of the training vectors: e5's vectors share a large common component, and
-    /// removing it lets a linear model use the informative directions.
-    mean: Vec<f32>,
-    model: LinearOvr,
-    scale: f32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ZeroShot {
-    /// One embedding ("passage") per label, or `None` for labels the taxonomy doesn't describe.
-    profiles: Vec<Option<Vec<f32>>>,
-    scale: f32,
+impl Trained {
+    fn method(&self) -> Method {
+        match self {
+            Trained::Embedding(_) => Method::Embedding,
+            Trained::Knn(_) => Method::Knn,
+            Trained::Lexical(_) => Method::Lexical,
+            Trained::ZeroShot(_) => Method::ZeroShot,
+        }
+    }
 }
 
 /// A trained classifier. Saved beside the store; `version` names one training run.
@@ -154,12 +178,8 @@ pub struct Classifier {
     /// Confidence below which the suggestion is marked "abstain" (human review).
     pub threshold: f32,
     pub report: TrainingReport,
-    lexical: Option<Lexical>,
-    embedding: Option<EmbeddingHead>,
-    knn_scale: Option<f32>,
-    zero_shot: Option<ZeroShot>,
-    /// Methods in the ensemble, in the order of the stacker's weights.
-    active: Vec<String>,
+    /// The methods in the ensemble, in the order of the stacker's weights.
+    methods: Vec<Trained>,
     stacker: Stacker,
 }
 
@@ -167,6 +187,78 @@ pub struct Classifier {
 const COLD_START_ZERO_SHOT_SCALE: f32 = 50.0;
 /// Abstain threshold when there is no labeled data to choose one from.
 const COLD_START_THRESHOLD: f32 = 0.5;
+
+/// The cross-validation folds of the training cases, with their gold class indices.
+struct Folds {
+    /// The fold of each case.
+    fold: Vec<usize>,
+    gold: Vec<usize>,
+    classes: usize,
+    k: usize,
+}
+
+impl Folds {
+    fn new(gold: Vec<usize>, classes: usize, k: usize, seed: u64) -> Self {
+        let k = k.min(gold.len());
+        Self {
+            fold: stratified_folds(&gold, k, seed),
+            gold,
+            classes,
+            k,
+        }
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.gold.len()).collect()
+    }
+
+    /// A linear SVM on the `which` rows of `features` (`dim` long), with cost `c`.
+    fn fit_linear(
+        &self,
+        features: &[SparseVec],
+        which: &[usize],
+        dim: usize,
+        c: f32,
+        seed: u64,
+    ) -> LinearOvr {
+        LinearOvr::fit_rows(features, &self.gold, which, (self.classes, dim), c, seed)
+    }
+
+    /// The out-of-fold margins of `fit_linear` for every case.
+    fn linear_out_of_fold(
+        &self,
+        features: &[SparseVec],
+        dim: usize,
+        c: f32,
+        seed: u64,
+    ) -> Vec<Vec<f32>> {
+        self.out_of_fold(|train, test| {
+            let model = self.fit_linear(features, train, dim, c, seed);
+            test.iter().map(|&i| model.margins(&features[i])).collect()
+        })
+    }
+
+    /// One row of raw scores per case, each predicted by `predict(train rows, test rows)` for the
+    /// fold the case is in.
+    fn out_of_fold(
+        &self,
+        mut predict: impl FnMut(&[usize], &[usize]) -> Vec<Vec<f32>>,
+    ) -> Vec<Vec<f32>> {
+        let mut out = vec![Vec::new(); self.gold.len()];
+        for fold in 0..self.k {
+            let train: Vec<usize> = (0..self.gold.len())
+                .filter(|&i| self.fold[i] != fold)
+                .collect();
+            let test: Vec<usize> = (0..self.gold.len())
+                .filter(|&i| self.fold[i] == fold)
+                .collect();
+            for (i, scores) in test.iter().zip(predict(&train, &test)) {
+                out[*i] = scores;
+            }
+        }
+        out
+    }
+}
 
 impl Classifier {
     /// Trains on labeled examples. `profiles` holds the embedding of each taxonomy category's
@@ -186,7 +278,7 @@ impl Classifier {
             .map(|(i, l)| (l.as_str(), i))
             .collect();
         let gold: Vec<usize> = examples.iter().map(|e| index[e.label]).collect();
-        let zero_shot = profiles.map(|p| zero_shot_profiles(&labels, taxonomy, p));
+        let zero_shot = profiles.map(|p| zero_shot::ZeroShot::new(&labels, taxonomy, p, 1.0));
 
         let mut report = TrainingReport {
             labeled_cases: examples.len(),
@@ -204,99 +296,50 @@ impl Classifier {
             config: config.clone(),
             threshold: COLD_START_THRESHOLD,
             report,
-            lexical: None,
-            embedding: None,
-            knn_scale: None,
-            zero_shot: None,
-            active: Vec::new(),
+            methods: Vec::new(),
             stacker: Stacker::uniform(0, 0),
         };
         let classes = classifier.labels.len();
 
         if examples.len() < config.min_labeled || distinct < 2 {
             // Cold start: only the taxonomy's descriptions to go on.
-            let zs = zero_shot.ok_or_else(|| {
+            let mut zero_shot = zero_shot.ok_or_else(|| {
                 Error::NotReady(format!(
                     "{} labeled cases (need {} in 2+ categories) and no category descriptions for zero-shot",
                     examples.len(),
                     config.min_labeled
                 ))
             })?;
-            classifier.zero_shot = Some(ZeroShot {
-                profiles: zs,
-                scale: COLD_START_ZERO_SHOT_SCALE,
-            });
-            classifier.active = vec![ZERO_SHOT.to_string()];
+            zero_shot.scale = COLD_START_ZERO_SHOT_SCALE;
+            classifier.methods = vec![Trained::ZeroShot(zero_shot)];
             classifier.stacker = Stacker::uniform(1, classes);
             classifier.report.seconds = started.elapsed().as_secs_f32();
             return Ok(classifier);
         }
 
-        let texts: Vec<&str> = examples.iter().map(|e| e.text).collect();
-        let featurizer = NgramFeaturizer::fit(
-            &texts,
-            config.ngram_bits,
-            (1, config.ngram_max),
-            config.lexical_max_chars,
-            config.lexical_words,
-        );
-        let lexical_x: Vec<SparseVec> = texts.par_iter().map(|t| featurizer.transform(t)).collect();
-        let mean = mean_vector(examples);
-        let embedding_x: Vec<SparseVec> = examples
-            .par_iter()
-            .map(|e| centered(e.vector, &mean))
-            .collect();
-
         // Out-of-fold raw scores of every method.
-        let folds = stratified_folds(&gold, config.folds.min(examples.len()), config.seed);
-        let mut raw: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
-        let mut lexical_oof = vec![Vec::new(); examples.len()];
-        let mut embedding_oof = vec![Vec::new(); examples.len()];
-        for fold in 0..config.folds.min(examples.len()) {
-            let train: Vec<usize> = (0..examples.len()).filter(|&i| folds[i] != fold).collect();
-            let test: Vec<usize> = (0..examples.len()).filter(|&i| folds[i] == fold).collect();
-            let lex = fit_linear(
-                &lexical_x,
-                &gold,
-                &train,
-                classes,
-                featurizer.dim(),
-                config.lexical_c,
-                config.seed,
-            );
-            let emb = fit_linear(
-                &embedding_x,
-                &gold,
-                &train,
-                classes,
-                mean.len(),
-                config.embedding_c,
-                config.seed,
-            );
-            for &i in &test {
-                lexical_oof[i] = masked_margins(&lex, &lexical_x[i]);
-                embedding_oof[i] = masked_margins(&emb, &embedding_x[i]);
-            }
-        }
-        raw.insert(LEXICAL, lexical_oof);
-        raw.insert(EMBEDDING, embedding_oof);
-        raw.insert(
-            KNN,
-            knn_out_of_fold(examples, &gold, &folds, classes, &config),
-        );
+        let texts: Vec<&str> = examples.iter().map(|e| e.text).collect();
+        let lexical = lexical::Features::fit(&texts, &config);
+        let embedding = embedding::Features::fit(examples);
+        let folds = Folds::new(gold, classes, config.folds, config.seed);
+        let mut raw: BTreeMap<Method, Vec<Vec<f32>>> = BTreeMap::new();
+        raw.insert(Method::Lexical, lexical.out_of_fold(&folds, &config));
+        raw.insert(Method::Embedding, embedding.out_of_fold(&folds, &config));
+        raw.insert(Method::Knn, knn::out_of_fold(examples, &folds, &config));
         if let Some(zs) = &zero_shot {
             let scores = examples
                 .par_iter()
-                .map(|e| zero_shot_scores(zs, e.vector))
+                .map(|e| zs.raw_scores(e.vector))
                 .collect();
-            raw.insert(ZERO_SHOT, scores);
+            raw.insert(Method::ZeroShot, scores);
         }
 
         // Calibrate each method, then the ensemble, on the out-of-fold scores.
+        let gold = &folds.gold;
         let mut scales = BTreeMap::new();
-        let mut calibrated: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
+        let mut calibrated: BTreeMap<Method, Vec<Vec<f32>>> = BTreeMap::new();
         for (&method, scores) in &raw {
-            let scale = fit_scale(scores, &gold);
+            let scale = fit_scale(scores, gold);
             scales.insert(method, scale);
             calibrated.insert(
                 method,
@@ -305,24 +348,24 @@ impl Classifier {
             classifier
                 .report
                 .oof_accuracy
-                .insert(method.to_string(), accuracy(scores, &gold));
+                .insert(method.to_string(), accuracy(scores, gold));
         }
-        let active: Vec<&str> = calibrated.keys().copied().collect();
+        let active: Vec<Method> = calibrated.keys().copied().collect();
         let inputs: Vec<Vec<Vec<f32>>> = (0..examples.len())
             .map(|i| active.iter().map(|m| calibrated[m][i].clone()).collect())
             .collect();
-        let stacker = Stacker::fit(&inputs, &gold, classes);
+        let stacker = Stacker::fit(&inputs, gold, classes);
         let ensemble: Vec<Vec<f32>> = inputs.iter().map(|x| stacker.log_probs(x)).collect();
         classifier
             .report
             .oof_accuracy
-            .insert(ENSEMBLE.to_string(), accuracy(&ensemble, &gold));
+            .insert(ENSEMBLE.to_string(), accuracy(&ensemble, gold));
         for (m, w) in active.iter().zip(stacker.method_weights()) {
             classifier.report.method_weights.insert(m.to_string(), w);
         }
         let confidence_correct: Vec<(f32, bool)> = ensemble
             .iter()
-            .zip(&gold)
+            .zip(gold)
             .map(|(lp, &g)| {
                 let best = argmax(lp);
                 (lp[best].exp(), best == g)
@@ -339,40 +382,21 @@ impl Classifier {
             }
         }
 
-        // Final models on all labeled cases.
-        let all: Vec<usize> = (0..examples.len()).collect();
-        classifier.lexical = Some(Lexical {
-            model: fit_linear(
-                &lexical_x,
-                &gold,
-                &all,
-                classes,
-                featurizer.dim(),
-                config.lexical_c,
-                config.seed,
-            ),
-            featurizer,
-            scale: scales[LEXICAL],
-        });
-        classifier.embedding = Some(EmbeddingHead {
-            model: fit_linear(
-                &embedding_x,
-                &gold,
-                &all,
-                classes,
-                mean.len(),
-                config.embedding_c,
-                config.seed,
-            ),
-            mean,
-            scale: scales[EMBEDDING],
-        });
-        classifier.knn_scale = Some(scales[KNN]);
-        classifier.zero_shot = zero_shot.map(|profiles| ZeroShot {
-            profiles,
-            scale: scales[ZERO_SHOT],
-        });
-        classifier.active = active.iter().map(|m| m.to_string()).collect();
+        // Final models on all labeled cases, in `Method` order: the order of `raw`'s keys, and
+        // so of the stacker's inputs.
+        let scale = |m: Method| scales[&m];
+        classifier.methods = vec![
+            Trained::Embedding(embedding.fit_all(&folds, &config, scale(Method::Embedding))),
+            Trained::Knn(knn::Knn {
+                scale: scale(Method::Knn),
+            }),
+            Trained::Lexical(lexical.fit_all(&folds, &config, scale(Method::Lexical))),
+        ];
+        if let Some(mut zero_shot) = zero_shot {
+            zero_shot.scale = scale(Method::ZeroShot);
+            classifier.methods.push(Trained::ZeroShot(zero_shot));
+        }
+        debug_assert_eq!(classifier.methods(), active);
         classifier.stacker = stacker;
         classifier.report.seconds = started.elapsed().as_secs_f32();
         Ok(classifier)
@@ -381,43 +405,17 @@ impl Classifier {
     /// Scores one complaint. `neighbors` are the labeled similar cases found in the store.
     pub fn predict(&self, text: &str, vector: &[f32], neighbors: &[Neighbor]) -> ClassScores {
         let mut methods = BTreeMap::new();
-        let mut inputs = Vec::with_capacity(self.active.len());
-        for method in &self.active {
-            let (raw, scale) = match method.as_str() {
-                LEXICAL => {
-                    let l = self.lexical.as_ref().expect("active method is trained");
-                    (
-                        masked_margins(&l.model, &l.featurizer.transform(text)),
-                        l.scale,
-                    )
-                }
-                EMBEDDING => {
-                    let e = self.embedding.as_ref().expect("active method is trained");
-                    (
-                        masked_margins(&e.model, &centered(vector, &e.mean)),
-                        e.scale,
-                    )
-                }
-                KNN => {
-                    let index = |label: &str| self.labels.iter().position(|l| l == label);
-                    let votes: Vec<(usize, f32)> = neighbors
-                        .iter()
-                        .filter_map(|n| Some((index(n.label)?, n.score)))
-                        .take(self.config.knn_k)
-                        .collect();
-                    (
-                        knn_scores(&votes, self.labels.len(), self.config.knn_tau),
-                        self.knn_scale.unwrap_or(1.0),
-                    )
-                }
-                _ => {
-                    let z = self.zero_shot.as_ref().expect("active method is trained");
-                    (zero_shot_scores(&z.profiles, vector), z.scale)
-                }
+        let mut inputs = Vec::with_capacity(self.methods.len());
+        for trained in &self.methods {
+            let (raw, scale) = match trained {
+                Trained::Lexical(m) => (m.raw_scores(text), m.scale),
+                Trained::Embedding(m) => (m.raw_scores(vector), m.scale),
+                Trained::Knn(m) => (m.raw_scores(neighbors, &self.labels, &self.config), m.scale),
+                Trained::ZeroShot(m) => (m.raw_scores(vector), m.scale),
             };
             let log_probs = log_softmax(&raw, scale);
             methods.insert(
-                method.clone(),
+                trained.method(),
                 log_probs.iter().map(|lp| lp.exp()).collect(),
             );
             inputs.push(log_probs);
@@ -432,24 +430,30 @@ impl Classifier {
     }
 
     /// Scores with the lexical model alone: no embedding or search needed (batch `--fast`).
-    pub fn predict_lexical(&self, text: &str) -> Option<Vec<f32>> {
-        let l = self.lexical.as_ref()?;
-        let raw = masked_margins(&l.model, &l.featurizer.transform(text));
-        Some(
-            log_softmax(&raw, l.scale)
-                .into_iter()
-                .map(f32::exp)
-                .collect(),
-        )
+    /// The scores are the lexical method's, as the ensemble's and as its only method's.
+    pub fn predict_lexical(&self, text: &str) -> Option<ClassScores> {
+        let lexical = self.methods.iter().find_map(|m| match m {
+            Trained::Lexical(l) => Some(l),
+            _ => None,
+        })?;
+        let probs: Vec<f32> = log_softmax(&lexical.raw_scores(text), lexical.scale)
+            .into_iter()
+            .map(f32::exp)
+            .collect();
+        Some(ClassScores {
+            methods: BTreeMap::from([(Method::Lexical, probs.clone())]),
+            ensemble: probs,
+        })
     }
 
     /// Whether the ensemble uses the `knn` vote (callers then search for labeled neighbours).
     pub fn uses_neighbors(&self) -> bool {
-        self.active.iter().any(|m| m == KNN)
+        self.methods.iter().any(|m| matches!(m, Trained::Knn(_)))
     }
 
-    pub fn methods(&self) -> &[String] {
-        &self.active
+    /// The methods in the ensemble.
+    pub fn methods(&self) -> Vec<Method> {
+        self.methods.iter().map(Trained::method).collect()
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -472,8 +476,10 @@ impl Classifier {
                 classifier.format
             )));
         }
-        if let Some(lexical) = &classifier.lexical {
-            lexical.featurizer.warm_up();
+        for method in &classifier.methods {
+            if let Trained::Lexical(lexical) = method {
+                lexical.warm_up();
+            }
         }
         Ok(classifier)
     }
@@ -488,120 +494,6 @@ fn label_space(taxonomy: &Taxonomy, examples: &[LabeledExample]) -> Vec<String> 
         }
     }
     labels
-}
-
-fn zero_shot_profiles(
-    labels: &[String],
-    taxonomy: &Taxonomy,
-    profiles: &[Vec<f32>],
-) -> Vec<Option<Vec<f32>>> {
-    labels
-        .iter()
-        .map(|label| {
-            let at = taxonomy.categories.iter().position(|c| &c.id == label)?;
-            profiles.get(at).cloned()
-        })
-        .collect()
-}
-
-fn zero_shot_scores(profiles: &[Option<Vec<f32>>], vector: &[f32]) -> Vec<f32> {
-    profiles
-        .iter()
-        .map(|p| p.as_deref().map_or(UNKNOWN_CLASS_SCORE, |p| dot(p, vector)))
-        .collect()
-}
-
-/// log(ε + Σ exp((s − s_max) / τ)) per class: a soft vote that a single close case can win.
-fn knn_scores(votes: &[(usize, f32)], classes: usize, tau: f32) -> Vec<f32> {
-    const SMOOTHING: f32 = 0.01;
-    let best = votes.iter().map(|v| v.1).fold(f32::NEG_INFINITY, f32::max);
-    let mut mass = vec![0f32; classes];
-    for &(class, score) in votes {
-        mass[class] += ((score - best) / tau).exp();
-    }
-    mass.into_iter().map(|m| (m + SMOOTHING).ln()).collect()
-}
-
-fn knn_out_of_fold(
-    examples: &[LabeledExample],
-    gold: &[usize],
-    folds: &[usize],
-    classes: usize,
-    config: &ClassifierConfig,
-) -> Vec<Vec<f32>> {
-    (0..examples.len())
-        .into_par_iter()
-        .map(|i| {
-            let mut sims: Vec<(usize, f32)> = (0..examples.len())
-                .filter(|&j| folds[j] != folds[i])
-                .map(|j| (gold[j], dot(examples[i].vector, examples[j].vector)))
-                .collect();
-            let k = config.knn_k.min(sims.len());
-            if k > 0 {
-                sims.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-                sims.truncate(k);
-            }
-            knn_scores(&sims, classes, config.knn_tau)
-        })
-        .collect()
-}
-
-fn fit_linear(
-    xs: &[SparseVec],
-    gold: &[usize],
-    rows: &[usize],
-    classes: usize,
-    dim: usize,
-    c: f32,
-    seed: u64,
-) -> LinearOvr {
-    let x: Vec<SparseVec> = rows.iter().map(|&i| xs[i].clone()).collect();
-    let y: Vec<usize> = rows.iter().map(|&i| gold[i]).collect();
-    // Only classes present in these rows get a model; the others score UNKNOWN_CLASS_SCORE.
-    let mut model = LinearOvr::train(&x, &y, classes, dim, c, seed);
-    for class in 0..classes {
-        if !y.contains(&class) {
-            model.weights[class] = Vec::new();
-        }
-    }
-    model
-}
-
-fn masked_margins(model: &LinearOvr, x: &SparseVec) -> Vec<f32> {
-    model
-        .weights
-        .iter()
-        .zip(&model.bias)
-        .map(|(w, b)| {
-            if w.is_empty() {
-                UNKNOWN_CLASS_SCORE
-            } else {
-                sparse::dot(w, x) + b
-            }
-        })
-        .collect()
-}
-
-fn mean_vector(examples: &[LabeledExample]) -> Vec<f32> {
-    let dim = examples.first().map_or(0, |e| e.vector.len());
-    let mut mean = vec![0f32; dim];
-    for e in examples {
-        mean.iter_mut().zip(e.vector).for_each(|(m, v)| *m += v);
-    }
-    mean.iter_mut()
-        .for_each(|m| *m /= examples.len().max(1) as f32);
-    mean
-}
-
-fn centered(vector: &[f32], mean: &[f32]) -> SparseVec {
-    let mut x: SparseVec = vector
-        .iter()
-        .zip(mean)
-        .enumerate()
-        .map(|(i, (v, m))| (i as u32, v - m))
-        .collect();
-    sparse::l2_normalize(&mut x);
-    x
 }
 
 /// Assigns each example to one of `k` folds, keeping class proportions; seeded and stable.
@@ -734,7 +626,10 @@ mod tests {
             ..Default::default()
         };
         let c = Classifier::train(&examples, &taxonomy, None, "toy", config).unwrap();
-        assert_eq!(c.methods(), [EMBEDDING, KNN, LEXICAL]);
+        assert_eq!(
+            c.methods(),
+            [Method::Embedding, Method::Knn, Method::Lexical]
+        );
         let scores = c.predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], &[]);
         assert_eq!(c.labels[argmax(&scores.ensemble)], "教育");
         assert!((scores.ensemble.iter().sum::<f32>() - 1.0).abs() < 1e-4);
@@ -768,7 +663,7 @@ mod tests {
             ClassifierConfig::default(),
         )
         .unwrap();
-        assert_eq!(c.methods(), [ZERO_SHOT]);
+        assert_eq!(c.methods(), [Method::ZeroShot]);
         let s = c.predict("", &[0.1, 0.2, 0.97, 0.0], &[]);
         assert_eq!(c.labels[argmax(&s.ensemble)], "环境");
         assert!(

@@ -38,15 +38,46 @@ impl LinearOvr {
         Self { dim, weights, bias }
     }
 
-    /// The decision value of every class for one input.
+    /// Trains on the `rows` of `xs` (gold classes in `gold`). Only classes present in these rows
+    /// get a model; the others score `UNKNOWN_CLASS_SCORE` in `margins`.
+    pub fn fit_rows(
+        xs: &[SparseVec],
+        gold: &[usize],
+        rows: &[usize],
+        (classes, dim): (usize, usize),
+        c: f32,
+        seed: u64,
+    ) -> Self {
+        let x: Vec<SparseVec> = rows.iter().map(|&i| xs[i].clone()).collect();
+        let y: Vec<usize> = rows.iter().map(|&i| gold[i]).collect();
+        let mut model = Self::train(&x, &y, classes, dim, c, seed);
+        for class in 0..classes {
+            if !y.contains(&class) {
+                model.weights[class] = Vec::new();
+            }
+        }
+        model
+    }
+
+    /// The decision value of every class for one input (`UNKNOWN_CLASS_SCORE` for a class the
+    /// model never saw).
     pub fn margins(&self, x: &SparseVec) -> Vec<f32> {
         self.weights
             .iter()
             .zip(&self.bias)
-            .map(|(w, b)| dot(w, x) + b)
+            .map(|(w, b)| {
+                if w.is_empty() {
+                    UNKNOWN_CLASS_SCORE
+                } else {
+                    dot(w, x) + b
+                }
+            })
             .collect()
     }
 }
+
+/// Raw score of a class a method knows nothing about.
+pub const UNKNOWN_CLASS_SCORE: f32 = -1e4;
 
 /// Bias is learned as the weight of a constant feature of value `BIAS_FEATURE`, as LIBLINEAR does.
 const BIAS_FEATURE: f32 = 1.0;

@@ -33,7 +33,8 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
         "classifier {} trained on {} labeled cases in {:.1} s",
         classifier.version, r.labeled_cases, r.seconds
     );
-    println!("methods: {}", classifier.methods().join(", "));
+    let methods: Vec<&str> = classifier.methods().iter().map(|m| m.name()).collect();
+    println!("methods: {}", methods.join(", "));
     for (method, acc) in &r.oof_accuracy {
         let weight = r
             .method_weights
