@@ -7,7 +7,7 @@
 //! drops a line. Bad input lines get an `{"line", "error"}` record in the output and in
 //! `OUT.errors.jsonl`, and the job goes on.
 
-use crate::pipeline::{Complaint, Pipeline, Suggestion, COMPLAINT_EMBEDDING};
+use crate::pipeline::{Analysis, Complaint, Pipeline, Suggestion};
 use crate::{fsutil, ingest, pii, text, Case, CaseFilter, Error, Pages, Prediction, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -197,7 +197,7 @@ pub fn run(
             "write-back reclassifies stored cases: use the store as the input".into(),
         ));
     }
-    if spec.draft && (spec.fast || pipeline.generator.is_none()) {
+    if spec.draft && (spec.fast || !pipeline.can_draft()) {
         return Err(Error::InvalidInput(
             "drafts need the LLM and the full pipeline (not --fast)".into(),
         ));
@@ -207,7 +207,7 @@ pub fn run(
     let resumed_at = state.checkpoint.counts.consumed;
     let total = match &spec.source {
         Source::File(path) => Some(count_lines(path)?),
-        Source::Store(filter) => Some(pipeline.store.count(filter)? as u64),
+        Source::Store(filter) => Some(pipeline.count_cases(filter)? as u64),
     };
     let summary = |state: &State| {
         let seconds = state.seconds_before + started.elapsed().as_secs_f64();
@@ -229,7 +229,7 @@ pub fn run(
     let mut input = match &spec.source {
         Source::File(path) => Input::File(open_input(path, resumed_at)?),
         // An empty cursor marks a finished scan (a missing one: not started).
-        Source::Store(filter) => Input::Store(pipeline.store.pages(
+        Source::Store(filter) => Input::Store(pipeline.cases(
             filter,
             state.checkpoint.cursor.clone().filter(|c| !c.is_empty()),
             chunk,
@@ -517,7 +517,7 @@ fn process(
             .iter()
             .filter_map(|c| c.as_ref().ok().map(|(_, full)| full.as_str()))
             .collect();
-        let vectors = pipeline.embedder.embed(&texts, COMPLAINT_EMBEDDING)?;
+        let vectors = pipeline.embed_complaints(&texts)?;
         add_seconds(counts, "embed", clock);
         vectors
     };
@@ -528,15 +528,15 @@ fn process(
         .into_iter()
         .map(|c| c.map(|(complaint, full)| (complaint, full, vectors.next())))
         .collect();
-    let analyzed: Vec<std::result::Result<(Suggestion, Option<_>), String>> = jobs
+    let analyzed: Vec<std::result::Result<Analyzed, String>> = jobs
         .into_par_iter()
         .map(|job| {
             let (complaint, full, vector) = job?;
             let result = match vector {
                 Some(v) => pipeline
                     .analyze_embedded(&complaint, &full, &v)
-                    .map(|(s, context)| (s, Some(context))),
-                None => pipeline.analyze_fast(&complaint).map(|s| (s, None)),
+                    .map(Analyzed::Full),
+                None => pipeline.analyze_fast(&complaint).map(Analyzed::Fast),
             };
             result.map_err(|e| e.to_string())
         })
@@ -547,8 +547,8 @@ fn process(
     let mut records = Vec::with_capacity(items.len());
     let mut write_back = Vec::new();
     for (item, result) in items.into_iter().zip(analyzed) {
-        let (s, context) = match result {
-            Ok(analysis) => analysis,
+        let analyzed = match result {
+            Ok(analyzed) => analyzed,
             Err(reason) => {
                 counts.errors += 1;
                 let detail = json!({"line": item.line, "error": reason, "input": item.bad_input});
@@ -558,13 +558,14 @@ fn process(
             }
         };
         let (case, vector) = item.case.expect("an analysed item was parsed");
-        let draft = match context.filter(|_| spec.draft) {
-            Some(context) => pipeline
-                .draft(&context, &mut |_| true)
+        let draft = match &analyzed {
+            Analyzed::Full(analysis) if spec.draft => pipeline
+                .draft(analysis, &mut |_| true)
                 .inspect_err(|e| tracing::warn!(line = item.line, "draft failed: {e}"))
                 .ok(),
-            None => None,
+            _ => None,
         };
+        let s = analyzed.suggestion();
         counts.classified += 1;
         counts.abstained += s.abstain as u64;
         counts.duplicates += s.duplicate.is_some() as u64;
@@ -588,11 +589,11 @@ fn process(
             });
             write_back.push((case, vector));
         }
-        records.push(record(item.line, &case, &s, draft));
+        records.push(record(item.line, &case, s, draft));
     }
     // Upserts are durable when they return, before the checkpoint moves past them.
     if spec.write_back == WriteBack::Apply && !write_back.is_empty() {
-        pipeline.store.upsert(&write_back)?;
+        pipeline.save_predictions(&write_back)?;
     }
     let mut out = Vec::new();
     for record in records {
@@ -605,6 +606,21 @@ fn process(
         .map_err(|e| Error::io(&spec.output, e))?;
     add_seconds(counts, "write", clock);
     Ok(())
+}
+
+/// A complaint's analysis: the full one (with what a draft needs), or the lexical `--fast` one.
+enum Analyzed {
+    Full(Analysis),
+    Fast(Suggestion),
+}
+
+impl Analyzed {
+    fn suggestion(&self) -> &Suggestion {
+        match self {
+            Analyzed::Full(analysis) => &analysis.suggestion,
+            Analyzed::Fast(suggestion) => suggestion,
+        }
+    }
 }
 
 /// One output line: the suggestion without the similar cases' text (kept short for thousands).

@@ -288,12 +288,11 @@ struct Checkpoint {
     summary: ImportSummary,
 }
 
-/// Imports cases into a store: embed as passages in batches, upsert by id, fill in the unit named
-/// in a reply and the district named in the text when the record lacks them.
+/// Imports a file of cases through `Pipeline::import_cases` (embedded as passages in batches,
+/// upserted by id, the unit named in a reply and the district named in the text filled in when
+/// the record lacks them), with progress and a checkpoint after every batch.
 pub struct Importer<'a> {
-    pub embedder: &'a dyn crate::Embedder,
-    pub store: &'a dyn crate::CaseStore,
-    pub units: &'a crate::units::UnitDirectory,
+    pub pipeline: &'a crate::pipeline::Pipeline,
     /// Cases per embed + upsert round.
     pub batch_size: usize,
     /// Where checkpoints of interrupted imports are kept; `None` disables resuming.
@@ -430,28 +429,15 @@ impl Importer<'_> {
 
     fn store_batch(
         &self,
-        batch: &mut [(usize, Case)],
+        batch: &[(usize, Case)],
         summary: &mut ImportSummary,
     ) -> crate::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        for (_, case) in batch.iter_mut() {
-            enrich(case, self.units);
-        }
-        let texts: Vec<String> = batch.iter().map(|(_, c)| c.full_text()).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let vectors = self.embedder.embed(&refs, crate::EmbedKind::Passage)?;
-        for (_, case) in batch.iter() {
-            if self.store.get(&case.id)?.is_some() {
-                summary.updated += 1;
-            } else {
-                summary.imported += 1;
-            }
-        }
-        let cases: Vec<(Case, Vec<f32>)> =
-            batch.iter().map(|(_, c)| c.clone()).zip(vectors).collect();
-        self.store.upsert(&cases)
+        let stored = self
+            .pipeline
+            .import_cases(batch.iter().map(|(_, c)| c.clone()).collect())?;
+        summary.imported += stored.new;
+        summary.updated += stored.updated;
+        Ok(())
     }
 }
 
@@ -473,9 +459,6 @@ pub fn enrich(case: &mut Case, units: &crate::units::UnitDirectory) {
 }
 
 fn checkpoint_name(canonical: &str) -> String {
-    // FNV-1a of the path: a stable, file-system-safe name.
-    let hash = canonical.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    format!("import-{hash:016x}.json")
+    // A stable, file-system-safe name for the path.
+    format!("import-{:016x}.json", crate::text::stable_hash(canonical))
 }

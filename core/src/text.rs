@@ -61,6 +61,12 @@ pub fn stable_hash(s: &str) -> u64 {
     })
 }
 
+/// A random 128-bit id in hex, for cases and requests that arrive without one.
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

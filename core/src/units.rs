@@ -151,6 +151,13 @@ impl UnitDirectory {
         depth
     }
 
+    /// The unit with this id or name.
+    pub fn resolve(&self, id_or_name: &str) -> Option<&Unit> {
+        self.units
+            .iter()
+            .find(|u| u.id == id_or_name || u.name == id_or_name)
+    }
+
     /// The unit a text names (e.g. an official reply saying who handled the case): the longest
     /// name or alias found in it.
     pub fn find_named_unit(&self, text: &str) -> Option<&Unit> {
@@ -233,11 +240,7 @@ impl UnitDirectory {
         }
         let total_similarity: f32 = similar.iter().map(|s| s.2.max(0.0)).sum();
         for (case_id, unit_id, similarity) in similar {
-            let Some(unit) = self
-                .units
-                .iter()
-                .find(|u| &u.id == unit_id || &u.name == unit_id)
-            else {
+            let Some(unit) = self.resolve(unit_id) else {
                 continue;
             };
             let entry = scored.entry(&unit.id).or_insert_with(|| UnitSuggestion {

@@ -1,10 +1,10 @@
 //! Shared set-up of every command: paths, models, store, pipeline.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use triage_core::pipeline::{Pipeline, PipelineConfig};
+use triage_core::pipeline::{Pipeline, PipelineBuilder};
 use triage_core::prompt::Prompts;
 use triage_core::units::UnitDirectory;
 use triage_core::{classify::Classifier, CaseStore, Embedder, Generator, Taxonomy};
@@ -245,8 +245,17 @@ impl GlobalArgs {
         )?)
     }
 
-    /// Loads models, store, taxonomy, units and classifier into a pipeline.
-    pub fn pipeline(&self, with_generator: bool) -> Result<Pipeline> {
+    /// The parts of every command's pipeline around an embedder: taxonomy, units, prompts (no
+    /// store, LLM or classifier yet).
+    pub fn parts(&self, embedder: Arc<dyn Embedder>) -> Result<PipelineBuilder> {
+        Ok(Pipeline::builder(embedder)
+            .taxonomy(self.taxonomy()?)
+            .units(self.units()?)
+            .prompts(Prompts::load(self.prompts.as_deref())?))
+    }
+
+    /// Models, store, taxonomy, units and prompts; the caller adds the classifier (or trains one).
+    pub fn builder(&self, with_generator: bool) -> Result<PipelineBuilder> {
         let embedder = self.load_embedder()?;
         let store = self.open_store(embedder.dim())?;
         let generator = if with_generator {
@@ -254,24 +263,12 @@ impl GlobalArgs {
         } else {
             None
         };
-        let pipeline = Pipeline::new(
-            embedder,
-            store,
-            generator,
-            self.taxonomy()?,
-            self.units()?,
-            Prompts::load(self.prompts.as_deref())?,
-            PipelineConfig::default(),
-        );
-        let classifier = self.load_classifier()?;
-        if classifier.embedder != pipeline.embedder.model_id() {
-            bail!(
-                "the classifier was trained with embedder {} but {} is loaded: run `triage train`",
-                classifier.embedder,
-                pipeline.embedder.model_id()
-            );
-        }
-        pipeline.set_classifier(classifier);
-        Ok(pipeline)
+        Ok(self.parts(embedder)?.store(store).generator(generator))
+    }
+
+    /// A pipeline with the current classifier.
+    pub fn pipeline(&self, with_generator: bool) -> Result<Pipeline> {
+        let builder = self.builder(with_generator)?;
+        Ok(builder.classifier(Some(self.load_classifier()?)).build()?)
     }
 }

@@ -534,19 +534,14 @@ fn version_now() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
 
-/// Trains on every labeled case in a store, with zero-shot profiles of the taxonomy's
+/// Trains on labeled cases (with their vectors), with zero-shot profiles of the taxonomy's
 /// categories embedded by `embedder` (the same model that embedded the cases).
-pub fn train_from_store(
-    store: &dyn crate::CaseStore,
+pub fn train_from_cases(
+    cases: &[(crate::Case, Vec<f32>)],
     embedder: &dyn crate::Embedder,
     taxonomy: &Taxonomy,
     config: ClassifierConfig,
 ) -> Result<Classifier> {
-    let filter = crate::CaseFilter {
-        labeled_only: true,
-        ..Default::default()
-    };
-    let cases = store.all(&filter)?;
     // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
     let labels: Vec<String> = cases
         .iter()

@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use triage_core::classify::{stratified_folds, train_from_store, ClassifierConfig};
+use triage_core::classify::{stratified_folds, ClassifierConfig};
 use triage_core::ingest::{enrich, parse_case_line};
-use triage_core::pipeline::{Complaint, Pipeline, PipelineConfig, COMPLAINT_EMBEDDING};
-use triage_core::prompt::Prompts;
+use triage_core::pipeline::{Complaint, Pipeline, COMPLAINT_EMBEDDING};
 use triage_core::{Case, CaseStore, EmbedKind, Embedder};
 use triage_eval::{build_report, EvalRecord, Report, Skipped};
 
@@ -230,31 +229,12 @@ fn fresh_pipeline(
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let store: Arc<dyn CaseStore> =
         Arc::new(triage_store::EdgeStore::open(dir.path(), embedder.dim())?);
+    let pipeline = global.parts(embedder)?.store(store).build()?;
     for chunk in cases.chunks(512) {
-        store.upsert(chunk)?;
+        pipeline.store_embedded(chunk.to_vec())?;
     }
-    store.optimize()?;
-    let taxonomy = global.taxonomy()?;
-    let classifier = train_from_store(
-        store.as_ref(),
-        embedder.as_ref(),
-        &taxonomy,
-        ClassifierConfig::default(),
-    )?;
-    let config = PipelineConfig {
-        categories_k: 3,
-        ..Default::default()
-    };
-    let pipeline = Pipeline::new(
-        embedder,
-        store,
-        None,
-        taxonomy,
-        global.units()?,
-        Prompts::load(global.prompts.as_deref())?,
-        config,
-    );
-    pipeline.set_classifier(classifier);
+    pipeline.optimize()?;
+    pipeline.set_classifier(pipeline.train(ClassifierConfig::default())?)?;
     Ok((dir, pipeline))
 }
 
@@ -292,15 +272,14 @@ fn predict(pipeline: &Pipeline, test: &[Labeled], queries: &[Vec<f32>]) -> Resul
     for (labeled, vector) in test.iter().zip(queries) {
         let case = &labeled.case;
         let label = case.label.clone().unwrap_or_default();
-        let gold = pipeline
-            .taxonomy
-            .resolve(&label)
-            .map_or(label.clone(), |c| c.id.clone());
+        let gold = pipeline.category_id(&label).unwrap_or(label);
         if !classifier.report.per_class.contains_key(&gold) {
             *unknown.entry(gold.clone()).or_default() += 1;
         }
         let complaint = Complaint::from(case);
-        let (suggestion, _) = pipeline.analyze_embedded(&complaint, &case.full_text(), vector)?;
+        let suggestion = pipeline
+            .analyze_embedded(&complaint, &case.full_text(), vector)?
+            .suggestion;
         let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
             .methods
             .iter()

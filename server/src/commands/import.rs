@@ -20,13 +20,9 @@ pub struct ImportArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
-    let embedder = global.load_embedder()?;
-    let store = global.open_store(embedder.dim())?;
-    let units = global.units()?;
+    let pipeline = global.builder(false)?.build()?;
     let importer = Importer {
-        embedder: embedder.as_ref(),
-        store: store.as_ref(),
-        units: &units,
+        pipeline: &pipeline,
         batch_size: args.batch_size.max(1),
         checkpoint_dir: Some(global.data_dir().join("import")),
     };
@@ -48,7 +44,7 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
         }
         summaries.push(summary);
     }
-    store.optimize()?;
+    pipeline.optimize()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
     }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use triage_core::embed::BatchingEmbedder;
+use triage_core::pipeline::Pipeline;
 
 /// How often a replica checks whether a new classifier was trained.
 const CLASSIFIER_CHECK: Duration = Duration::from_secs(30);
@@ -100,13 +100,8 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
             // /health says why it is 503 meanwhile.
             let mut wait = Duration::from_secs(2);
             loop {
-                match global.pipeline(!args.no_draft) {
-                    Ok(mut pipeline) => {
-                        // Concurrent requests share embedding batches (the model dominates).
-                        pipeline.embedder = std::sync::Arc::new(BatchingEmbedder::new(
-                            pipeline.embedder.clone(),
-                            EMBED_BATCH,
-                        ));
+                match load(&global, !args.no_draft) {
+                    Ok(pipeline) => {
                         let _ = loader.pipeline.set(std::sync::Arc::new(pipeline));
                         tracing::info!("models, store and classifier loaded");
                         http::jobs::resume_unfinished(&loader);
@@ -141,6 +136,16 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     served
 }
 
+/// The service's pipeline: the current classifier, and concurrent requests sharing embedding
+/// batches (the model dominates a request).
+fn load(global: &GlobalArgs, with_generator: bool) -> Result<Pipeline> {
+    let builder = global.builder(with_generator)?;
+    Ok(builder
+        .classifier(Some(global.load_classifier()?))
+        .batch_embeddings(EMBED_BATCH)
+        .build()?)
+}
+
 /// Replicas share the classifier directory (with a Qdrant store; the embedded store admits one
 /// process): when `triage train` names a new version, every replica loads it within a minute.
 fn follow_classifier(global: &GlobalArgs, state: &std::sync::Arc<AppState>) {
@@ -152,10 +157,10 @@ fn follow_classifier(global: &GlobalArgs, state: &std::sync::Arc<AppState>) {
         let loaded = pipeline.classifier().map(|c| c.version.clone());
         match global.current_classifier_version() {
             Ok(version) if Some(&version) != loaded.as_ref() => match global.load_classifier() {
-                Ok(classifier) => {
-                    tracing::info!(version, "a new classifier was trained: loaded");
-                    pipeline.set_classifier(classifier);
-                }
+                Ok(classifier) => match pipeline.set_classifier(classifier) {
+                    Ok(()) => tracing::info!(version, "a new classifier was trained: loaded"),
+                    Err(e) => tracing::warn!("classifier {version} is not used: {e}"),
+                },
                 Err(e) => tracing::warn!("classifier {version} does not load: {e:#}"),
             },
             _ => {}

@@ -2,7 +2,7 @@
 
 use crate::app::GlobalArgs;
 use anyhow::Result;
-use triage_core::classify::{train_from_store, ClassifierConfig};
+use triage_core::classify::ClassifierConfig;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -15,15 +15,13 @@ pub struct TrainArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
-    let embedder = global.load_embedder()?;
-    let store = global.open_store(embedder.dim())?;
-    let taxonomy = global.taxonomy()?;
+    let pipeline = global.builder(false)?.build()?;
     let config = ClassifierConfig {
         target_accuracy: args.target_accuracy,
         folds: args.folds,
         ..Default::default()
     };
-    let classifier = train_from_store(store.as_ref(), embedder.as_ref(), &taxonomy, config)?;
+    let classifier = pipeline.train(config)?;
     let dir = global.classifier_dir();
     classifier.save(&dir.join(format!("{}.bin", classifier.version)))?;
     // The pointer is switched last, so a crash leaves the previous classifier current.

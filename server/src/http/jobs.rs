@@ -184,7 +184,7 @@ async fn create(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
-    if request.draft && pipeline.generator.is_none() {
+    if request.draft && !pipeline.can_draft() {
         return Err(ApiError::unprocessable(
             "drafts need the LLM, and this server runs with --no-draft",
         ));

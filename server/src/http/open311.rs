@@ -14,8 +14,8 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use triage_core::pipeline::Complaint;
-use triage_core::{pii, Case, CaseFilter, EmbedKind};
+use triage_core::pipeline::{Complaint, Pipeline};
+use triage_core::{pii, text, Case, CaseFilter};
 
 const SOURCE: &str = "open311";
 /// Most requests a list query returns (the spec's default window is 90 days / 1000 requests).
@@ -50,7 +50,7 @@ impl IntoResponse for GeoError {
 async fn services(State(state): State<Arc<AppState>>) -> Result<Json<Value>, GeoError> {
     let pipeline = state.pipeline()?;
     let services: Vec<Value> = pipeline
-        .taxonomy
+        .taxonomy()
         .categories
         .iter()
         .map(|c| {
@@ -115,7 +115,7 @@ async fn create_request(
     {
         Some(code) => Some(
             pipeline
-                .taxonomy
+                .taxonomy()
                 .resolve(code)
                 .ok_or_else(|| {
                     ApiError::new(
@@ -140,7 +140,9 @@ async fn create_request(
                 text: text.clone(),
                 ..Default::default()
             };
-            let suggestion = worker.triage(&complaint, false)?;
+            // The analysis's vector is the complaint's: the case is stored with it.
+            let analysis = worker.analyze(&complaint)?;
+            let suggestion = &analysis.suggestion;
             let now = chrono::Utc::now().timestamp();
             let service_code = requested
                 .clone()
@@ -158,7 +160,7 @@ async fn create_request(
             extra.insert("long".into(), json!(req.long));
             extra.insert("media_url".into(), json!(req.media_url));
             let case = Case {
-                id: format!("311-{}", &super::routes::random_id()[..16]),
+                id: format!("311-{}", &text::random_id()[..16]),
                 text: triage_core::text::normalize(&text),
                 // A code the client chose is a human label; one triage chose is only a prediction.
                 label: requested.clone(),
@@ -167,12 +169,8 @@ async fn create_request(
                 extra,
                 ..Default::default()
             };
-            let vector = worker
-                .embedder
-                .embed(&[case.full_text().as_str()], EmbedKind::Passage)?
-                .remove(0);
-            worker.store.upsert(&[(case.clone(), vector)])?;
-            Ok((suggestion, case))
+            worker.store_embedded(vec![(case.clone(), analysis.vector().to_vec())])?;
+            Ok((analysis.suggestion, case))
         })
         .await?;
     let body = json!([{
@@ -237,11 +235,11 @@ async fn list_requests(
             match ids {
                 Some(ids) => {
                     for id in ids {
-                        found.extend(worker.store.get(&id)?);
+                        found.extend(worker.case(&id)?);
                     }
                 }
                 None => {
-                    for page in worker.store.pages(&filter, None, 500) {
+                    for page in worker.cases(&filter, None, 500) {
                         found.extend(
                             page?
                                 .cases
@@ -287,9 +285,7 @@ async fn get_request(
     };
     let worker = pipeline.clone();
     let lookup = id.clone();
-    let case = state
-        .run_model(move || Ok(worker.store.get(&lookup)?))
-        .await?;
+    let case = state.run_model(move || Ok(worker.case(&lookup)?)).await?;
     match case.filter(|c| c.extra.get("source") == Some(&json!(SOURCE))) {
         Some(case) => Ok(Json(json!([request_json(&pipeline, &case)]))),
         None => Err(ApiError::not_found(format!("no service request {id:?}")).into()),
@@ -297,14 +293,14 @@ async fn get_request(
 }
 
 /// A stored request in the spec's fields; the description is masked (no phone or ID numbers).
-fn request_json(pipeline: &triage_core::pipeline::Pipeline, case: &Case) -> Value {
+fn request_json(pipeline: &Pipeline, case: &Case) -> Value {
     let code = case
         .extra
         .get("service_code")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let name = pipeline
-        .taxonomy
+        .taxonomy()
         .resolve(code)
         .map_or(code, |c| c.name.as_str());
     let time = case

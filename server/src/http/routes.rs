@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use triage_core::pipeline::{Complaint, Pipeline};
-use triage_core::{ingest, Case, CaseFilter, EmbedKind};
+use triage_core::pipeline::{Complaint, Feedback};
+use triage_core::{ingest, Case, CaseFilter};
 
 type AppResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<AppState>>;
@@ -46,11 +46,11 @@ async fn page() -> Html<&'static str> {
 /// 200 once models, store and classifier are loaded and the store answers; 503 otherwise (a
 /// Qdrant cluster that cannot be reached turns the service unhealthy, it does not crash it).
 async fn health(State(state): Shared) -> Response {
-    let store = match state.pipeline() {
-        Ok(pipeline) => pipeline.store.clone(),
+    let pipeline = match state.pipeline() {
+        Ok(pipeline) => pipeline,
         Err(e) => return e.into_response(),
     };
-    match tokio::task::spawn_blocking(move || store.health()).await {
+    match tokio::task::spawn_blocking(move || pipeline.health()).await {
         Ok(Ok(())) => Json(json!({"status": "ok"})).into_response(),
         Ok(Err(e)) => {
             ApiError::not_ready(format!("the case store does not answer: {e}")).into_response()
@@ -62,13 +62,11 @@ async fn health(State(state): Shared) -> Response {
 async fn info(State(state): Shared) -> AppResult<Json<Value>> {
     let mut info = state.info.clone();
     if let Ok(p) = state.pipeline() {
-        info["store"] = json!({"backend": p.store.backend()});
-        info["embedder"] = json!({"model": p.embedder.model_id(), "dim": p.embedder.dim()});
-        info["generator"] = json!(p.generator.as_ref().map(|g| g.model_id().to_string()));
-        info["classifier"] = json!(p.classifier().map(|c| json!({
-            "version": c.version, "methods": c.methods(), "threshold": c.threshold,
-            "labeled_cases": c.report.labeled_cases, "coverage": c.report.coverage,
-        })));
+        let i = p.info();
+        info["store"] = json!({"backend": i.store});
+        info["embedder"] = json!({"model": i.embedder, "dim": i.dim});
+        info["generator"] = json!(i.generator);
+        info["classifier"] = json!(i.classifier);
     }
     info["ready"] = json!(state.pipeline.get().is_some());
     Ok(Json(info))
@@ -152,15 +150,17 @@ async fn triage_stream(
     let started = Instant::now();
     let pipeline = state.pipeline()?;
     let (complaint, with_draft) = req.complaint(&state)?;
-    let analysis = pipeline.clone();
-    let (suggestion, context) = state
-        .run_model(move || analysis.analyze(&complaint).map_err(ApiError::from))
+    let analyzer = pipeline.clone();
+    let analysis = state
+        .run_model(move || analyzer.analyze(&complaint).map_err(ApiError::from))
         .await?;
-    state.metrics.record_stages(&suggestion.timings_ms);
+    state.metrics.record_stages(&analysis.suggestion.timings_ms);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     let event = |name: &str, data: Value| Event::default().event(name).data(data.to_string());
-    let _ = tx.send(event("suggestion", json!(suggestion))).await;
-    if with_draft && pipeline.generator.is_some() {
+    let _ = tx
+        .send(event("suggestion", json!(analysis.suggestion)))
+        .await;
+    if with_draft && pipeline.can_draft() {
         let state = state.clone();
         tokio::spawn(async move {
             let sender = tx.clone();
@@ -169,7 +169,7 @@ async fn triage_stream(
                 .run_model(move || {
                     let drafted = Instant::now();
                     let mut first = true;
-                    let draft = pipeline.draft(&context, &mut |piece| {
+                    let draft = pipeline.draft(&analysis, &mut |piece| {
                         if first {
                             metrics_state
                                 .metrics
@@ -226,47 +226,15 @@ async fn create_cases(
     }
     let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
     state
-        .run_model(move || store_cases(&pipeline, cases))
+        .run_model(move || Ok(pipeline.store_cases(cases)?))
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"ids": ids}))))
-}
-
-fn store_cases(pipeline: &Pipeline, mut cases: Vec<Case>) -> AppResult<()> {
-    for case in &mut cases {
-        if let Some(label) = case.label.as_deref() {
-            // Labels are stored by category id; an unknown one is refused, not guessed.
-            let category = pipeline
-                .taxonomy
-                .resolve(label)
-                .ok_or_else(|| ApiError::unprocessable(format!("unknown category {label:?}")))?;
-            case.label = Some(category.id.clone());
-        }
-        if case.district.is_none() {
-            case.district = pipeline
-                .units
-                .extract_district(&case.full_text())
-                .map(|d| d.name.clone());
-        }
-    }
-    let texts: Vec<String> = cases.iter().map(Case::full_text).collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vectors = pipeline.embedder.embed(&refs, EmbedKind::Passage)?;
-    pipeline
-        .store
-        .upsert(&cases.into_iter().zip(vectors).collect::<Vec<_>>())?;
-    Ok(())
 }
 
 async fn get_case(State(state): Shared, Path(id): Path<String>) -> AppResult<Json<Case>> {
     let pipeline = state.pipeline()?;
     let found = state
-        .run_model(move || {
-            pipeline
-                .store
-                .get(&id)
-                .map_err(ApiError::from)
-                .map(|c| (c, id))
-        })
+        .run_model(move || Ok((pipeline.case(&id)?, id)))
         .await?;
     match found {
         (Some(case), _) => Ok(Json(case)),
@@ -277,13 +245,7 @@ async fn get_case(State(state): Shared, Path(id): Path<String>) -> AppResult<Jso
 async fn delete_case(State(state): Shared, Path(id): Path<String>) -> AppResult<StatusCode> {
     let pipeline = state.pipeline()?;
     let (deleted, id) = state
-        .run_model(move || {
-            pipeline
-                .store
-                .delete(&id)
-                .map_err(ApiError::from)
-                .map(|d| (d, id))
-        })
+        .run_model(move || Ok((pipeline.delete_case(&id)?, id)))
         .await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
@@ -313,117 +275,33 @@ async fn search(State(state): Shared, Json(req): Json<SearchRequest>) -> AppResu
         return Err(ApiError::unprocessable("k must be 1 to 100"));
     }
     let hits = state
-        .run_model(move || {
-            let text = triage_core::text::normalize(&req.text);
-            let vector = pipeline
-                .embedder
-                .embed(&[text.as_str()], EmbedKind::Query)?
-                .remove(0);
-            let hits = pipeline.store.search(&vector, req.k, &req.filter)?;
-            Ok(hits
-                .iter()
-                .map(|h| pipeline.similar_case(h))
-                .collect::<Vec<_>>())
-        })
+        .run_model(move || Ok(pipeline.search(&req.text, req.k, &req.filter)?))
         .await?;
     Ok(Json(json!({"results": hits})))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FeedbackRequest {
-    text: String,
-    #[serde(default)]
-    title: Option<String>,
-    /// The category the call-taker accepted or chose (id or name).
-    category: String,
-    #[serde(default)]
-    unit: Option<String>,
-    #[serde(default)]
-    district: Option<String>,
-    /// Id to store the case under (e.g. the hotline's ticket number); generated when absent.
-    #[serde(default)]
-    case_id: Option<String>,
-    /// What the service had suggested, kept for evaluation of accepted vs corrected.
-    #[serde(default)]
-    suggested_category: Option<String>,
-}
-
-/// Stores the call-taker's decision as a labeled case: it is found by the next similar-case
-/// search at once and used by the next `triage train`.
+/// Stores the call-taker's decision as a labeled case (`Pipeline::record_feedback`): it is found
+/// by the next similar-case search at once and used by the next `triage train`.
 async fn feedback(
     State(state): Shared,
-    Json(req): Json<FeedbackRequest>,
+    Json(feedback): Json<Feedback>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let pipeline = state.pipeline()?;
-    state.limits.check_text("text", &[&req.text])?;
-    if let Some(unit) = req.unit.as_deref() {
-        if !pipeline
-            .units
-            .units
-            .iter()
-            .any(|u| u.id == unit || u.name == unit)
-        {
-            return Err(ApiError::unprocessable(format!("unknown unit {unit:?}")));
-        }
-    }
-    let id = req
-        .case_id
-        .clone()
-        .unwrap_or_else(|| format!("fb-{}", random_id()));
-    let mut extra = serde_json::Map::new();
-    extra.insert("source".into(), json!("feedback"));
-    if let Some(s) = &req.suggested_category {
-        extra.insert("suggested_category".into(), json!(s));
-        extra.insert(
-            "accepted".into(),
-            json!(
-                pipeline.taxonomy.resolve(s).map(|c| &c.id)
-                    == pipeline.taxonomy.resolve(&req.category).map(|c| &c.id)
-            ),
-        );
-    }
-    let unit = req
-        .unit
-        .as_deref()
-        .and_then(|u| {
-            pipeline
-                .units
-                .units
-                .iter()
-                .find(|x| x.id == u || x.name == u)
-        })
-        .map(|u| u.id.clone());
-    let case = Case {
-        id: id.clone(),
-        title: req.title.as_deref().map(triage_core::text::normalize),
-        text: triage_core::text::normalize(&req.text),
-        label: Some(req.category),
-        unit,
-        district: req.district,
-        time: Some(chrono::Utc::now().timestamp()),
-        extra,
-        ..Default::default()
-    };
-    state
-        .run_model(move || store_cases(&pipeline, vec![case]))
+    state.limits.check_text("text", &[&feedback.text])?;
+    let id = state
+        .run_model(move || Ok(pipeline.record_feedback(feedback)?))
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))))
 }
 
 async fn taxonomy(State(state): Shared) -> AppResult<Json<Value>> {
-    Ok(Json(json!(state.pipeline()?.taxonomy)))
+    Ok(Json(json!(state.pipeline()?.taxonomy())))
 }
 
 async fn units(State(state): Shared) -> AppResult<Json<Value>> {
     let p = state.pipeline()?;
+    let units = p.units();
     Ok(Json(
-        json!({"districts": p.units.districts, "units": p.units.units}),
+        json!({"districts": units.districts, "units": units.units}),
     ))
-}
-
-/// A random 128-bit id in hex.
-pub fn random_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,8 +8,7 @@ use axum::http::{Request, StatusCode};
 use std::sync::Mutex;
 use tower::ServiceExt;
 use triage_core::classify::{Classifier, ClassifierConfig, LabeledExample};
-use triage_core::pipeline::PipelineConfig;
-use triage_core::prompt::Prompts;
+use triage_core::pipeline::Pipeline;
 use triage_core::units::UnitDirectory;
 use triage_core::{Case, CaseFilter, CaseStore, EmbedKind, Embedder, Hit, Page, Taxonomy};
 
@@ -153,19 +152,18 @@ fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
         ..Default::default()
     };
     let classifier = Classifier::train(&examples, &taxonomy(), None, "char-hash", config).unwrap();
-    let pipeline = triage_core::pipeline::Pipeline::new(
-        embedder,
-        store,
-        None,
-        taxonomy(),
-        UnitDirectory::from_toml(
-            "[[unit]]\nid = \"bus\"\nname = \"公交集团\"\ncategories = [\"交通运输\"]\n",
+    let pipeline = Pipeline::builder(embedder)
+        .store(store)
+        .taxonomy(taxonomy())
+        .units(
+            UnitDirectory::from_toml(
+                "[[unit]]\nid = \"bus\"\nname = \"公交集团\"\ncategories = [\"交通运输\"]\n",
+            )
+            .unwrap(),
         )
-        .unwrap(),
-        Prompts::load(None).unwrap(),
-        PipelineConfig::default(),
-    );
-    pipeline.set_classifier(classifier);
+        .classifier(Some(classifier))
+        .build()
+        .unwrap();
     let state = AppState::new(
         keys,
         limits,

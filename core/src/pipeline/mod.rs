@@ -1,4 +1,12 @@
 //! One complaint in, one suggestion out: embed → similar cases → classify → units → draft.
+//! `Pipeline` is the one door: its methods are the use cases (here the analysis and the draft;
+//! in `cases` those on stored cases), and `PipelineBuilder` is the one way to make one.
+
+mod builder;
+mod cases;
+
+pub use builder::PipelineBuilder;
+pub use cases::{Feedback, Stored};
 
 use crate::classify::{ClassScores, Classifier, Neighbor};
 use crate::prompt::Prompts;
@@ -179,53 +187,72 @@ pub struct Suggestion {
     pub timings_ms: BTreeMap<String, f64>,
 }
 
-/// What the draft stage needs from the analysis stage. The prompt (and the search for past
-/// replies it quotes) is built only when a draft is written, so routing alone does not pay for it.
-pub struct DraftContext {
+/// What `analyze` found, and what the draft stage needs from it. The prompt (and the search for
+/// past replies it quotes) is built only when a draft is written, so routing alone does not pay
+/// for it.
+pub struct Analysis {
+    pub suggestion: Suggestion,
     full: String,
     vector: Vec<f32>,
-    category: Option<String>,
-    unit: Option<String>,
+}
+
+impl Analysis {
+    /// The complaint's vector (as a passage, as cases are stored): storing the complaint as a
+    /// case reuses it instead of embedding the text again.
+    pub fn vector(&self) -> &[f32] {
+        &self.vector
+    }
+}
+
+/// The one door to the service's use cases: triage, draft, search, store cases, record
+/// feedback, train. Handlers and commands call these and never reach into the parts (built once
+/// by `PipelineBuilder`, as text-embeddings-inference's router only knows `Infer`).
+pub struct Pipeline {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn CaseStore>,
+    generator: Option<Arc<dyn Generator>>,
+    taxonomy: Taxonomy,
+    units: UnitDirectory,
+    prompts: Arc<Prompts>,
+    config: PipelineConfig,
+    classifier: RwLock<Option<Arc<Classifier>>>,
+}
+
+/// Models, store and classifier of a pipeline, as `/info` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineInfo {
+    pub store: String,
+    pub embedder: String,
+    pub dim: usize,
+    /// Tokens of each text the embedder reads.
+    pub max_tokens: usize,
+    pub generator: Option<String>,
+    pub classifier: Option<ClassifierInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierInfo {
+    pub version: String,
+    pub methods: Vec<String>,
+    pub threshold: f32,
+    pub labeled_cases: usize,
+    pub coverage: Option<f32>,
 }
 
 /// Why a suggestion cannot be made yet.
 const NO_CLASSIFIER: &str = "no classifier yet: run `triage train`";
 
-pub struct Pipeline {
-    pub embedder: Arc<dyn Embedder>,
-    pub store: Arc<dyn CaseStore>,
-    pub generator: Option<Arc<dyn Generator>>,
-    pub taxonomy: Taxonomy,
-    pub units: UnitDirectory,
-    pub prompts: Prompts,
-    pub config: PipelineConfig,
-    classifier: RwLock<Option<Arc<Classifier>>>,
-}
-
 impl Pipeline {
-    pub fn new(
-        embedder: Arc<dyn Embedder>,
-        store: Arc<dyn CaseStore>,
-        generator: Option<Arc<dyn Generator>>,
-        taxonomy: Taxonomy,
-        units: UnitDirectory,
-        prompts: Prompts,
-        config: PipelineConfig,
-    ) -> Self {
-        Self {
-            embedder,
-            store,
-            generator,
-            taxonomy,
-            units,
-            prompts,
-            config,
-            classifier: RwLock::new(None),
-        }
+    pub fn builder(embedder: Arc<dyn Embedder>) -> PipelineBuilder {
+        PipelineBuilder::new(embedder)
     }
 
-    pub fn set_classifier(&self, classifier: Classifier) {
+    /// Replaces the classifier (a newly trained one); refused when it was trained on another
+    /// embedder's vectors.
+    pub fn set_classifier(&self, classifier: Classifier) -> Result<()> {
+        check_embedder(&classifier, self.embedder.as_ref())?;
         *self.classifier.write().expect("classifier lock") = Some(Arc::new(classifier));
+        Ok(())
     }
 
     pub fn classifier(&self) -> Option<Arc<Classifier>> {
@@ -236,6 +263,42 @@ impl Pipeline {
     pub fn require_classifier(&self) -> Result<Arc<Classifier>> {
         self.classifier()
             .ok_or_else(|| Error::NotReady(NO_CLASSIFIER.into()))
+    }
+
+    pub fn taxonomy(&self) -> &Taxonomy {
+        &self.taxonomy
+    }
+
+    /// The unit directory (configured units and districts).
+    pub fn units(&self) -> &UnitDirectory {
+        &self.units
+    }
+
+    /// Whether a generator is loaded (reply drafts can be written).
+    pub fn can_draft(&self) -> bool {
+        self.generator.is_some()
+    }
+
+    /// Whether the case store answers now.
+    pub fn health(&self) -> Result<()> {
+        self.store.health()
+    }
+
+    pub fn info(&self) -> PipelineInfo {
+        PipelineInfo {
+            store: self.store.backend().to_string(),
+            embedder: self.embedder.model_id().to_string(),
+            dim: self.embedder.dim(),
+            max_tokens: self.embedder.max_tokens(),
+            generator: self.generator.as_ref().map(|g| g.model_id().to_string()),
+            classifier: self.classifier().map(|c| ClassifierInfo {
+                version: c.version.clone(),
+                methods: c.methods().iter().map(|m| m.to_string()).collect(),
+                threshold: c.threshold,
+                labeled_cases: c.report.labeled_cases,
+                coverage: c.report.coverage,
+            }),
+        }
     }
 
     /// The text a complaint is embedded and classified as (normalised title + body), checked
@@ -259,19 +322,27 @@ impl Pipeline {
         Ok(full)
     }
 
+    /// Embeds complaints (their `complaint_text`) as the pipeline analyses them; batch jobs
+    /// embed a chunk at once and then call `analyze_embedded` for each.
+    pub fn embed_complaints(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embedder.embed(texts, COMPLAINT_EMBEDDING)
+    }
+
     /// Everything but the draft: categories, units, similar cases, duplicate flag.
-    pub fn analyze(&self, complaint: &Complaint) -> Result<(Suggestion, DraftContext)> {
+    pub fn analyze(&self, complaint: &Complaint) -> Result<Analysis> {
         let full = Self::complaint_text(complaint)?;
         let started = Instant::now();
         let vector = self
-            .embedder
-            .embed(&[full.as_str()], COMPLAINT_EMBEDDING)?
+            .embed_complaints(&[full.as_str()])?
             .pop()
             .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?;
         let embed_ms = started.elapsed().as_secs_f64() * 1e3;
-        let (mut suggestion, context) = self.analyze_embedded(complaint, &full, &vector)?;
-        suggestion.timings_ms.insert("embed".into(), embed_ms);
-        Ok((suggestion, context))
+        let mut analysis = self.analyze_embedded(complaint, &full, &vector)?;
+        analysis
+            .suggestion
+            .timings_ms
+            .insert("embed".into(), embed_ms);
+        Ok(analysis)
     }
 
     /// `analyze` for a complaint already embedded (as a passage): batch jobs embed many at once.
@@ -280,7 +351,7 @@ impl Pipeline {
         complaint: &Complaint,
         full: &str,
         vector: &[f32],
-    ) -> Result<(Suggestion, DraftContext)> {
+    ) -> Result<Analysis> {
         let classifier = self.require_classifier()?;
         let mut timings = BTreeMap::new();
         let mut clock = Instant::now();
@@ -288,12 +359,10 @@ impl Pipeline {
             timings.insert(name.to_string(), clock.elapsed().as_secs_f64() * 1e3);
             clock = Instant::now();
         };
-        let full = full.to_string();
-        let vector = vector.to_vec();
 
         let similar = self.search_others(
             complaint,
-            &vector,
+            vector,
             self.config.similar_k,
             &CaseFilter::default(),
         )?;
@@ -302,7 +371,7 @@ impl Pipeline {
                 labeled_only: true,
                 ..Default::default()
             };
-            self.search_others(complaint, &vector, classifier.config.knn_k, &filter)?
+            self.search_others(complaint, vector, classifier.config.knn_k, &filter)?
         } else {
             Vec::new()
         };
@@ -317,7 +386,7 @@ impl Pipeline {
                 })
             })
             .collect();
-        let scores = classifier.predict(&full, &vector, &neighbors);
+        let scores = classifier.predict(full, vector, &neighbors);
         lap("classify", &mut timings);
 
         let handled: Vec<(String, String, f32)> = similar
@@ -325,37 +394,17 @@ impl Pipeline {
             .chain(&labeled)
             .filter_map(|h| Some((h.case.id.clone(), h.case.unit.clone()?, h.score)))
             .collect();
-        let mut suggestion = self.route(&classifier, complaint, &full, &scores, &handled);
+        let mut suggestion = self.route(&classifier, complaint, full, &scores, &handled);
         suggestion.duplicate =
             self.duplicate(&similar, suggestion.district.as_deref(), complaint.time);
         suggestion.similar = similar.iter().map(|h| self.similar_case(h)).collect();
         lap("units", &mut timings);
         suggestion.timings_ms = timings;
-
-        let context = DraftContext {
-            full,
-            vector,
-            category: suggestion.categories.first().map(|c| c.name.clone()),
-            unit: suggestion.units.first().map(|u| u.name.clone()),
-        };
-        Ok((suggestion, context))
-    }
-
-    /// The `k` most similar stored cases other than the complaint itself.
-    fn search_others(
-        &self,
-        complaint: &Complaint,
-        vector: &[f32],
-        k: usize,
-        filter: &CaseFilter,
-    ) -> Result<Vec<Hit>> {
-        let Some(id) = complaint.id.as_deref() else {
-            return self.store.search(vector, k, filter);
-        };
-        let mut hits = self.store.search(vector, k + 1, filter)?;
-        hits.retain(|h| h.case.id != id);
-        hits.truncate(k);
-        Ok(hits)
+        Ok(Analysis {
+            suggestion,
+            full: full.to_string(),
+            vector: vector.to_vec(),
+        })
     }
 
     /// The quick path of batch `--fast`: the lexical model alone (no embedding, no search), units
@@ -425,10 +474,27 @@ impl Pipeline {
         }
     }
 
+    /// The `k` most similar stored cases other than the complaint itself.
+    fn search_others(
+        &self,
+        complaint: &Complaint,
+        vector: &[f32],
+        k: usize,
+        filter: &CaseFilter,
+    ) -> Result<Vec<Hit>> {
+        let Some(id) = complaint.id.as_deref() else {
+            return self.store.search(vector, k, filter);
+        };
+        let mut hits = self.store.search(vector, k + 1, filter)?;
+        hits.retain(|h| h.case.id != id);
+        hits.truncate(k);
+        Ok(hits)
+    }
+
     /// Writes the reply draft, streaming each final piece of text to `on_text`.
     pub fn draft(
         &self,
-        context: &DraftContext,
+        analysis: &Analysis,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<String> {
         let generator = self
@@ -444,22 +510,24 @@ impl Pipeline {
             emitted += piece.chars().count();
             (piece.is_empty() || on_text(&pii::mask(piece))) && emitted < max_chars
         };
-        let prompt = self.reply_prompt(context)?;
+        let prompt = self.reply_prompt(analysis)?;
         let generation = generator.generate(&prompt, &self.config.draft.params, &mut forward)?;
         Ok(postprocess_draft(&generation.text, max_chars))
     }
 
     /// `analyze` and `draft` together.
     pub fn triage(&self, complaint: &Complaint, with_draft: bool) -> Result<Suggestion> {
-        let (mut suggestion, context) = self.analyze(complaint)?;
-        if with_draft && self.generator.is_some() {
+        let mut analysis = self.analyze(complaint)?;
+        if with_draft && self.can_draft() {
             let started = Instant::now();
-            suggestion.draft = Some(self.draft(&context, &mut |_| true)?);
+            let draft = self.draft(&analysis, &mut |_| true)?;
+            let suggestion = &mut analysis.suggestion;
+            suggestion.draft = Some(draft);
             suggestion
                 .timings_ms
                 .insert("draft".into(), started.elapsed().as_secs_f64() * 1e3);
         }
-        Ok(suggestion)
+        Ok(analysis.suggestion)
     }
 
     fn top_categories(
@@ -512,7 +580,8 @@ impl Pipeline {
         })
     }
 
-    pub fn similar_case(&self, hit: &Hit) -> SimilarCase {
+    /// A stored case as a similar case of a complaint: a masked snippet, no full text.
+    fn similar_case(&self, hit: &Hit) -> SimilarCase {
         let snippet =
             text::truncate_chars(&hit.case.full_text(), self.config.snippet_chars).to_string();
         SimilarCase {
@@ -527,15 +596,15 @@ impl Pipeline {
         }
     }
 
-    fn reply_prompt(&self, context: &DraftContext) -> Result<String> {
+    fn reply_prompt(&self, analysis: &Analysis) -> Result<String> {
         let draft = &self.config.draft;
         let with_reply = CaseFilter {
             with_reply: true,
             ..Default::default()
         };
-        let examples: Vec<_> = if self.generator.is_some() && draft.examples > 0 {
+        let examples: Vec<_> = if draft.examples > 0 {
             self.store
-                .search(&context.vector, draft.examples, &with_reply)?
+                .search(&analysis.vector, draft.examples, &with_reply)?
         } else {
             Vec::new()
         };
@@ -552,16 +621,29 @@ impl Pipeline {
                 }
             })
             .collect();
+        let suggestion = &analysis.suggestion;
         self.prompts.render(
             "reply.jinja",
             minijinja::context! {
-                complaint => pii::mask(text::truncate_chars(&context.full, draft.complaint_chars)),
-                category => context.category,
-                unit => context.unit,
+                complaint => pii::mask(text::truncate_chars(&analysis.full, draft.complaint_chars)),
+                category => suggestion.categories.first().map(|c| c.name.clone()),
+                unit => suggestion.units.first().map(|u| u.name.clone()),
                 examples => examples,
             },
         )
     }
+}
+
+/// A classifier only reads vectors of the embedder it was trained with.
+fn check_embedder(classifier: &Classifier, embedder: &dyn Embedder) -> Result<()> {
+    if classifier.embedder != embedder.model_id() {
+        return Err(Error::InvalidInput(format!(
+            "the classifier was trained with embedder {} but {} is loaded: run `triage train`",
+            classifier.embedder,
+            embedder.model_id()
+        )));
+    }
+    Ok(())
 }
 
 /// Trims the model's continuation to a clean draft: first section only, whole sentences within
