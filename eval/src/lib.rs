@@ -4,6 +4,7 @@
 pub mod charts;
 pub mod metrics;
 pub mod report;
+pub mod run;
 
 pub use report::{build_report, EvalRecord, Report, Skipped};
 
@@ -18,6 +19,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Core(#[from] triage_core::Error),
 }
 
 /// Writes `report.json`, `report.md` and the charts into `dir`.

@@ -1,0 +1,356 @@
+//! The evaluation run: labeled complaints through a pipeline, scored into a `Report`. The caller
+//! gives the parts (a `PipelineBuilder` without store or classifier) and a way to open an empty
+//! store; every pipeline trained here lives in a temporary directory and never touches the
+//! service's. Every case is embedded once, as a passage (as the service stores and analyses
+//! them); cross-validation folds reuse those vectors.
+
+use crate::{build_report, EvalRecord, Report, Skipped};
+use indicatif::ProgressBar;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use triage_core::classify::{stratified_folds, ClassifierConfig, ENSEMBLE};
+use triage_core::ingest::{self, parse_case_line};
+use triage_core::pipeline::{Complaint, Pipeline, PipelineBuilder};
+use triage_core::{Case, CaseStore, EmbedKind};
+
+pub type Result<T> = std::result::Result<T, crate::Error>;
+
+/// Opens an empty case store in a directory, for vectors of the given length.
+pub type OpenStore<'a> = &'a dyn Fn(&Path, usize) -> triage_core::Result<Arc<dyn CaseStore>>;
+
+/// Makes a progress bar of `len` steps named by the text (the CLI's: hidden off a terminal).
+pub type Progress<'a> = &'a dyn Fn(usize, &str) -> ProgressBar;
+
+/// The parts of the pipelines an evaluation builds.
+pub struct Run<'a> {
+    /// Models, taxonomy, units and prompts; no store or classifier (each run adds its own).
+    pub builder: PipelineBuilder,
+    pub open_store: OpenStore<'a>,
+    pub progress: Progress<'a>,
+}
+
+/// The labeled cases of a JSONL file; lines without a label or that do not parse are `skipped`
+/// with their line number and reason.
+pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>> {
+    let text = std::fs::read(path).map_err(|source| crate::Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(line) else {
+            skipped.push(Skipped {
+                line: i + 1,
+                reason: "not UTF-8".into(),
+            });
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_case_line(line) {
+            Ok(case) if case.label.is_none() => skipped.push(Skipped {
+                line: i + 1,
+                reason: "no \"label\"".into(),
+            }),
+            Ok(case) => out.push(case),
+            Err(reason) => skipped.push(Skipped {
+                line: i + 1,
+                reason,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+impl Run<'_> {
+    /// Embeds cases as `kind`, a chunk at a time, with a progress bar.
+    fn embed_all(&self, cases: &[Case], kind: EmbedKind, what: &str) -> Result<Vec<Vec<f32>>> {
+        let bar = (self.progress)(cases.len(), what);
+        let mut out = Vec::with_capacity(cases.len());
+        for chunk in cases.chunks(64) {
+            let texts: Vec<String> = chunk.iter().map(Case::full_text).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            out.extend(self.builder.embedder().embed(&refs, kind)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// A store in a temporary directory holding `cases`, and a classifier trained on them. Bind
+    /// as `let (_dir, pipeline) = …`: later bindings drop first, so the store closes before its
+    /// directory goes.
+    fn fresh_pipeline(&self, cases: &[(Case, Vec<f32>)]) -> Result<(tempfile::TempDir, Pipeline)> {
+        let dir = tempfile::tempdir().map_err(|source| crate::Error::Io {
+            path: "a temporary data directory".into(),
+            source,
+        })?;
+        let store = (self.open_store)(dir.path(), self.builder.embedder().dim())?;
+        let pipeline = self.builder.clone().store(store).build()?;
+        for chunk in cases.chunks(512) {
+            pipeline.store_embedded(chunk.to_vec())?;
+        }
+        pipeline.optimize()?;
+        pipeline.set_classifier(pipeline.train(ClassifierConfig::default())?)?;
+        Ok((dir, pipeline))
+    }
+
+    /// Trains on `train` in a fresh store and scores `test`.
+    pub fn train_test(
+        &self,
+        train: Vec<Case>,
+        test: &[Case],
+        skipped: Vec<Skipped>,
+        mut meta: serde_json::Value,
+    ) -> Result<Report> {
+        // As the pipeline embeds a complaint.
+        let queries = self.embed_all(test, triage_core::pipeline::COMPLAINT_EMBEDDING, "test")?;
+        meta["mode"] = "train/test".into();
+        meta["train_cases"] = train.len().into();
+        let passages = self.embed_all(&train, EmbedKind::Passage, "train")?;
+        let cases: Vec<(Case, Vec<f32>)> = train.into_iter().zip(passages).collect();
+        let (_dir, pipeline) = self.fresh_pipeline(&cases)?;
+        let c = pipeline.require_classifier()?;
+        meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
+        Ok(predict(&pipeline, test, &queries, self.progress)?.report(skipped, meta))
+    }
+
+    /// K-fold cross-validation on `cases` alone (stratified, seeded): one report over the pooled
+    /// held-out predictions, with each fold's headline numbers in `cv`.
+    pub fn cross_validate(
+        &self,
+        cases: &[Case],
+        k: usize,
+        seed: u64,
+        skipped: Vec<Skipped>,
+        mut meta: serde_json::Value,
+    ) -> Result<Report> {
+        if k < 2 {
+            return Err(
+                triage_core::Error::InvalidInput("--cv needs at least 2 folds".into()).into(),
+            );
+        }
+        let vectors = self.embed_all(cases, triage_core::pipeline::COMPLAINT_EMBEDDING, "cases")?;
+        meta["mode"] = format!("{k}-fold cross-validation").into();
+        let gold: Vec<usize> = {
+            let mut labels: Vec<&str> = cases.iter().filter_map(|c| c.label.as_deref()).collect();
+            labels.sort();
+            labels.dedup();
+            cases
+                .iter()
+                .map(|c| {
+                    labels
+                        .binary_search(&c.label.as_deref().unwrap_or_default())
+                        .unwrap_or(0)
+                })
+                .collect()
+        };
+        let folds = stratified_folds(&gold, k, seed);
+        let mut folds_predicted = Vec::new();
+        for fold in 0..k {
+            let train: Vec<(Case, Vec<f32>)> = (0..cases.len())
+                .filter(|&i| folds[i] != fold)
+                .map(|i| (cases[i].clone(), vectors[i].clone()))
+                .collect();
+            let held: Vec<usize> = (0..cases.len()).filter(|&i| folds[i] == fold).collect();
+            let held_cases: Vec<Case> = held.iter().map(|&i| cases[i].clone()).collect();
+            let held_vectors: Vec<Vec<f32>> = held.iter().map(|&i| vectors[i].clone()).collect();
+            let (_dir, pipeline) = self.fresh_pipeline(&train)?;
+            folds_predicted.push(predict(
+                &pipeline,
+                &held_cases,
+                &held_vectors,
+                self.progress,
+            )?);
+            eprintln!("fold {}/{k} predicted", fold + 1);
+        }
+        Ok(combine_folds(folds_predicted, skipped, meta))
+    }
+}
+
+/// Scores `test` with an existing pipeline (the current store and classifier, no retraining).
+pub fn current(
+    pipeline: &Pipeline,
+    test: &[Case],
+    progress: Progress,
+    skipped: Vec<Skipped>,
+    mut meta: serde_json::Value,
+) -> Result<Report> {
+    let texts: Vec<String> = test.iter().map(Case::full_text).collect();
+    let bar = progress(test.len(), "test");
+    let mut queries = Vec::with_capacity(test.len());
+    for chunk in texts.chunks(64) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        queries.extend(pipeline.embed_complaints(&refs)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    meta["mode"] = "store".into();
+    Ok(predict(pipeline, test, &queries, progress)?.report(skipped, meta))
+}
+
+/// The pipeline's predictions for labeled complaints, before they are scored.
+struct Predictions {
+    records: Vec<EvalRecord>,
+    /// Gold labels the classifier was never trained on, with counts.
+    unknown: BTreeMap<String, usize>,
+    seconds: f64,
+    threshold: f64,
+}
+
+impl Predictions {
+    fn report(self, skipped: Vec<Skipped>, meta: serde_json::Value) -> Report {
+        build_report(
+            &self.records,
+            ENSEMBLE,
+            Some(self.threshold),
+            self.seconds,
+            skipped,
+            self.unknown,
+            meta,
+        )
+    }
+}
+
+fn predict(
+    pipeline: &Pipeline,
+    test: &[Case],
+    queries: &[Vec<f32>],
+    progress: Progress,
+) -> Result<Predictions> {
+    let classifier = pipeline.require_classifier()?;
+    let started = Instant::now();
+    let bar = progress(test.len(), "classify");
+    let mut records = Vec::with_capacity(test.len());
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    for (case, vector) in test.iter().zip(queries) {
+        // What the directory can tell (the unit a reply names: the gold unit; the district).
+        let mut case = case.clone();
+        ingest::enrich(&mut case, pipeline.units());
+        let label = case.label.clone().unwrap_or_default();
+        let gold = pipeline.category_id(&label).unwrap_or(label);
+        if !classifier.report.per_class.contains_key(&gold) {
+            *unknown.entry(gold.clone()).or_default() += 1;
+        }
+        let complaint = Complaint::from(&case);
+        let suggestion = pipeline
+            .analyze_embedded(&complaint, &case.full_text(), vector)?
+            .suggestion;
+        let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
+            .methods
+            .iter()
+            .map(|(m, cats)| {
+                (
+                    m.clone(),
+                    cats.iter().map(|c| (c.id.clone(), c.probability)).collect(),
+                )
+            })
+            .collect();
+        methods.insert(
+            ENSEMBLE.into(),
+            suggestion
+                .categories
+                .iter()
+                .map(|c| (c.id.clone(), c.probability))
+                .collect(),
+        );
+        records.push(EvalRecord {
+            id: case.id.clone(),
+            gold,
+            methods,
+            gold_unit: case.unit.clone(),
+            predicted_unit: suggestion.units.first().map(|u| u.unit_id.clone()),
+            duplicate_flag: Some(suggestion.duplicate.is_some()),
+            duplicate_gold: None,
+            stage_ms: suggestion.timings_ms,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(Predictions {
+        records,
+        unknown,
+        seconds: started.elapsed().as_secs_f64(),
+        threshold: classifier.threshold as f64,
+    })
+}
+
+/// One report over the pooled out-of-fold predictions (every case predicted once, by a model that
+/// never saw it), with each fold's headline numbers and their mean ± std in `cv`. The pooled
+/// report's threshold is the folds' mean.
+fn combine_folds(
+    folds: Vec<Predictions>,
+    skipped: Vec<Skipped>,
+    meta: serde_json::Value,
+) -> Report {
+    let k = folds.len();
+    let per_fold: Vec<Report> = folds
+        .iter()
+        .map(|f| {
+            build_report(
+                &f.records,
+                ENSEMBLE,
+                Some(f.threshold),
+                f.seconds,
+                Vec::new(),
+                f.unknown.clone(),
+                serde_json::Value::Null,
+            )
+        })
+        .collect();
+    let stat = |f: &dyn Fn(&Report) -> f64| {
+        let v: Vec<f64> = per_fold.iter().map(f).collect();
+        let mean = v.iter().sum::<f64>() / k as f64;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / k as f64).sqrt();
+        serde_json::json!({"mean": mean, "std": std, "folds": v})
+    };
+    let cv = serde_json::json!({
+        "k": k,
+        "accuracy": stat(&|r| r.accuracy),
+        "macro_f1": stat(&|r| r.macro_f1),
+        "weighted_f1": stat(&|r| r.weighted_f1),
+        "top3_accuracy": stat(&|r| r.top3_accuracy),
+        "ece": stat(&|r| r.ece),
+    });
+    let mut pooled = Predictions {
+        records: Vec::new(),
+        unknown: BTreeMap::new(),
+        seconds: 0.0,
+        threshold: folds.iter().map(|f| f.threshold).sum::<f64>() / k as f64,
+    };
+    for fold in folds {
+        pooled.records.extend(fold.records);
+        pooled.seconds += fold.seconds;
+        for (label, n) in fold.unknown {
+            *pooled.unknown.entry(label).or_default() += n;
+        }
+    }
+    let mut report = pooled.report(skipped, meta);
+    report.cv = Some(cv);
+    report
+}
+
+/// Runs the scikit-learn baseline script (TF-IDF char 1–3-grams + LinearSVC) on the same files,
+/// side by side; `Err` says why it was skipped (no python3, no scikit-learn, a failure).
+pub fn run_baseline(
+    script: &Path,
+    train: &[std::path::PathBuf],
+    test: &Path,
+) -> std::result::Result<serde_json::Value, String> {
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--train")
+        .args(train)
+        .arg("--test")
+        .arg(test)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    }
+    serde_json::from_slice(output.stdout.trim_ascii())
+        .map_err(|e| format!("{} printed no JSON result ({e})", script.display()))
+}
