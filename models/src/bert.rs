@@ -3,17 +3,20 @@
 //! The texts of a batch are packed one after another into one (tokens × hidden) matrix, so the dense
 //! layers run as one large matmul over real tokens only, and attention runs per text and head
 //! directly on strided views of the packed Q/K/V matrix: no padding, no masks, no transposes.
-//! Matmuls go to `gemm` (its AVX-512 kernels when the CPU has them, see models/Cargo.toml); bias,
-//! GELU, softmax and layer norm are fused loops written so that the compiler vectorises them, with
-//! an exp and erf that need no libm call.
+//! The dense layers run in f32 on `gemm` (the default; its AVX-512 kernels when the CPU has them,
+//! see models/Cargo.toml), or in int8 (`Precision::Int8`: weights quantized per output column at
+//! load time, activations per token at each layer, `kernels::int8`). Attention, bias, GELU,
+//! softmax and layer norm stay in f32: fused loops written so that the compiler vectorises them,
+//! with an exp and erf that need no libm call.
 //!
 //! candle's `BertModel` (used on other devices) pads every text to the longest of its batch, splits
 //! heads with copies, evaluates erf one element at a time and runs its matmuls on AVX2 only; on
 //! this 2-core machine it embedded 128-token texts 3–4× slower than this path (see bench-embed).
 
 use crate::error::{Error, Result};
+use crate::kernels::int8::{self, Isa, PackedWeights, QuantizedRows};
 use crate::kernels::{
-    activate, fill_rows, layer_norm, matmul_add, residual_plus_bias, softmax, Activation,
+    activate, fill_rows, layer_norm, matmul_add, residual_plus_bias, softmax, Activation, Base,
 };
 use half::{bf16, f16};
 use memmap2::Mmap;
@@ -58,16 +61,102 @@ fn default_eps() -> f64 {
     1e-12
 }
 
+/// The arithmetic of the dense layers (the matmuls: 90% of an encoder's work at 128 tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// int8 weights (per output column) and activations (per token), int32 sums, with VNNI
+    /// or AVX2 kernels chosen at run time (speed and distance to f32's vectors: see the
+    /// README). On a CPU without AVX2 it falls back to f32. Opt-in until `triage eval` on dev
+    /// has been measured within the accuracy bar of f32.
+    Int8,
+    /// f32 matmuls on `gemm` (the default).
+    #[default]
+    F32,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "int8" => Ok(Precision::Int8),
+            "f32" => Ok(Precision::F32),
+            other => Err(format!("precision {other:?} is not one of int8, f32")),
+        }
+    }
+}
+
+/// A dense layer's weight, k inputs × n outputs.
+enum Matrix {
+    /// Stored input-major (k × n), the layout gemm reads fastest.
+    F32 {
+        w: Vec<f32>,
+        k: usize,
+        n: usize,
+    },
+    Int8(PackedWeights),
+}
+
+impl Matrix {
+    fn new(w: Vec<f32>, k: usize, n: usize, precision: Precision) -> Self {
+        match precision {
+            Precision::F32 => Matrix::F32 { w, k, n },
+            Precision::Int8 => Matrix::Int8(PackedWeights::quantize(&w, k, n, Isa::detect())),
+        }
+    }
+
+    /// `dst (m × n) = residual + bias + x (m × k) · W`, then `after` on each row of `dst`; the
+    /// int8 path quantizes `x` into `scratch` first and runs `after` on rows still in cache.
+    fn apply(
+        &self,
+        dst: &mut [f32],
+        x: &[f32],
+        base: Base,
+        after: &(dyn Fn(&mut [f32]) + Sync),
+        scratch: &mut QuantizedRows,
+    ) {
+        match self {
+            Matrix::F32 { w, k, n } => {
+                match base.residual {
+                    Some(residual) => residual_plus_bias(dst, residual, base.bias),
+                    None => fill_rows(dst, base.bias),
+                }
+                let m = x.len() / k;
+                matmul_add(dst, x, w, m, *k, *n);
+                dst.par_chunks_mut(*n).with_min_len(16).for_each(after);
+            }
+            Matrix::Int8(w) => {
+                let k = x.len() / (dst.len() / base.bias.len()).max(1);
+                scratch.quantize(x, x.len() / k.max(1), k);
+                int8::matmul(dst, scratch, w, base, after);
+            }
+        }
+    }
+}
+
 struct Layer {
-    /// Weights are stored input-major (in × out), the layout gemm reads fastest.
-    qkv: Vec<f32>,
+    qkv: Matrix,
     qkv_bias: Vec<f32>,
-    attn_out: Vec<f32>,
+    attn_out: Matrix,
     attn_out_bias: Vec<f32>,
     attn_norm: (Vec<f32>, Vec<f32>),
-    up: Vec<f32>,
+    up: Matrix,
     up_bias: Vec<f32>,
-    down: Vec<f32>,
+    down: Matrix,
     down_bias: Vec<f32>,
     out_norm: (Vec<f32>, Vec<f32>),
 }
@@ -87,6 +176,7 @@ pub struct Bert {
     inter: usize,
     eps: f32,
     act: Activation,
+    precision: Precision,
     positions: usize,
     words: WordTable,
     /// Position embeddings with token type 0 already added (inputs are single segments).
@@ -98,7 +188,21 @@ pub struct Bert {
 impl Bert {
     /// Loads `model.safetensors` for `config` (read from `config_path`, named in errors). Tensor
     /// names may carry a `bert.` (or `<model_type>.`) prefix, as task-head checkpoints do.
-    pub fn load(config: &BertConfig, config_path: &Path, weights_path: &Path) -> Result<Self> {
+    /// `Precision::Int8` becomes f32 on a CPU without int8 SIMD kernels (`precision()` says
+    /// which is used).
+    pub fn load(
+        config: &BertConfig,
+        config_path: &Path,
+        weights_path: &Path,
+        precision: Precision,
+    ) -> Result<Self> {
+        let precision = match precision {
+            Precision::Int8 if !Isa::detect().is_simd() => {
+                tracing::info!("no int8 SIMD kernel for this CPU: the encoder runs in f32");
+                Precision::F32
+            }
+            p => p,
+        };
         let bad_config = |reason: String| Error::bad(config_path, reason);
         let act = match config.hidden_act.as_str() {
             "gelu" => Activation::Gelu,
@@ -238,15 +342,24 @@ impl Bert {
             let mut qkv_bias = read(&format!("{p}attention.self.query.bias"), &[h])?;
             qkv_bias.extend(read(&format!("{p}attention.self.key.bias"), &[h])?);
             qkv_bias.extend(read(&format!("{p}attention.self.value.bias"), &[h])?);
+            let matrix = |w, k, n| Matrix::new(w, k, n, precision);
             layers.push(Layer {
-                qkv,
+                qkv: matrix(qkv, h, 3 * h),
                 qkv_bias,
-                attn_out: read_t(&format!("{p}attention.output.dense.weight"), h, h)?,
+                attn_out: matrix(
+                    read_t(&format!("{p}attention.output.dense.weight"), h, h)?,
+                    h,
+                    h,
+                ),
                 attn_out_bias: read(&format!("{p}attention.output.dense.bias"), &[h])?,
                 attn_norm: norm(&format!("{p}attention.output.LayerNorm"))?,
-                up: read_t(&format!("{p}intermediate.dense.weight"), f, h)?,
+                up: matrix(
+                    read_t(&format!("{p}intermediate.dense.weight"), f, h)?,
+                    h,
+                    f,
+                ),
                 up_bias: read(&format!("{p}intermediate.dense.bias"), &[f])?,
-                down: read_t(&format!("{p}output.dense.weight"), h, f)?,
+                down: matrix(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
                 down_bias: read(&format!("{p}output.dense.bias"), &[h])?,
                 out_norm: norm(&format!("{p}output.LayerNorm"))?,
             });
@@ -258,6 +371,7 @@ impl Bert {
             inter: f,
             eps: config.layer_norm_eps as f32,
             act,
+            precision,
             positions,
             words: WordTable {
                 map,
@@ -280,6 +394,16 @@ impl Bert {
     /// Longest sequence the position table holds.
     pub fn max_positions(&self) -> usize {
         self.positions
+    }
+
+    /// Transformer layers.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The arithmetic of the dense layers, as loaded.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// One pooled (not normalised) vector per token sequence.
@@ -314,6 +438,17 @@ impl Bert {
     /// The last hidden states of the sequences packed one after another: (Σ lengths) × hidden,
     /// row-major. Each sequence attends only to itself.
     pub fn forward(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
+        self.forward_to(seqs, self.layers.len())
+    }
+
+    /// The hidden states after the first `layers` layers (0: the embeddings), packed as in
+    /// `forward`; `layers` is at most `self.layers()`.
+    pub fn forward_to(&self, seqs: &[&[u32]], layers: usize) -> Result<Vec<f32>> {
+        assert!(
+            layers <= self.layers.len(),
+            "the encoder has {} layers",
+            self.layers.len()
+        );
         let (h, f) = (self.hidden, self.inter);
         let mut tokens = Vec::new();
         let mut spans = Vec::with_capacity(seqs.len());
@@ -350,28 +485,37 @@ impl Bert {
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
         let mut up = vec![0f32; total * f];
-        for layer in &self.layers {
-            fill_rows(&mut qkv, &layer.qkv_bias);
-            matmul_add(&mut qkv, &x, &layer.qkv, total, h, 3 * h);
+        let mut q8 = QuantizedRows::new(Isa::detect());
+        let (eps, act) = (self.eps, self.act);
+        let bias = |bias| Base {
+            bias,
+            residual: None,
+        };
+        for layer in &self.layers[..layers] {
+            layer
+                .qkv
+                .apply(&mut qkv, &x, bias(&layer.qkv_bias), &|_| {}, &mut q8);
             self.attention(&qkv, &mut ctx, &spans);
-            // Residual and bias first, so gemm accumulates the projection onto them.
-            residual_plus_bias(&mut tmp, &x, &layer.attn_out_bias);
-            matmul_add(&mut tmp, &ctx, &layer.attn_out, total, h, h);
-            tmp.par_chunks_mut(h)
-                .with_min_len(64)
-                .for_each(|row| layer_norm(row, &layer.attn_norm, self.eps));
+            let residual = Base {
+                bias: &layer.attn_out_bias,
+                residual: Some(&x),
+            };
+            let norm = |row: &mut [f32]| layer_norm(row, &layer.attn_norm, eps);
+            layer
+                .attn_out
+                .apply(&mut tmp, &ctx, residual, &norm, &mut q8);
             std::mem::swap(&mut x, &mut tmp);
 
-            fill_rows(&mut up, &layer.up_bias);
-            matmul_add(&mut up, &x, &layer.up, total, h, f);
-            let act = self.act;
-            up.par_chunks_mut(4096)
-                .for_each(|chunk| activate(chunk, act));
-            residual_plus_bias(&mut tmp, &x, &layer.down_bias);
-            matmul_add(&mut tmp, &up, &layer.down, total, f, h);
-            tmp.par_chunks_mut(h)
-                .with_min_len(64)
-                .for_each(|row| layer_norm(row, &layer.out_norm, self.eps));
+            let gelu = |row: &mut [f32]| activate(row, act);
+            layer
+                .up
+                .apply(&mut up, &x, bias(&layer.up_bias), &gelu, &mut q8);
+            let residual = Base {
+                bias: &layer.down_bias,
+                residual: Some(&x),
+            };
+            let norm = |row: &mut [f32]| layer_norm(row, &layer.out_norm, eps);
+            layer.down.apply(&mut tmp, &up, residual, &norm, &mut q8);
             std::mem::swap(&mut x, &mut tmp);
         }
         Ok(x)

