@@ -11,7 +11,11 @@ cd "$ROOT" && cargo build --release -q -p triage-models --bins || exit 1
 TARGET="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 OUT="$(mktemp)"
 export RAYON_NUM_THREADS="${BENCH_THREADS:-2}"
-"$TARGET/release/bench-embed" "$MODELS" "$DEV" >> "$OUT"
+echo "# CPU features: $(grep -m1 -o -w -E 'avx2|fma|avx512f|avx512bw|avx512_vnni|avx_vnni' /proc/cpuinfo | sort -u | tr '\n' ' ')" >&2
+# f32 and int8 encoders taking turns, medians of BENCH_RUNS (3); '#' lines (kernel, min-max) to the terminal.
+"$TARGET/release/bench-embed" "$MODELS" "$DEV" both | while IFS= read -r line; do
+  case "$line" in "#"*) echo "$line" >&2 ;; *) echo "$line" >> "$OUT" ;; esac
+done
 "$TARGET/release/bench-generate" "$MODELS" >> "$OUT"
 python3 -c "import sentence_transformers" 2>/dev/null && python3 scripts/peers/bench_st.py "$MODELS" "$DEV" >> "$OUT" || echo "(peer skipped: sentence-transformers not installed)" >&2
 python3 -c "import llama_cpp" 2>/dev/null && python3 scripts/peers/bench_llamacpp.py "$MODELS" >> "$OUT" || echo "(peer skipped: llama-cpp-python not installed)" >&2

@@ -5,7 +5,8 @@
 //!
 //! Embeds every text as the pipeline does (title + text, e5 `passage: `, 128 tokens) with both
 //! precisions and prints TSV rows `precision\tmetric\tvalue\tunit`:
-//! - cosine between the int8 and f32 vector of the same query text (mean, min, 1st percentile);
+//! - cosine between the int8 and f32 vector of the same text (mean, min, 1st percentile, count
+//!   below 0.995), for the query texts and the stored texts apart;
 //! - recall@10 of int8 queries against a store built with f32 vectors (the store a deployment
 //!   has before it switches): the share of the f32 query's 10 nearest stored cases that the int8
 //!   query also finds (exact search, so the number is the encoder's alone);
@@ -93,18 +94,31 @@ fn main() -> anyhow::Result<()> {
     let query_int8 = embed(&int8_model, &asked)?;
 
     let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
-    let mut cosines: Vec<f32> = query_f32
-        .iter()
-        .zip(&query_int8)
-        .chain(store_f32.iter().zip(&store_int8))
-        .map(|(a, b)| dot(a, b))
-        .collect();
-    cosines.sort_by(f32::total_cmp);
-    let mean = cosines.iter().map(|&c| f64::from(c)).sum::<f64>() / cosines.len() as f64;
-    row("cosine_mean", mean, "");
-    row("cosine_min", f64::from(cosines[0]), "");
-    row("cosine_p1", f64::from(cosines[cosines.len() / 100]), "");
-    row("texts", cosines.len() as f64, "texts");
+    for (set, f32_vectors, int8_vectors) in [
+        ("queries", &query_f32, &query_int8),
+        ("store", &store_f32, &store_int8),
+    ] {
+        let mut cosines: Vec<f32> = f32_vectors
+            .iter()
+            .zip(int8_vectors)
+            .map(|(a, b)| dot(a, b))
+            .collect();
+        cosines.sort_by(f32::total_cmp);
+        let mean = cosines.iter().map(|&c| f64::from(c)).sum::<f64>() / cosines.len() as f64;
+        row(&format!("{set}_cosine_mean"), mean, "");
+        row(&format!("{set}_cosine_min"), f64::from(cosines[0]), "");
+        row(
+            &format!("{set}_cosine_p1"),
+            f64::from(cosines[cosines.len() / 100]),
+            "",
+        );
+        row(
+            &format!("{set}_below_0.995"),
+            cosines.iter().filter(|&&c| c < 0.995).count() as f64,
+            "texts",
+        );
+        row(&format!("{set}_texts"), cosines.len() as f64, "texts");
+    }
 
     let top = |query: &[f32], store: &[Vec<f32>]| -> Vec<usize> {
         let mut scored: Vec<(f32, usize)> = store

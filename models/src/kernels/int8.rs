@@ -936,8 +936,7 @@ mod tests {
                             } else {
                                 bias[c]
                             };
-                            let want =
-                                (exact as f32).mul_add(packed.scales[c] * q.scales[r], add);
+                            let want = (exact as f32).mul_add(packed.scales[c] * q.scales[r], add);
                             assert_eq!(
                                 y[r * n + c].to_bits(),
                                 want.to_bits(),
@@ -958,28 +957,28 @@ mod tests {
         let x = matrix(m, k, 4);
         let w = matrix(k, n, 5);
         for isa in kernels() {
-        let packed = PackedWeights::quantize(&w, k, n, isa);
-        let mut q = QuantizedRows::new(isa);
-        q.quantize(&x, m, k);
-        let mut y = vec![0f32; m * n];
-        let zeros = vec![0f32; n];
-        let base = Base {
-            bias: &zeros,
-            residual: None,
-        };
-        matmul(&mut y, &q, &packed, base, &|_| {});
-        let (mut err, mut norm) = (0f64, 0f64);
-        for r in 0..m {
-            for c in 0..n {
-                let want: f64 = (0..k)
-                    .map(|i| x[r * k + i] as f64 * w[i * n + c] as f64)
-                    .sum();
-                err += (y[r * n + c] as f64 - want).powi(2);
-                norm += want.powi(2);
+            let packed = PackedWeights::quantize(&w, k, n, isa);
+            let mut q = QuantizedRows::new(isa);
+            q.quantize(&x, m, k);
+            let mut y = vec![0f32; m * n];
+            let zeros = vec![0f32; n];
+            let base = Base {
+                bias: &zeros,
+                residual: None,
+            };
+            matmul(&mut y, &q, &packed, base, &|_| {});
+            let (mut err, mut norm) = (0f64, 0f64);
+            for r in 0..m {
+                for c in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| x[r * k + i] as f64 * w[i * n + c] as f64)
+                        .sum();
+                    err += (y[r * n + c] as f64 - want).powi(2);
+                    norm += want.powi(2);
+                }
             }
-        }
-        let relative = (err / norm).sqrt();
-        assert!(relative < 0.01, "{isa:?}: relative error {relative}");
+            let relative = (err / norm).sqrt();
+            assert!(relative < 0.01, "{isa:?}: relative error {relative}");
         }
     }
 
