@@ -45,12 +45,28 @@ fn fold_width(ch: char) -> char {
     }
 }
 
+/// `text` for comparison: full-width letters and digits folded, whitespace dropped. Each kept
+/// character maps to one character, so "２０１９年" and "2019 年" compare equal.
+pub fn fold(text: &str) -> String {
+    text.chars()
+        .map(fold_width)
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
 /// The first `max_chars` characters of `text` (on a character boundary).
 pub fn truncate_chars(text: &str, max_chars: usize) -> &str {
     match text.char_indices().nth(max_chars) {
         Some((i, _)) => &text[..i],
         None => text,
     }
+}
+
+/// The word segmenter with its bundled dictionary, loaded once per process (~0.2 s) and shared
+/// by the lexical classifier and the place extractor.
+pub fn jieba() -> &'static jieba_rs::Jieba {
+    static JIEBA: std::sync::OnceLock<jieba_rs::Jieba> = std::sync::OnceLock::new();
+    JIEBA.get_or_init(jieba_rs::Jieba::new)
 }
 
 /// FNV-1a of a string: the same number on every machine, run and Rust version (std's hasher is

@@ -1,5 +1,6 @@
 //! Sparse feature vectors and the character n-gram (+ word) TF-IDF featuriser of the lexical model.
 
+use crate::text::jieba;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -31,12 +32,6 @@ pub struct NgramFeaturizer {
     /// the character pairs it overlaps with. +0.5 pt out-of-fold accuracy on the hotline data.
     pub words: bool,
     idf: Vec<f32>,
-}
-
-/// The segmenter with its bundled dictionary, loaded once per process (~0.2 s).
-fn jieba() -> &'static jieba_rs::Jieba {
-    static JIEBA: std::sync::OnceLock<jieba_rs::Jieba> = std::sync::OnceLock::new();
-    JIEBA.get_or_init(jieba_rs::Jieba::new)
 }
 
 /// Prefix of a word's key, so a one-character word does not share the bucket of that character.
