@@ -11,6 +11,7 @@ pub mod generate;
 pub mod ingest;
 pub mod pii;
 pub mod pipeline;
+pub mod places;
 pub mod prompt;
 pub mod store;
 pub mod taxonomy;
