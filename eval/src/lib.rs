@@ -5,6 +5,7 @@ pub mod charts;
 pub mod metrics;
 pub mod report;
 pub mod run;
+pub mod textsim;
 
 pub use report::{build_report, EvalRecord, Report, Skipped};
 
