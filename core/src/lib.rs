@@ -18,6 +18,7 @@ pub mod taxonomy;
 pub mod text;
 pub mod units;
 pub mod vector;
+pub mod work_order;
 
 pub use case::{Case, Prediction};
 pub use embed::{EmbedKind, Embedder};

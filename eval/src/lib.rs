@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod textsim;
+pub mod workorder;
 
 pub use report::{build_report, EvalRecord, Report, Skipped};
 
