@@ -955,14 +955,11 @@ pub fn chain_text<'a>(text: &'a str, places: &[Place], place: &Place) -> &'a str
 pub fn locate(text: &str, directory: &UnitDirectory) -> Option<Location> {
     let places = extract(text, directory);
     let district = directory.extract_district(text).map(|d| d.name.clone());
-    match most_specific(&places, text) {
-        Some(place) => Some(Location {
-            text: chain_text(text, &places, place).to_string(),
-            level: place.level,
-            district,
-        }),
-        None => None,
-    }
+    most_specific(&places, text).map(|place| Location {
+        text: chain_text(text, &places, place).to_string(),
+        level: place.level,
+        district,
+    })
 }
 
 #[cfg(test)]

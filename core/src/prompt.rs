@@ -10,7 +10,7 @@ const BUILTIN: &[(&str, &str)] = &[("reply.jinja", include_str!("../../prompts/r
 
 /// Markers the templates use to structure a document; complaint text must not contain them,
 /// or a complaint could pose as a new section ("### 答复 …") and steer the model.
-const STRUCTURE_MARKERS: &[&str] = &[
+pub(crate) const STRUCTURE_MARKERS: &[&str] = &[
     "###",
     "<start_of_turn>",
     "<end_of_turn>",

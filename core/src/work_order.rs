@@ -360,7 +360,19 @@ impl TitleModel {
             }
         }
         title.push_str(clause);
-        text::truncate_chars(&title, TITLE_MAX_CHARS).to_string()
+        cut(&title, TITLE_MAX_CHARS).to_string()
+    }
+}
+
+/// The first `max_chars` characters of `text`, never ending inside a number or code ("1200元"
+/// cut to "120" would state a number the complaint does not).
+fn cut(text: &str, max_chars: usize) -> &str {
+    let head = text::truncate_chars(text, max_chars);
+    let next = text[head.len()..].chars().next();
+    if next.is_some_and(|c| c.is_ascii_alphanumeric()) {
+        head.trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '.')
+    } else {
+        head
     }
 }
 
@@ -392,8 +404,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             if factor == 0.0 {
                 continue;
             }
-            for k in col..n {
-                a[row][k] -= factor * a[col][k];
+            let (upper, lower) = a.split_at_mut(row);
+            for (x, pivot_x) in lower[0][col..].iter_mut().zip(&upper[col][col..]) {
+                *x -= factor * pivot_x;
             }
             b[row] -= factor * b[col];
         }
@@ -460,7 +473,7 @@ pub fn request(text: &str) -> String {
     if sentence.chars().count() <= REQUEST_MAX_CHARS {
         return sentence.to_string();
     }
-    let head = text::truncate_chars(sentence, REQUEST_MAX_CHARS);
+    let head = cut(sentence, REQUEST_MAX_CHARS);
     match head.rfind(['，', ',', '；']) {
         Some(i) if head[..i].chars().count() >= REQUEST_MAX_CHARS / 2 => format!("{}…", &head[..i]),
         _ => format!("{head}…"),
