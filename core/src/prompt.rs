@@ -6,7 +6,10 @@ use minijinja::Environment;
 use serde::Serialize;
 use std::path::Path;
 
-const BUILTIN: &[(&str, &str)] = &[("reply.jinja", include_str!("../../prompts/reply.jinja"))];
+const BUILTIN: &[(&str, &str)] = &[
+    ("reply.jinja", include_str!("../../prompts/reply.jinja")),
+    ("title.jinja", include_str!("../../prompts/title.jinja")),
+];
 
 /// Markers the templates use to structure a document; complaint text must not contain them,
 /// or a complaint could pose as a new section ("### 答复 …") and steer the model.

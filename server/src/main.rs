@@ -37,6 +37,8 @@ enum Command {
     Store(commands::store::StoreArgs),
     /// Evaluate routing on a labeled set (report.json, report.md, SVG charts).
     Eval(commands::eval::EvalArgs),
+    /// Measure work orders: titles against human titles (ROUGE-L, chrF), locations against a gold.
+    EvalWorkorder(commands::eval_workorder::EvalWorkOrderArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
 }
@@ -61,6 +63,7 @@ fn main() {
         Command::Classify(args) => commands::classify::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Eval(args) => commands::eval::run(&cli.global, args),
+        Command::EvalWorkorder(args) => commands::eval_workorder::run(&cli.global, args),
         Command::Batch(args) => commands::batch::run(&cli.global, args),
         Command::Store(args) => commands::store::run(&cli.global, args),
     };
