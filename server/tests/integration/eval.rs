@@ -105,3 +105,62 @@ fn cross_validation_pools_every_fold_held_out_predictions() {
     assert!((pooled - mean).abs() < 0.02, "pooled {pooled}, mean {mean}");
     assert!(pooled > 0.6, "{pooled}");
 }
+
+#[test]
+fn eval_workorder_scores_titles_and_locations_and_checks_the_gold_indexes_the_test_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let replies = std::fs::read_to_string(repo().join("data/sample/replies.jsonl")).unwrap();
+    let lines: Vec<&str> = replies.lines().collect();
+    let (test, past, gold) = (
+        dir.path().join("test.jsonl"),
+        dir.path().join("past.jsonl"),
+        dir.path().join("gold.jsonl"),
+    );
+    std::fs::write(&test, lines[..20].join("\n") + "\n").unwrap();
+    std::fs::write(&past, lines[20..].join("\n") + "\n").unwrap();
+    let id = |i: usize| serde_json::from_str::<Value>(lines[i]).unwrap()["id"].clone();
+    let record = |i: usize| serde_json::json!({"id": id(i), "line": i, "most_specific": []});
+    std::fs::write(&gold, format!("{}\n{}\n", record(3), record(7))).unwrap();
+    let out = dir.path().join("workorder.json");
+    let output = run_ok(
+        triage()
+            .args(["eval-workorder", "--test"])
+            .arg(&test)
+            .arg("--past")
+            .arg(&past)
+            .arg("--locations")
+            .arg(&gold)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ROUGE-L"), "{stdout}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let titles = r["titles"].as_object().unwrap();
+    assert_eq!(titles.len(), 4, "{r}");
+    for scores in titles.values() {
+        assert_eq!(scores["n"], 20);
+        assert!((0.0..=1.0).contains(&scores["rouge_l"].as_f64().unwrap()));
+    }
+    assert_eq!(r["locations"]["n"], 2);
+    // A gold whose ids do not match the test file's lines is refused.
+    std::fs::write(
+        &gold,
+        format!(
+            "{}\n",
+            serde_json::json!({"id": id(4), "line": 3, "most_specific": []})
+        ),
+    )
+    .unwrap();
+    let output = triage()
+        .args(["eval-workorder", "--test"])
+        .arg(&test)
+        .arg("--past")
+        .arg(&past)
+        .arg("--locations")
+        .arg(&gold)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ids differ"));
+}
