@@ -8,6 +8,7 @@
 //! `OUT.errors.jsonl`, and the job goes on.
 
 use crate::pipeline::{Analysis, Complaint, Pipeline, Suggestion};
+use crate::reply::Draft;
 use crate::{fsutil, ingest, pii, text, Case, CaseFilter, Error, Pages, Prediction, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -624,7 +625,11 @@ impl Analyzed {
 }
 
 /// One output line: the suggestion without the similar cases' text (kept short for thousands).
-fn record(line: u64, case: &Case, s: &Suggestion, draft: Option<String>) -> Value {
+fn record(line: u64, case: &Case, s: &Suggestion, draft: Option<Draft>) -> Value {
+    let (draft, draft_checks) = match draft {
+        Some(d) => (Some(d.text), d.checks),
+        None => (None, Vec::new()),
+    };
     let top = s.categories.first();
     json!({
         "line": line,
@@ -638,7 +643,9 @@ fn record(line: u64, case: &Case, s: &Suggestion, draft: Option<String>) -> Valu
         "units": s.units.iter().map(|u| json!({"unit_id": u.unit_id, "name": u.name, "score": u.score})).collect::<Vec<_>>(),
         "similar": s.similar.iter().map(|c| json!({"id": c.id, "score": c.score})).collect::<Vec<_>>(),
         "duplicate": s.duplicate,
+        "work_order": s.work_order,
         "draft": draft,
+        "draft_checks": draft_checks,
         "classifier_version": s.classifier_version,
     })
 }

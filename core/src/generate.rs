@@ -65,6 +65,11 @@ pub trait Generator: Send + Sync {
     fn model_id(&self) -> &str;
     /// Context length in tokens the implementation accepts (prompt + new tokens).
     fn context_length(&self) -> usize;
+    /// The chat template the model ships with (a GGUF's `tokenizer.chat_template`), if any:
+    /// instruct models are prompted through it (`--chat-template auto`), base models are not.
+    fn chat_template(&self) -> Option<crate::prompt::ChatTemplate> {
+        None
+    }
     /// Generates a continuation of `prompt`, calling `on_text` with each new piece of text as
     /// soon as it is final (never a part of a stop string). `on_text` returns `false` to cancel.
     /// A prompt that does not fit the context is an `Error::InvalidInput`.

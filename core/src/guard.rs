@@ -429,6 +429,12 @@ static CLAIM_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&pattern).expect("claim pattern")
 });
 
+/// Whether `text` states a finding or an action only a handling unit can report (经核实, 已处理,
+/// 我局, …): the markers the guard turns into a slot outside slots and citations.
+pub fn states_finding(text: &str) -> bool {
+    CLAIM_RE.is_match(text)
+}
+
 /// Checks and repairs one stretch of text outside slots and citations.
 fn check_text(text: &str, ctx: &Context, changes: &mut Vec<DraftCheck>) -> String {
     let mut out = String::new();

@@ -14,6 +14,7 @@ pub mod pii;
 pub mod pipeline;
 pub mod places;
 pub mod prompt;
+pub mod reply;
 pub mod store;
 pub mod taxonomy;
 pub mod text;

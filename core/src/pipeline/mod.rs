@@ -4,13 +4,18 @@
 
 mod builder;
 mod cases;
+mod draft;
 
 pub use builder::PipelineBuilder;
 pub use cases::{Feedback, Stored};
+pub use draft::postprocess_draft;
 
 use crate::classify::{ClassScores, Classifier, Neighbor};
-use crate::prompt::Prompts;
+use crate::guard::{self, DraftCheck};
+use crate::prompt::{ChatTemplate, Prompts};
+use crate::reply::{CitationConfig, DraftMethod};
 use crate::units::{UnitDirectory, UnitSuggestion};
+use crate::work_order::{self, WorkOrder};
 use crate::{
     pii, text, Case, CaseFilter, CaseStore, EmbedKind, Embedder, Error, GenerateParams, Generator,
     Hit, Result, Taxonomy,
@@ -49,9 +54,71 @@ impl Default for DuplicateConfig {
     }
 }
 
+/// How reply drafts are written (`reply` has the methods and the why).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DraftConfig {
+    /// The method the service uses (`restate`); the evaluation measures the others beside it.
+    pub method: DraftMethod,
+    /// The restatement the model writes (`prompts/restate.jinja`).
+    pub summary: SummaryConfig,
+    /// Citations of past replies (`prompts/reply.jinja`).
+    pub citations: CitationConfig,
+    /// An instruct model's chat template (`--chat-template`): the restatement prompt is then a
+    /// user message rendered through it; without one, a few-shot document a base model continues.
+    pub chat_template: Option<ChatTemplate>,
+    /// The drafts before issue 13 (`DraftMethod::Legacy`), kept to be measured.
+    pub legacy: LegacyDraftConfig,
+}
+
+impl Default for DraftConfig {
+    fn default() -> Self {
+        Self {
+            method: DraftMethod::Restate,
+            summary: SummaryConfig::default(),
+            citations: CitationConfig::default(),
+            chat_template: None,
+            legacy: LegacyDraftConfig::default(),
+        }
+    }
+}
+
+/// The restatement sentence a model writes for the draft.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SummaryConfig {
+    /// Characters of the complaint the model reads.
+    pub complaint_chars: usize,
+    /// Longest restatement, in characters.
+    pub max_chars: usize,
+    /// Share of the restatement's character pairs that must occur in the complaint; otherwise
+    /// the work order's title stands in (the model copied an example or wandered).
+    pub min_support: f32,
+    pub params: GenerateParams,
+}
+
+impl Default for SummaryConfig {
+    fn default() -> Self {
+        Self {
+            complaint_chars: 160,
+            max_chars: 60,
+            min_support: 0.8,
+            params: GenerateParams {
+                max_tokens: 48,
+                temperature: 0.0,
+                top_p: 0.9,
+                seed: 42,
+                stop: vec!["\n".into()],
+                repeat_penalty: 1.1,
+            },
+        }
+    }
+}
+
+/// The drafts before issue 13: the model writes the whole reply after retrieved replies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LegacyDraftConfig {
     /// Past replies shown to the model as examples.
     pub examples: usize,
     /// Characters of each example complaint and reply kept in the prompt.
@@ -63,7 +130,7 @@ pub struct DraftConfig {
     pub params: GenerateParams,
 }
 
-impl Default for DraftConfig {
+impl Default for LegacyDraftConfig {
     fn default() -> Self {
         Self {
             examples: 2,
@@ -182,7 +249,19 @@ pub struct Suggestion {
     pub units: Vec<UnitSuggestion>,
     pub similar: Vec<SimilarCase>,
     pub duplicate: Option<Duplicate>,
+    /// The work order (工单) filled from the complaint: title, location, request, flags.
+    #[serde(default)]
+    pub work_order: Option<WorkOrder>,
+    /// What the faithfulness guard changed in the work order (normally nothing: its fields are
+    /// taken from the complaint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub work_order_checks: Vec<DraftCheck>,
+    /// The reply draft, after the faithfulness guard: 【slots】 for the handling unit,
+    /// 「citations」(case id) for the reviewer.
     pub draft: Option<String>,
+    /// What the guard changed in the draft.
+    #[serde(default)]
+    pub draft_checks: Vec<DraftCheck>,
     pub classifier_version: String,
     pub timings_ms: BTreeMap<String, f64>,
 }
@@ -192,6 +271,8 @@ pub struct Suggestion {
 /// for it.
 pub struct Analysis {
     pub suggestion: Suggestion,
+    /// The stored case's id when the complaint is one (never its own citation or example).
+    id: Option<String>,
     full: String,
     vector: Vec<f32>,
 }
@@ -361,7 +442,7 @@ impl Pipeline {
         };
 
         let similar = self.search_others(
-            complaint,
+            complaint.id.as_deref(),
             vector,
             self.config.similar_k,
             &CaseFilter::default(),
@@ -371,7 +452,12 @@ impl Pipeline {
                 labeled_only: true,
                 ..Default::default()
             };
-            self.search_others(complaint, vector, classifier.config.knn_k, &filter)?
+            self.search_others(
+                complaint.id.as_deref(),
+                vector,
+                classifier.config.knn_k,
+                &filter,
+            )?
         } else {
             Vec::new()
         };
@@ -399,9 +485,12 @@ impl Pipeline {
             self.duplicate(&similar, suggestion.district.as_deref(), complaint.time);
         suggestion.similar = similar.iter().map(|h| self.similar_case(h)).collect();
         lap("units", &mut timings);
+        self.fill_work_order(&mut suggestion, complaint, full);
+        lap("work_order", &mut timings);
         suggestion.timings_ms = timings;
         Ok(Analysis {
             suggestion,
+            id: complaint.id.clone(),
             full: full.to_string(),
             vector: vector.to_vec(),
         })
@@ -421,7 +510,33 @@ impl Pipeline {
         suggestion
             .timings_ms
             .insert("classify".into(), started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        self.fill_work_order(&mut suggestion, complaint, &full);
+        suggestion
+            .timings_ms
+            .insert("work_order".into(), started.elapsed().as_secs_f64() * 1e3);
         Ok(suggestion)
+    }
+
+    /// The work order of a complaint (`work_order::build`, under a millisecond), from its
+    /// sanitised text (a complaint's 【】「」 never reach a field), checked by the guard. A title
+    /// the caller gave is the work order's title.
+    fn fill_work_order(&self, suggestion: &mut Suggestion, complaint: &Complaint, full: &str) {
+        let clean = guard::sanitize_complaint(full);
+        let hints = work_order::Hints {
+            duplicate_of: suggestion.duplicate.as_ref().map(|d| d.case_id.clone()),
+        };
+        let mut order = work_order::build(&clean, &self.units, &hints);
+        if let Some(title) = complaint.title.as_deref().map(str::trim) {
+            if !title.is_empty() {
+                let title = guard::sanitize_complaint(&text::normalize(title));
+                order.title = text::truncate_chars(&title, work_order::TITLE_MAX_CHARS).to_string();
+            }
+        }
+        let sources = guard::Sources::new(&clean, &self.units, &[]);
+        let (order, checks) = guard::check_work_order(&order, &sources);
+        suggestion.work_order = Some(order);
+        suggestion.work_order_checks = checks;
     }
 
     /// The routing step both analyses share: top categories and the abstain decision, the
@@ -468,66 +583,30 @@ impl Pipeline {
             units,
             similar: Vec::new(),
             duplicate: None,
+            work_order: None,
+            work_order_checks: Vec::new(),
             draft: None,
+            draft_checks: Vec::new(),
             classifier_version: classifier.version.clone(),
             timings_ms: BTreeMap::new(),
         }
     }
 
-    /// The `k` most similar stored cases other than the complaint itself.
+    /// The `k` most similar stored cases other than the complaint itself (its stored `id`).
     fn search_others(
         &self,
-        complaint: &Complaint,
+        id: Option<&str>,
         vector: &[f32],
         k: usize,
         filter: &CaseFilter,
     ) -> Result<Vec<Hit>> {
-        let Some(id) = complaint.id.as_deref() else {
+        let Some(id) = id else {
             return self.store.search(vector, k, filter);
         };
         let mut hits = self.store.search(vector, k + 1, filter)?;
         hits.retain(|h| h.case.id != id);
         hits.truncate(k);
         Ok(hits)
-    }
-
-    /// Writes the reply draft, streaming each final piece of text to `on_text`.
-    pub fn draft(
-        &self,
-        analysis: &Analysis,
-        on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<String> {
-        let generator = self
-            .generator
-            .as_ref()
-            .ok_or_else(|| Error::NotReady("no generator model loaded".into()))?;
-        let max_chars = self.config.draft.max_chars;
-        let mut emitted = 0usize;
-        // Stream only what the post-processing will keep: stop forwarding at the length cap.
-        let mut forward = |piece: &str| {
-            let room = max_chars.saturating_sub(emitted);
-            let piece = text::truncate_chars(piece, room);
-            emitted += piece.chars().count();
-            (piece.is_empty() || on_text(&pii::mask(piece))) && emitted < max_chars
-        };
-        let prompt = self.reply_prompt(analysis)?;
-        let generation = generator.generate(&prompt, &self.config.draft.params, &mut forward)?;
-        Ok(postprocess_draft(&generation.text, max_chars))
-    }
-
-    /// `analyze` and `draft` together.
-    pub fn triage(&self, complaint: &Complaint, with_draft: bool) -> Result<Suggestion> {
-        let mut analysis = self.analyze(complaint)?;
-        if with_draft && self.can_draft() {
-            let started = Instant::now();
-            let draft = self.draft(&analysis, &mut |_| true)?;
-            let suggestion = &mut analysis.suggestion;
-            suggestion.draft = Some(draft);
-            suggestion
-                .timings_ms
-                .insert("draft".into(), started.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(analysis.suggestion)
     }
 
     fn top_categories(
@@ -595,43 +674,6 @@ impl Pipeline {
             has_reply: hit.case.reply.is_some(),
         }
     }
-
-    fn reply_prompt(&self, analysis: &Analysis) -> Result<String> {
-        let draft = &self.config.draft;
-        let with_reply = CaseFilter {
-            with_reply: true,
-            ..Default::default()
-        };
-        let examples: Vec<_> = if draft.examples > 0 {
-            self.store
-                .search(&analysis.vector, draft.examples, &with_reply)?
-        } else {
-            Vec::new()
-        };
-        // Most similar last: small models copy the nearest example most.
-        let examples: Vec<_> = examples
-            .iter()
-            .rev()
-            .map(|h| {
-                let clip = |s: &str| pii::mask(text::truncate_chars(s, draft.example_chars));
-                minijinja::context! {
-                    complaint => clip(&h.case.full_text()),
-                    reply => clip(h.case.reply.as_deref().unwrap_or_default()),
-                    unit => h.case.unit.clone(),
-                }
-            })
-            .collect();
-        let suggestion = &analysis.suggestion;
-        self.prompts.render(
-            "reply.jinja",
-            minijinja::context! {
-                complaint => pii::mask(text::truncate_chars(&analysis.full, draft.complaint_chars)),
-                category => suggestion.categories.first().map(|c| c.name.clone()),
-                unit => suggestion.units.first().map(|u| u.name.clone()),
-                examples => examples,
-            },
-        )
-    }
 }
 
 /// A classifier only reads vectors of the embedder it was trained with.
@@ -644,93 +686,4 @@ fn check_embedder(classifier: &Classifier, embedder: &dyn Embedder) -> Result<()
         )));
     }
     Ok(())
-}
-
-/// Trims the model's continuation to a clean draft: first section only, whole sentences within
-/// the length cap, personal data masked (a small model invents phone numbers).
-pub fn postprocess_draft(raw: &str, max_chars: usize) -> String {
-    let section = raw.split("###").next().unwrap_or_default();
-    let mut draft = text::truncate_chars(cut_repetition(section.trim()), max_chars).to_string();
-    if draft.chars().count() == max_chars {
-        // Cut back to the last sentence end, when there is one in the second half.
-        if let Some(end) = draft.rfind(['。', '！', '!', '.']) {
-            if draft[..end].chars().count() > max_chars / 2 {
-                draft.truncate(end + draft[end..].chars().next().map_or(0, char::len_utf8));
-            }
-        }
-    }
-    pii::mask(draft.trim())
-}
-
-/// The text before the first clause that repeats an earlier one: a small model that starts
-/// looping ("您好！您好！…") has said all it will say.
-fn cut_repetition(text: &str) -> &str {
-    let mut seen = std::collections::HashSet::new();
-    let mut start = 0;
-    for (i, ch) in text.char_indices() {
-        if matches!(
-            ch,
-            '，' | '。' | '！' | '？' | '；' | '：' | ',' | '.' | '!' | '?' | ';' | '\n'
-        ) {
-            let clause = text[start..i].trim();
-            if clause.chars().count() >= 2 && !seen.insert(clause) {
-                return text[..start].trim_end();
-            }
-            start = i + ch.len_utf8();
-        }
-    }
-    let last = text[start..].trim();
-    if last.chars().count() >= 2 && seen.contains(last) {
-        return text[..start].trim_end();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{postprocess_draft, DraftConfig};
-
-    #[test]
-    fn stop_strings_end_sections_not_ordinary_replies() {
-        // "来信" alone as a stop string cut every "您的来信已收悉" after four characters.
-        let stops = DraftConfig::default().params.stop;
-        let reply = "您好！您的来信已收悉。经核实，来信反映的问题已转交区城管局处理。";
-        assert!(
-            stops.iter().all(|s| !reply.contains(s.as_str())),
-            "{stops:?}"
-        );
-        let next_section = "已转交处理。\n### 来信\n另一封";
-        assert!(stops.iter().any(|s| next_section.contains(s.as_str())));
-    }
-
-    #[test]
-    fn loops_are_cut_at_the_first_repeat() {
-        assert_eq!(postprocess_draft("您好！您好！您好！您好", 300), "您好！");
-        assert_eq!(
-            postprocess_draft(
-                "已收悉。执法人员进行了检查，执法人员进行了检查，执法人员",
-                300
-            ),
-            "已收悉。执法人员进行了检查，"
-        );
-        assert_eq!(
-            postprocess_draft("您好，已处理。谢谢！", 300),
-            "您好，已处理。谢谢！"
-        );
-    }
-
-    #[test]
-    fn draft_is_cut_at_next_section_and_masked() {
-        let raw = " 您好，已转交A市城管局处理，联系电话13812345678。\n### 来信\n另一个";
-        assert_eq!(
-            postprocess_draft(raw, 300),
-            "您好，已转交A市城管局处理，联系电话[手机号]。"
-        );
-    }
-
-    #[test]
-    fn long_draft_ends_on_a_sentence() {
-        let raw = "第一句话说完了。第二句话没有说完就";
-        assert_eq!(postprocess_draft(raw, 12), "第一句话说完了。");
-    }
 }

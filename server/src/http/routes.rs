@@ -141,8 +141,9 @@ async fn triage(State(state): Shared, Json(req): Json<TriageRequest>) -> AppResu
     ))
 }
 
-/// Server-sent events: `suggestion` (routing, at once), then `token` events with the draft as it
-/// is written, then `done` with the final draft (or `error`).
+/// Server-sent events: `suggestion` (routing and the work order, at once), then `token` events
+/// with the checked draft as it becomes final, then `done` with the final draft and what the
+/// faithfulness guard changed in it (`draft_checks`), or `error`.
 async fn triage_stream(
     State(state): Shared,
     Json(req): Json<TriageRequest>,
@@ -185,7 +186,10 @@ async fn triage_stream(
                 })
                 .await;
             let last = match result {
-                Ok((draft, ms)) => event("done", json!({"draft": draft, "draft_ms": ms})),
+                Ok((draft, ms)) => event(
+                    "done",
+                    json!({"draft": draft.text, "draft_checks": draft.checks, "draft_ms": ms}),
+                ),
                 Err(e) => event(
                     "error",
                     json!({"error": e.message, "error_type": e.error_type}),
