@@ -2,6 +2,7 @@
 //! `report.md`) and its charts (SVG).
 
 pub mod charts;
+pub mod drafts;
 pub mod metrics;
 pub mod report;
 pub mod run;

@@ -39,6 +39,9 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Measure work orders: titles against human titles (ROUGE-L, chrF), locations against a gold.
     EvalWorkorder(commands::eval_workorder::EvalWorkOrderArgs),
+    /// Reply drafts side by side on held-out replies: unsupported facts, investigative statements,
+    /// length, time, ROUGE-L and chrF against the official reply (report.json, report.md).
+    EvalDrafts(commands::eval_drafts::EvalDraftsArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
 }
@@ -64,6 +67,7 @@ fn main() {
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Eval(args) => commands::eval::run(&cli.global, args),
         Command::EvalWorkorder(args) => commands::eval_workorder::run(&cli.global, args),
+        Command::EvalDrafts(args) => commands::eval_drafts::run(&cli.global, args),
         Command::Batch(args) => commands::batch::run(&cli.global, args),
         Command::Store(args) => commands::store::run(&cli.global, args),
     };

@@ -2,6 +2,7 @@
 pub mod batch;
 pub mod classify;
 pub mod eval;
+pub mod eval_drafts;
 pub mod eval_workorder;
 pub mod import;
 pub mod models;
