@@ -261,6 +261,57 @@ fn call_taker_page_in_headless_chromium() {
     let units = driver.eval("return document.querySelectorAll('#units .unit').length");
     assert!(units.as_u64().unwrap() > 0, "units are suggested");
 
+    // The work order is pre-filled from the call, in fields the call-taker can edit.
+    let order = driver.eval(
+        "return ['wo-title','wo-location','wo-request'].map((id) => { const e = document.getElementById(id); return [e.value, e.readOnly || e.disabled]; })",
+    );
+    let title = order[0][0].as_str().unwrap();
+    assert!(
+        !title.is_empty() && title.chars().count() <= 30,
+        "a title: {order}"
+    );
+    assert!(
+        order[1][0].as_str().unwrap().contains("A2区"),
+        "the location: {order}"
+    );
+    assert!(
+        order.as_array().unwrap().iter().all(|f| f[1] == false),
+        "editable: {order}"
+    );
+    let flags = driver.eval("return document.querySelectorAll('#wo-flags .flag').length");
+    assert!(flags.as_u64().unwrap() > 0, "老人 and 不安全 raise flags");
+    // The draft's slots are highlighted, and its citations (if any) link to their case.
+    let slots = driver.eval(
+        "return [...document.querySelectorAll('#draft-view mark.slot')].map((m) => m.textContent)",
+    );
+    assert!(
+        slots
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "【核实情况与处理结果】"),
+        "highlighted slots: {slots}"
+    );
+    let links = driver.eval(
+        "return [...document.querySelectorAll('#draft-view .cite a')].map((a) => a.getAttribute('href'))",
+    );
+    let cited = draft.as_str().unwrap().matches('「').count();
+    assert_eq!(
+        links.as_array().unwrap().len(),
+        cited,
+        "{links} for {draft}"
+    );
+    for link in links.as_array().unwrap() {
+        let (status, _) = http(&server.addr, "GET", link.as_str().unwrap(), None);
+        assert_eq!(status, 200, "the cited case {link} exists");
+    }
+    // A citation typed or pasted into the draft is shown with its link too.
+    driver.type_into("#draft", "参考：「依照规定办理」(case-7)");
+    let link = driver.eval(
+        "return [...document.querySelectorAll('#draft-view .cite a')].map((a) => a.getAttribute('href')).pop() || ''",
+    );
+    assert_eq!(link, "/v1/cases/case-7");
+
     let png = driver.screenshot();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("call-taker.png");
