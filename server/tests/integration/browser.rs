@@ -305,18 +305,19 @@ fn call_taker_page_in_headless_chromium() {
         let (status, _) = http(&server.addr, "GET", link.as_str().unwrap(), None);
         assert_eq!(status, 200, "the cited case {link} exists");
     }
-    // A citation typed or pasted into the draft is shown with its link too.
-    driver.type_into("#draft", "参考：「依照规定办理」(case-7)");
-    let link = driver.eval(
-        "return [...document.querySelectorAll('#draft-view .cite a')].map((a) => a.getAttribute('href')).pop() || ''",
-    );
-    assert_eq!(link, "/v1/cases/case-7");
 
     let png = driver.screenshot();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("call-taker.png");
     std::fs::write(&shot, &png).unwrap();
     eprintln!("screenshot: {}", shot.display());
+
+    // A citation typed or pasted into the draft is shown with its link too.
+    driver.type_into("#draft", "参考：「依照规定办理」(case-7)");
+    let link = driver.eval(
+        "return [...document.querySelectorAll('#draft-view .cite a')].map((a) => a.getAttribute('href')).pop() || ''",
+    );
+    assert_eq!(link, "/v1/cases/case-7");
 
     driver.click("#accept");
     let saved = driver.wait_for(
