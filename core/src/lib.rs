@@ -1,6 +1,7 @@
 //! Hotline Triage's domain: the types a complaint becomes, the seams to models and storage
 //! (`Embedder`, `Generator`, `CaseStore`) and the logic between them. No HTTP, candle or Qdrant here.
 
+pub mod audit;
 pub mod batch;
 pub mod case;
 pub mod classify;
