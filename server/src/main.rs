@@ -39,6 +39,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
+    /// Check the audit trail's hash chain; acceptance and correction rates for an audit.
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() {
@@ -63,6 +65,7 @@ fn main() {
         Command::Eval(args) => commands::eval::run(&cli.global, args),
         Command::Batch(args) => commands::batch::run(&cli.global, args),
         Command::Store(args) => commands::store::run(&cli.global, args),
+        Command::Audit(args) => commands::audit::run(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -87,6 +90,8 @@ mod tests {
             "triage store migrate --from edge:/data --to qdrant:http://q:6334",
             "triage --config c.toml classify --no-draft text",
             "triage import a.jsonl b.csv",
+            "triage --data-dir d audit verify --json --audit-key k",
+            "triage audit report --from 2025-03-01 --to 2025-03-31 --out r",
         ] {
             let args = line.split_whitespace();
             if let Err(e) = super::Cli::try_parse_from(args) {
