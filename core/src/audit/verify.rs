@@ -221,6 +221,9 @@ impl VerifyReport {
 /// who can write the directory, with a key anyone who has it; rolling the log back to an older
 /// state together with an older signed head file (only a copy of the head kept elsewhere, e.g.
 /// sent to an auditor now and then, catches that); deleting a whole stream directory.
+///
+/// On a log being written, the last line may be caught half-written (`CutShort` or
+/// `Unparseable` on the live segment's last line): run it again.
 pub fn verify(audit_dir: &Path, key: Option<&[u8]>) -> Result<VerifyReport> {
     let streams = list_streams(audit_dir)?
         .into_iter()
