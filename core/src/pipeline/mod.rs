@@ -142,6 +142,7 @@ impl From<&Case> for Complaint {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoryScore {
     pub id: String,
@@ -149,6 +150,7 @@ pub struct CategoryScore {
     pub probability: f32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimilarCase {
     pub id: String,
@@ -162,6 +164,7 @@ pub struct SimilarCase {
     pub has_reply: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Duplicate {
     pub case_id: String,
@@ -169,6 +172,7 @@ pub struct Duplicate {
 }
 
 /// The answer for one complaint. Timings are per stage, in milliseconds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Suggestion {
     pub categories: Vec<CategoryScore>,

@@ -51,9 +51,9 @@ struct ReportArgs {
     json: bool,
 }
 
-/// A day or an instant on the command line.
+/// A day or an instant on the command line (and in `GET /v1/audit/report`).
 #[derive(Debug, Clone, Copy)]
-enum When {
+pub(crate) enum When {
     Day(NaiveDate),
     Instant(DateTime<Utc>),
 }
@@ -72,7 +72,7 @@ impl std::str::FromStr for When {
 }
 
 impl When {
-    fn start(self) -> DateTime<Utc> {
+    pub(crate) fn start(self) -> DateTime<Utc> {
         match self {
             Self::Day(day) => day.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
             Self::Instant(t) => t,
@@ -80,7 +80,7 @@ impl When {
     }
 
     /// The end of a period: the day after a day (so `--to` includes its day).
-    fn end(self) -> DateTime<Utc> {
+    pub(crate) fn end(self) -> DateTime<Utc> {
         match self {
             Self::Day(day) => Self::Day(day.succ_opt().unwrap_or(day)).start(),
             Self::Instant(t) => t,
@@ -130,9 +130,10 @@ impl From<AuditText> for TextPolicy {
 /// The audit trail's settings, for `triage serve` to flatten into its arguments; `open` gives
 /// the one `AuditLog` of the app state.
 #[derive(clap::Args, Debug, Clone)]
-// Used once the handlers are wired (issue 18); parsed in this module's tests until then.
-#[allow(dead_code)]
 pub struct AuditOptions {
+    /// Keep no audit trail (suggestions and decisions are not recorded)
+    #[arg(long, env = "TRIAGE_NO_AUDIT")]
+    pub no_audit: bool,
     /// How complaint text is kept in the audit trail
     #[arg(long, env = "TRIAGE_AUDIT_TEXT", value_enum, default_value_t = AuditText::Masked)]
     pub audit_text: AuditText,
@@ -160,7 +161,6 @@ pub struct AuditOptions {
     pub audit_key: Option<Secret>,
 }
 
-#[allow(dead_code)]
 impl AuditOptions {
     pub fn settings(&self) -> AuditSettings {
         AuditSettings {
@@ -176,9 +176,14 @@ impl AuditOptions {
         }
     }
 
-    pub fn open(&self, global: &GlobalArgs) -> Result<AuditLog> {
+    /// The service's audit log; None with `--no-audit`.
+    pub fn open(&self, global: &GlobalArgs) -> Result<Option<AuditLog>> {
+        if self.no_audit {
+            return Ok(None);
+        }
         let dir = audit_dir(global);
         AuditLog::open(&dir, self.settings())
+            .map(Some)
             .with_context(|| format!("opening the audit trail in {}", dir.display()))
     }
 }
