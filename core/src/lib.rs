@@ -15,6 +15,8 @@ pub mod pipeline;
 pub mod prompt;
 pub mod store;
 pub mod taxonomy;
+#[cfg(test)]
+mod testfs;
 pub mod text;
 pub mod units;
 pub mod vector;

@@ -202,8 +202,26 @@ impl GlobalArgs {
         }
     }
 
+    /// The embedded store in `data_dir`. Damaged files are named, with what to do about them.
     pub fn open_edge(&self, data_dir: &Path, dim: usize) -> Result<Arc<dyn CaseStore>> {
-        Ok(Arc::new(triage_store::EdgeStore::open(data_dir, dim)?))
+        match triage_store::EdgeStore::open(data_dir, dim) {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e @ (triage_store::Error::Backend { .. } | triage_store::Error::Io { .. })) => {
+                let said = e.to_string();
+                if said.contains("No space left on device") {
+                    return Err(anyhow::anyhow!(
+                        "{said}\nthe disk of {} is full: free space and run the command again",
+                        data_dir.display()
+                    ));
+                }
+                Err(anyhow::anyhow!(
+                    "{said}\nthe store's files are damaged or unreadable: `triage store check` \
+                     says which; {}",
+                    crate::commands::store::REBUILD_STORE
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A Qdrant server at `url`, with this command's key, collection and cluster settings.

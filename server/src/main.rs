@@ -88,6 +88,8 @@ mod tests {
             "triage batch --input a.jsonl --output b.jsonl --fast --shard 1/2",
             "triage batch --from-store --write-back --dry-run --output b.jsonl",
             "triage store migrate --from edge:/data --to qdrant:http://q:6334",
+            "triage --data-dir d store check",
+            "triage serve --no-audit --audit-text sha256 --audit-refuse-unaudited",
             "triage --config c.toml classify --no-draft text",
             "triage import a.jsonl b.csv",
             "triage --data-dir d audit verify --json --audit-key k",

@@ -6,6 +6,7 @@ mod batch;
 mod browser;
 mod cli;
 mod eval;
+mod faults;
 mod qdrant;
 mod service;
 
