@@ -195,7 +195,10 @@ pub fn render_audit(out: &mut String, audit: Option<&triage_core::audit::AuditHe
         ),
     ];
     for (name, kind, help, value) in rows {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 

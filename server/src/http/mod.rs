@@ -223,7 +223,9 @@ async fn error_shape(req: Request, next: Next) -> Response {
     if json {
         // An Open311 answer in the service's own shape (from the key check, which knows no
         // routes): GeoReport's instead.
-        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let Some(message) = value.get("error").and_then(|m| m.as_str()) else {
             return Response::from_parts(parts, axum::body::Body::from(bytes));
@@ -365,7 +367,10 @@ pub fn parse_keys(text: &str) -> anyhow::Result<Keys> {
                 Role::Admin => "admin",
                 Role::CallTaker => "call-taker",
             };
-            format!("{role}-{}", &triage_core::audit::sha256_hex(key.as_bytes())[..8])
+            format!(
+                "{role}-{}",
+                &triage_core::audit::sha256_hex(key.as_bytes())[..8]
+            )
         });
         anyhow::ensure!(
             !keys.contains_key(key),

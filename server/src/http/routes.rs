@@ -160,7 +160,13 @@ async fn triage(
         .await?;
     state.metrics.record_stages(&suggestion.timings_ms);
     let context = Context::new(&request_id, &caller, Route::Triage);
-    state.audit_suggestion(&context, &pipeline, &suggestion, &complaint_text(&complaint), None)?;
+    state.audit_suggestion(
+        &context,
+        &pipeline,
+        &suggestion,
+        &complaint_text(&complaint),
+        None,
+    )?;
     Ok(Json(Triaged {
         request_id: request_id.0,
         suggestion,
@@ -378,7 +384,12 @@ async fn feedback(
         .await?;
     // Ids, not names: a category or unit renamed later keeps its figures.
     let category = |label: &str| pipeline.category_id(label).unwrap_or_else(|| label.into());
-    let unit = |u: &str| pipeline.units().resolve(u).map_or_else(|| u.into(), |u| u.id.clone());
+    let unit = |u: &str| {
+        pipeline
+            .units()
+            .resolve(u)
+            .map_or_else(|| u.into(), |u| u.id.clone())
+    };
     let decision = DecisionRecord {
         suggestion_request_id: received.suggestion_request_id.clone(),
         category: Choice::new(
@@ -403,7 +414,10 @@ async fn feedback(
         &id,
         received.district.as_deref(),
     )?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "request_id": request_id.0}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "request_id": request_id.0})),
+    ))
 }
 
 async fn taxonomy(State(state): Shared) -> AppResult<Json<Value>> {

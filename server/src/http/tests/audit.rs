@@ -46,8 +46,12 @@ async fn post_form(state: &Arc<AppState>, uri: &str, body: &str, key: &str) -> s
         .unwrap();
     let response = app(state.clone()).oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap())
-        .unwrap()
+    serde_json::from_slice(
+        &axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -137,14 +141,26 @@ async fn every_suggestion_and_decision_is_recorded_and_joined() {
         .iter()
         .map(|r| match &r.entry {
             Entry::Suggestion { request, .. } | Entry::Decision { request, .. } => {
-                serde_json::to_value(request.route).unwrap().as_str().unwrap().to_string()
+                serde_json::to_value(request.route)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             }
             other => panic!("unexpected {other:?}"),
         })
         .collect();
     assert_eq!(
         routes,
-        ["triage", "triage_stream", "open311", "feedback", "feedback", "jobs", "jobs"]
+        [
+            "triage",
+            "triage_stream",
+            "open311",
+            "feedback",
+            "feedback",
+            "jobs",
+            "jobs"
+        ]
     );
     let Entry::Suggestion {
         request,
@@ -168,7 +184,10 @@ async fn every_suggestion_and_decision_is_recorded_and_joined() {
     let Entry::Decision { decision, .. } = &all[4].entry else {
         unreachable!()
     };
-    assert_eq!(decision.suggestion_request_id.as_deref(), Some(request_id.as_str()));
+    assert_eq!(
+        decision.suggestion_request_id.as_deref(),
+        Some(request_id.as_str())
+    );
     assert_eq!(decision.category.chosen, "教育文体");
     let Entry::Suggestion { request, .. } = &all[5].entry else {
         unreachable!()
@@ -181,7 +200,11 @@ async fn every_suggestion_and_decision_is_recorded_and_joined() {
     assert_eq!(request.request_id, format!("{id}:3"), "line 2 was not JSON");
 
     let checked = verify(tmp.path(), None).unwrap();
-    assert!(checked.is_clean(), "{:?}", checked.findings().collect::<Vec<_>>());
+    assert!(
+        checked.is_clean(),
+        "{:?}",
+        checked.findings().collect::<Vec<_>>()
+    );
 
     // The report: admins only; one accepted and one corrected decision, joined by request id.
     let today = chrono::Utc::now().date_naive();
@@ -204,9 +227,19 @@ async fn every_suggestion_and_decision_is_recorded_and_joined() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(markdown.as_str().unwrap().starts_with('#'), "{markdown}");
-    for bad in ["from=March&to=2025-01-01", "from=2025-02-01&to=2025-01-01", "to=2025-01-01"] {
-        let (status, body) =
-            send(&state, "GET", &format!("/v1/audit/report?{bad}"), None, Some(ADMIN)).await;
+    for bad in [
+        "from=March&to=2025-01-01",
+        "from=2025-02-01&to=2025-01-01",
+        "to=2025-01-01",
+    ] {
+        let (status, body) = send(
+            &state,
+            "GET",
+            &format!("/v1/audit/report?{bad}"),
+            None,
+            Some(ADMIN),
+        )
+        .await;
         assert!(status.is_client_error(), "{bad}: {status}");
         assert!(body["error_type"].is_string(), "{bad}: {body}");
     }
@@ -259,7 +292,10 @@ async fn a_trail_that_cannot_be_written_is_reported_and_by_setting_refused() {
         let log = state.audit.as_ref().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while log.health().healthy {
-            assert!(std::time::Instant::now() < deadline, "the write never failed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write never failed"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let (status, health) = send(&state, "GET", "/health", None, None).await;
@@ -274,7 +310,10 @@ async fn a_trail_that_cannot_be_written_is_reported_and_by_setting_refused() {
                 "{health}"
             );
             assert_eq!(triaged, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
-            assert!(answer["error"].as_str().unwrap().contains("unaudited"), "{answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains("unaudited"),
+                "{answer}"
+            );
             let (status, _) = send(
                 &state,
                 "POST",
@@ -297,7 +336,10 @@ async fn a_trail_that_cannot_be_written_is_reported_and_by_setting_refused() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let (status, health) = send(&state, "GET", "/health", None, None).await;
-        assert_eq!((status, health["status"].as_str()), (StatusCode::OK, Some("ok")));
+        assert_eq!(
+            (status, health["status"].as_str()),
+            (StatusCode::OK, Some("ok"))
+        );
         log.flush(Duration::from_secs(10)).unwrap();
         assert!(verify(tmp.path(), None).unwrap().is_clean());
     }
@@ -312,7 +354,10 @@ fn keys_carry_names_and_unnamed_keys_get_one_that_hides_them() {
     assert_eq!(keys["aaaaaaaaaaaaaaaaaaaa"].name, "alice@city");
     assert_eq!(keys["aaaaaaaaaaaaaaaaaaaa"].role, Role::Admin);
     let unnamed = &keys["cccccccccccccccccccc"].name;
-    assert!(unnamed.starts_with("call-taker-") && unnamed.len() == 19, "{unnamed}");
+    assert!(
+        unnamed.starts_with("call-taker-") && unnamed.len() == 19,
+        "{unnamed}"
+    );
     assert!(!unnamed.contains("cccc"));
     assert!(parse_keys("admin:bad name:aaaaaaaaaaaaaaaaaaaa").is_err());
     assert!(parse_keys("admin:a:aaaaaaaaaaaaaaaaaaaa,admin:b:aaaaaaaaaaaaaaaaaaaa").is_err());

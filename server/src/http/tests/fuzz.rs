@@ -10,9 +10,9 @@
 //! `FUZZ_REQUESTS=200000 cargo test --release -p triage-server fuzz -- --nocapture` runs longer.
 
 use super::*;
-use serde_json::json;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -67,7 +67,8 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        prop_oneof![Just(0u64), Just(1), Just(10), Just(101), Just(u64::MAX)].prop_map(|n| json!(n)),
+        prop_oneof![Just(0u64), Just(1), Just(10), Just(101), Just(u64::MAX)]
+            .prop_map(|n| json!(n)),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(|f| json!(f)),
@@ -87,9 +88,17 @@ fn plausible_object() -> impl Strategy<Value = serde_json::Value> {
     (
         edge_string(),
         prop::option::of(edge_string()),
-        prop::option::of(prop_oneof![Just(json!("交通运输")), edge_string().prop_map(|s| json!(s))]),
+        prop::option::of(prop_oneof![
+            Just(json!("交通运输")),
+            edge_string().prop_map(|s| json!(s))
+        ]),
         prop::option::of(any::<bool>()),
-        prop::option::of(prop_oneof![Just(json!(3)), Just(json!(0)), Just(json!(-1)), Just(json!("5"))]),
+        prop::option::of(prop_oneof![
+            Just(json!(3)),
+            Just(json!(0)),
+            Just(json!(-1)),
+            Just(json!("5"))
+        ]),
     )
         .prop_map(|(text, title, category, draft, k)| {
             let mut o = json!({"text": text});
@@ -112,7 +121,11 @@ fn plausible_object() -> impl Strategy<Value = serde_json::Value> {
 /// Byte-level mutations of a body: insert, delete or replace bytes at random places.
 fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
     for &(at, byte, op) in edits {
-        let at = if bytes.is_empty() { 0 } else { at % (bytes.len() + 1) };
+        let at = if bytes.is_empty() {
+            0
+        } else {
+            at % (bytes.len() + 1)
+        };
         match op % 3 {
             0 => bytes.insert(at, byte),
             1 if at < bytes.len() => {
@@ -390,7 +403,10 @@ async fn check(router: &Router, fuzzed: &Fuzzed) -> Result<Option<StatusCode>, S
 
 fn fuzz_state() -> (Arc<AppState>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let keys = parse_keys(&format!("admin:fuzz-admin:{ADMIN}\ncall-taker:fuzz:{TAKER}")).unwrap();
+    let keys = parse_keys(&format!(
+        "admin:fuzz-admin:{ADMIN}\ncall-taker:fuzz:{TAKER}"
+    ))
+    .unwrap();
     let audit = triage_core::audit::AuditLog::open(
         &dir.path().join("audit"),
         triage_core::audit::AuditSettings::default(),

@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 /// (method, path) of every `/v1` route registered in the HTTP module's source.
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-    let route = regex::Regex::new(r#"\.route\(\s*"(/v1[^"]*)"\s*,\s*((?:\.?\s*[a-z]+\([^()]*\)\s*)+)"#)
-        .unwrap();
+    let route =
+        regex::Regex::new(r#"\.route\(\s*"(/v1[^"]*)"\s*,\s*((?:\.?\s*[a-z]+\([^()]*\)\s*)+)"#)
+            .unwrap();
     let method = regex::Regex::new(r"([a-z]+)\(").unwrap();
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -44,10 +45,16 @@ async fn openapi_matches_the_router() {
         }
     }
     let registered = routes_in_source();
-    assert!(registered.len() >= 14, "the route reader found {registered:?}");
+    assert!(
+        registered.len() >= 14,
+        "the route reader found {registered:?}"
+    );
     let undocumented: Vec<_> = registered.difference(&documented).collect();
     let phantom: Vec<_> = documented.difference(&registered).collect();
-    assert!(undocumented.is_empty(), "routes missing from openapi.rs: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.rs: {undocumented:?}"
+    );
     assert!(phantom.is_empty(), "documented but not routed: {phantom:?}");
 
     // And each documented operation reaches a handler of the real router.
