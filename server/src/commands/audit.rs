@@ -159,6 +159,10 @@ pub struct AuditOptions {
     /// rewriting the head is caught too; keep it away from the data directory
     #[arg(long, env = "TRIAGE_AUDIT_KEY", hide_env_values = true)]
     pub audit_key: Option<Secret>,
+    /// Least milliseconds between updates of the audit head file (each costs a write, two fsyncs
+    /// and a rename; records themselves are synced at once, in batches)
+    #[arg(long, env = "TRIAGE_AUDIT_HEAD_INTERVAL_MS", default_value_t = 1000)]
+    pub audit_head_interval_ms: u64,
 }
 
 impl AuditOptions {
@@ -172,7 +176,7 @@ impl AuditOptions {
             retention_days: self.audit_retention_days,
             refuse_unaudited: self.audit_refuse_unaudited,
             key: self.audit_key.as_ref().map(|k| k.0.as_bytes().to_vec()),
-            ..Default::default()
+            head_interval: std::time::Duration::from_millis(self.audit_head_interval_ms),
         }
     }
 
