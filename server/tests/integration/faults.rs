@@ -363,6 +363,7 @@ fn kill_9_during_train_leaves_the_previous_classifier_current_and_usable() {
         run_ok(&mut cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
         let check = store_check(dir.path());
         assert!(check.status.success(), "{}", text(&check));
+        assert_eq!(cases_read_back(&check), 1300, "{}", text(&check));
     }
     assert!(killed > 0, "train always finished before the kill");
 }
