@@ -3,6 +3,7 @@
 //! test mounts: run as root, as CI does), and `kill -9` during `train` and during a write-back.
 //! Each ends with every acknowledged case still there and a message that says what to do.
 
+use super::service::http;
 use super::{demo, repo, run_ok, triage};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -77,6 +78,41 @@ fn cases_read_back(check: &Output) -> usize {
     out[start..at].parse().unwrap()
 }
 
+/// Starts `triage serve` on `dir` and returns what `/health` says once loading has failed (503,
+/// `not_ready`, with the cause); the service keeps running and retries, as it does for a store
+/// that is not there yet.
+fn serve_health(dir: &Path) -> String {
+    use std::io::BufRead;
+    let mut child = cmd(dir)
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-draft"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_string();
+    let started = Instant::now();
+    let said = loop {
+        let (status, body) = http(&addr, "GET", "/health", None);
+        assert_ne!(status, 200, "the service started on damaged files: {body}");
+        if body.contains("failed to load") {
+            assert_eq!(status, 503, "{body}");
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    said
+}
+
 fn classify(dir: &Path) -> Output {
     cmd(dir)
         .args(["classify", "--no-draft", "小区楼下餐馆油烟太大"])
@@ -117,6 +153,14 @@ fn a_damaged_classifier_is_named_with_the_command_that_rebuilds_it() {
         );
         assert!(said.contains("triage train"), "{damage}: {said}");
         assert_eq!(cases_read_back(&check), 1300, "{said}");
+        if damage == "truncated" {
+            let health = serve_health(dir.path());
+            let file = file.display().to_string();
+            assert!(
+                health.contains(&file) && health.contains("triage train"),
+                "{health}"
+            );
+        }
     }
     run_ok(cmd(dir.path()).arg("train"));
     run_ok(&mut cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
@@ -169,6 +213,14 @@ fn a_damaged_store_is_named_with_the_command_that_rebuilds_it() {
             assert!(
                 said.contains(&store.display().to_string()) && said.contains("triage import"),
                 "{damage}: {said}"
+            );
+        }
+        if damage == "segment files truncated" {
+            let health = serve_health(dir.path());
+            let store = store.display().to_string();
+            assert!(
+                health.contains(&store) && health.contains("triage import"),
+                "{health}"
             );
         }
         let check = store_check(dir.path());
