@@ -163,7 +163,7 @@ fn a_damaged_classifier_is_named_with_the_command_that_rebuilds_it() {
         }
     }
     run_ok(cmd(dir.path()).arg("train"));
-    run_ok(&mut cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
+    run_ok(cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
     assert!(store_check(dir.path()).status.success());
 }
 
@@ -412,7 +412,7 @@ fn kill_9_during_train_leaves_the_previous_classifier_current_and_usable() {
             killed += 1;
             assert_eq!(current(), before, "killed after {ms} ms");
         }
-        run_ok(&mut cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
+        run_ok(cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
         let check = store_check(dir.path());
         assert!(check.status.success(), "{}", text(&check));
         assert_eq!(cases_read_back(&check), 1300, "{}", text(&check));
@@ -445,7 +445,7 @@ fn kill_9_during_a_write_back_leaves_the_store_readable_and_the_job_resumes() {
         assert_eq!(cases_read_back(&check), 1300);
     }
     assert!(killed > 0, "the write-back always finished before the kill");
-    let done = run_ok(&mut cmd(dir.path()).args(args));
+    let done = run_ok(cmd(dir.path()).args(args));
     let lines = std::fs::read_to_string(&output).unwrap().lines().count();
     assert_eq!(lines, 1300, "{}", text(&done));
 }

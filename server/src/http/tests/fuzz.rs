@@ -537,7 +537,7 @@ fn the_jsonl_readers_take_any_bytes() {
             let spec = triage_core::batch::BatchSpec {
                 source: triage_core::batch::Source::File(input.clone()),
                 output: dir.path().join(format!("out-{n}.jsonl")),
-                fast: n % 2 == 0,
+                fast: n.is_multiple_of(2),
                 draft: false,
                 write_back: triage_core::batch::WriteBack::Off,
                 shard: triage_core::batch::Shard::default(),
