@@ -148,6 +148,18 @@ pub fn progress_bar(len: u64, prefix: &str, template: &str) -> indicatif::Progre
     bar
 }
 
+/// A long job's error with how to resume it (`hint`) when running it again can help: I/O and
+/// store failures such as a full disk. Other errors (bad input, another job's output) are left as
+/// they are: running the same command again would not help.
+pub fn resumable(error: triage_core::Error, hint: String) -> anyhow::Error {
+    match error {
+        triage_core::Error::Io { .. } | triage_core::Error::Store(_) => {
+            anyhow::Error::new(error).context(hint)
+        }
+        error => error.into(),
+    }
+}
+
 fn cache_dir() -> PathBuf {
     dirs::cache_dir()
         .unwrap_or_else(std::env::temp_dir)

@@ -1,7 +1,7 @@
 //! `triage batch`: reclassify a JSONL file or the stored cases (see `triage_core::batch`).
 
 use crate::app::{progress_bar, GlobalArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use triage_core::batch::{self, BatchSpec, Shard, Source, Summary, WriteBack};
@@ -103,11 +103,14 @@ pub fn run(global: &GlobalArgs, args: BatchArgs) -> Result<()> {
         }
         true
     })
-    .with_context(|| {
-        format!(
-            "batch job writing {}: the lines before its last checkpoint are kept; fix the cause \
-             (e.g. free disk space) and run the same command again: it resumes from there",
-            spec.output.display()
+    .map_err(|e| {
+        crate::app::resumable(
+            e,
+            format!(
+                "batch job writing {}: the lines before its last checkpoint are kept; fix the \
+                 cause (e.g. free disk space) and run the same command again: it resumes from there",
+                spec.output.display()
+            ),
         )
     })?;
     bar.finish_and_clear();

@@ -1,7 +1,7 @@
 //! `triage import FILE…`
 
 use crate::app::{progress_bar, GlobalArgs};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use triage_core::ingest::Importer;
 
@@ -39,13 +39,16 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
                 bar.set_position(p.bytes_done);
                 bar.set_message(format!("{} cases", p.cases_done));
             })
-            .with_context(|| {
-                format!(
-                "importing {}: every batch reported before this one is stored; fix the cause (e.g. \
-                 free disk space) and run the same command again: it resumes after the last \
-                 stored batch",
-                file.display()
-            )
+            .map_err(|e| {
+                crate::app::resumable(
+                    e,
+                    format!(
+                        "importing {}: every batch reported before this one is stored; fix the \
+                         cause (e.g. free disk space) and run the same command again: it resumes \
+                         after the last stored batch",
+                        file.display()
+                    ),
+                )
             })?;
         bar.finish_and_clear();
         if !args.json {
