@@ -184,6 +184,15 @@ struct Item {
     bad_input: Option<String>,
 }
 
+/// One classified item of a chunk, as [`run_observed`]'s observer sees it.
+pub struct Served<'a> {
+    /// The input line (or, from the store, the position in the scan), 1-based.
+    pub line: u64,
+    pub case: &'a Case,
+    pub suggestion: &'a Suggestion,
+    pub draft: Option<&'a Draft>,
+}
+
 /// Runs (or resumes) a job. `between_chunks` is called with the progress before every chunk; a
 /// caller may block in it (the server yields to interactive requests there) or return `false`
 /// to stop (the job stays resumable).
@@ -191,6 +200,19 @@ pub fn run(
     pipeline: &Pipeline,
     spec: &BatchSpec,
     between_chunks: &mut dyn FnMut(&Summary) -> bool,
+) -> Result<Summary> {
+    run_observed(pipeline, spec, between_chunks, &mut |_| Ok(()))
+}
+
+/// [`run`], with `on_chunk` shown every classified item of a chunk before any of the chunk is
+/// written (output, write-back, checkpoint): the server's audit trail records a job's
+/// suggestions there. An error from it stops the job with nothing of that chunk served; the job
+/// resumes from that chunk.
+pub fn run_observed(
+    pipeline: &Pipeline,
+    spec: &BatchSpec,
+    between_chunks: &mut dyn FnMut(&Summary) -> bool,
+    on_chunk: &mut dyn FnMut(&[Served]) -> Result<()>,
 ) -> Result<Summary> {
     let classifier = pipeline.require_classifier()?;
     if spec.write_back != WriteBack::Off && !matches!(spec.source, Source::Store(_)) {
@@ -251,7 +273,7 @@ pub fn run(
             state.save(started)?;
             break;
         };
-        process(pipeline, spec, items, &mut state)?;
+        process(pipeline, spec, items, &mut state, on_chunk)?;
         state.save(started)?;
     }
     Ok(summary(&state))
@@ -498,6 +520,7 @@ fn process(
     spec: &BatchSpec,
     items: Vec<Item>,
     state: &mut State,
+    on_chunk: &mut dyn FnMut(&[Served]) -> Result<()>,
 ) -> Result<()> {
     let counts = &mut state.checkpoint.counts;
     let complaints: Vec<std::result::Result<(Complaint, String), String>> = items
@@ -546,6 +569,7 @@ fn process(
 
     let clock = Instant::now();
     let mut records = Vec::with_capacity(items.len());
+    let mut served = Vec::with_capacity(items.len());
     let mut write_back = Vec::new();
     for (item, result) in items.into_iter().zip(analyzed) {
         let analyzed = match result {
@@ -590,8 +614,19 @@ fn process(
             });
             write_back.push((case, vector));
         }
-        records.push(record(item.line, &case, s, draft));
+        records.push(record(item.line, &case, s, draft.clone()));
+        served.push((item.line, case, analyzed, draft));
     }
+    let shown: Vec<Served> = served
+        .iter()
+        .map(|(line, case, analyzed, draft)| Served {
+            line: *line,
+            case,
+            suggestion: analyzed.suggestion(),
+            draft: draft.as_ref(),
+        })
+        .collect();
+    on_chunk(&shown)?;
     // Upserts are durable when they return, before the checkpoint moves past them.
     if spec.write_back == WriteBack::Apply && !write_back.is_empty() {
         pipeline.save_predictions(&write_back)?;

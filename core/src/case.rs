@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// A citizen complaint with whatever is known about it. `label` and `unit` are the human
 /// decisions; `predicted` is the machine's, kept apart so a reclassification never overwrites
 /// a human label.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Case {
     pub id: String,
@@ -33,6 +34,7 @@ pub struct Case {
 }
 
 /// A machine suggestion written back onto a stored case by batch reclassification.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub category: String,

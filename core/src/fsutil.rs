@@ -18,10 +18,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    file.write_all(bytes)
+    let written = file
+        .write_all(bytes)
         .and_then(|_| file.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // A full disk must not keep the half-written copy (it holds the space it lacked).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -113,6 +113,7 @@ impl<'a> Sources<'a> {
 }
 
 /// A kind of name the guard checks.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NameKind {
@@ -121,6 +122,7 @@ pub enum NameKind {
 }
 
 /// Why a citation was removed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CitationProblem {
@@ -133,6 +135,7 @@ pub enum CitationProblem {
 }
 
 /// One change the guard made. `replacement` is what the text now says there ("" = removed).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DraftCheck {

@@ -1,6 +1,7 @@
 //! Hotline Triage's domain: the types a complaint becomes, the seams to models and storage
 //! (`Embedder`, `Generator`, `CaseStore`) and the logic between them. No HTTP, candle or Qdrant here.
 
+pub mod audit;
 pub mod batch;
 pub mod case;
 pub mod classify;
@@ -17,6 +18,8 @@ pub mod prompt;
 pub mod reply;
 pub mod store;
 pub mod taxonomy;
+#[cfg(test)]
+mod testfs;
 pub mod text;
 pub mod units;
 pub mod vector;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
 /// How large a place is, from a province down to a building or a named institution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlaceLevel {
@@ -70,6 +71,7 @@ pub struct Place {
 
 /// The place a work order is about: the chain of places as written ("A3区联丰路米兰春天G2栋"),
 /// its most specific level, and the district when one is named.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     pub text: String,

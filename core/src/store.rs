@@ -4,6 +4,7 @@ use crate::{Case, Result};
 use serde::{Deserialize, Serialize};
 
 /// Payload filters for search, count and scroll. Every set field must match.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CaseFilter {

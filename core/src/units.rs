@@ -60,6 +60,7 @@ pub struct UnitDirectory {
 }
 
 /// Why a unit was suggested.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitSuggestion {
     pub unit_id: String,

@@ -33,6 +33,7 @@ pub const TITLE_MAX_CHARS: usize = 30;
 /// Longest request, in characters.
 pub const REQUEST_MAX_CHARS: usize = 80;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkOrder {
     /// At most `TITLE_MAX_CHARS` characters, taken from the complaint.
@@ -45,6 +46,7 @@ pub struct WorkOrder {
 }
 
 /// Something about a complaint that changes how it is handled, with the words that raised it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Flag {

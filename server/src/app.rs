@@ -148,6 +148,18 @@ pub fn progress_bar(len: u64, prefix: &str, template: &str) -> indicatif::Progre
     bar
 }
 
+/// A long job's error with how to resume it (`hint`) when running it again can help: I/O and
+/// store failures such as a full disk. Other errors (bad input, another job's output) are left as
+/// they are: running the same command again would not help.
+pub fn resumable(error: triage_core::Error, hint: String) -> anyhow::Error {
+    match error {
+        triage_core::Error::Io { .. } | triage_core::Error::Store(_) => {
+            anyhow::Error::new(error).context(hint)
+        }
+        error => error.into(),
+    }
+}
+
 fn cache_dir() -> PathBuf {
     dirs::cache_dir()
         .unwrap_or_else(std::env::temp_dir)
@@ -202,8 +214,26 @@ impl GlobalArgs {
         }
     }
 
+    /// The embedded store in `data_dir`. Damaged files are named, with what to do about them.
     pub fn open_edge(&self, data_dir: &Path, dim: usize) -> Result<Arc<dyn CaseStore>> {
-        Ok(Arc::new(triage_store::EdgeStore::open(data_dir, dim)?))
+        match triage_store::EdgeStore::open(data_dir, dim) {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e @ (triage_store::Error::Backend { .. } | triage_store::Error::Io { .. })) => {
+                let said = e.to_string();
+                if said.contains("No space left on device") {
+                    return Err(anyhow::anyhow!(
+                        "{said}\nthe disk of {} is full: free space and run the command again",
+                        data_dir.display()
+                    ));
+                }
+                Err(anyhow::anyhow!(
+                    "{said}\nthe store's files are damaged or unreadable: `triage store check` \
+                     says which; {}",
+                    crate::commands::store::REBUILD_STORE
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A Qdrant server at `url`, with this command's key, collection and cluster settings.

@@ -44,6 +44,8 @@ enum Command {
     EvalDrafts(commands::eval_drafts::EvalDraftsArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
+    /// Check the audit trail's hash chain; acceptance and correction rates for an audit.
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() {
@@ -70,6 +72,7 @@ fn main() {
         Command::EvalDrafts(args) => commands::eval_drafts::run(&cli.global, args),
         Command::Batch(args) => commands::batch::run(&cli.global, args),
         Command::Store(args) => commands::store::run(&cli.global, args),
+        Command::Audit(args) => commands::audit::run(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -92,8 +95,12 @@ mod tests {
             "triage batch --input a.jsonl --output b.jsonl --fast --shard 1/2",
             "triage batch --from-store --write-back --dry-run --output b.jsonl",
             "triage store migrate --from edge:/data --to qdrant:http://q:6334",
+            "triage --data-dir d store check",
+            "triage serve --no-audit --audit-text sha256 --audit-refuse-unaudited",
             "triage --config c.toml classify --no-draft text",
             "triage import a.jsonl b.csv",
+            "triage --data-dir d audit verify --json --audit-key k",
+            "triage audit report --from 2025-03-01 --to 2025-03-31 --out r",
         ] {
             let args = line.split_whitespace();
             if let Err(e) = super::Cli::try_parse_from(args) {

@@ -32,6 +32,12 @@ use triage_core::{Case, CaseFilter, CaseStore, Hit, Page};
 const VECTOR: &str = "text";
 /// Stores smaller than this are searched exactly (brute force); larger ones through HNSW.
 const EXACT_SEARCH_BELOW: usize = 50_000;
+/// Writes are refused while less than this is free on the store's file system. qdrant-edge
+/// writes through memory maps, and on a full disk the kernel kills the process (SIGBUS, seen on a
+/// full tmpfs during an import) instead of returning an error: refusing first turns that into an
+/// error that says what to do, with nothing half-written. (Best effort: another process can still
+/// fill the disk between the check and the write.)
+pub const MIN_FREE_BYTES: u64 = 16 << 20;
 pub struct EdgeStore {
     shard: RwLock<Option<EdgeShard>>,
     path: PathBuf,
@@ -169,6 +175,7 @@ impl EdgeStore {
         what: &str,
         op: impl FnOnce(&EdgeShard) -> Result<T, String>,
     ) -> triage_core::Result<T> {
+        self.check_space()?;
         let guard = self.shard.write().unwrap_or_else(|e| e.into_inner());
         let shard = guard.as_ref().expect("open until dropped");
         Ok(guarded(&self.path, what, || {
@@ -176,6 +183,30 @@ impl EdgeStore {
             shard.flush();
             Ok(value)
         })?)
+    }
+
+    /// `Err` (ENOSPC's message) while less than [`MIN_FREE_BYTES`] is free for the store.
+    fn check_space(&self) -> Result<(), Error> {
+        let free = match fs2::available_space(&self.path) {
+            Ok(free) => free,
+            Err(_) => return Ok(()), // a file system that cannot say: let the write tell
+        };
+        if free >= MIN_FREE_BYTES {
+            return Ok(());
+        }
+        Err(Error::Io {
+            path: self.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "No space left on device: {:.1} MiB free, and the store keeps {} MiB free \
+                     (it writes through memory maps, which a full disk would crash); nothing \
+                     was written: free space and try again",
+                    free as f64 / (1u64 << 20) as f64,
+                    MIN_FREE_BYTES >> 20
+                ),
+            ),
+        })
     }
 
     /// qdrant-edge's own message for a wrong length is a store error; it is the caller's input.

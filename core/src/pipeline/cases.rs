@@ -14,6 +14,7 @@ pub struct Stored {
 }
 
 /// A call-taker's decision on a complaint: the category (and unit) accepted or chosen.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Feedback {
@@ -33,6 +34,13 @@ pub struct Feedback {
     /// What the service had suggested, kept for evaluation of accepted vs corrected.
     #[serde(default)]
     pub suggested_category: Option<String>,
+    /// The unit the service had suggested (id or name), for the audit trail's unit figures.
+    #[serde(default)]
+    pub suggested_unit: Option<String>,
+    /// The `request_id` of the suggestion decided on (a triage answer's): joins this decision
+    /// to the suggestion in the audit trail.
+    #[serde(default)]
+    pub suggestion_request_id: Option<String>,
 }
 
 /// What to do with a label no known category has.
@@ -142,6 +150,9 @@ impl Pipeline {
             extra.insert("suggested_category".into(), json!(suggested));
             let accepted = self.category_id(suggested) == self.category_id(&feedback.category);
             extra.insert("accepted".into(), json!(accepted));
+        }
+        if let Some(request_id) = &feedback.suggestion_request_id {
+            extra.insert("suggestion_request_id".into(), json!(request_id));
         }
         let case = Case {
             id: id.clone(),

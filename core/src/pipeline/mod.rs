@@ -209,6 +209,7 @@ impl From<&Case> for Complaint {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoryScore {
     pub id: String,
@@ -216,6 +217,7 @@ pub struct CategoryScore {
     pub probability: f32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimilarCase {
     pub id: String,
@@ -229,6 +231,7 @@ pub struct SimilarCase {
     pub has_reply: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Duplicate {
     pub case_id: String,
@@ -236,6 +239,7 @@ pub struct Duplicate {
 }
 
 /// The answer for one complaint. Timings are per stage, in milliseconds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Suggestion {
     pub categories: Vec<CategoryScore>,

@@ -102,6 +102,16 @@ pub fn run(global: &GlobalArgs, args: BatchArgs) -> Result<()> {
             );
         }
         true
+    })
+    .map_err(|e| {
+        crate::app::resumable(
+            e,
+            format!(
+                "batch job writing {}: the lines before its last checkpoint are kept; fix the \
+                 cause (e.g. free disk space) and run the same command again: it resumes from there",
+                spec.output.display()
+            ),
+        )
     })?;
     bar.finish_and_clear();
     if args.json {

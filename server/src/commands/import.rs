@@ -33,11 +33,23 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<()> {
             &file.display().to_string(),
             "{prefix} [{bar:30}] {percent}% {msg} · {binary_bytes_per_sec} · ETA {eta}",
         );
-        let summary = importer.import_file(file, &mut |p| {
-            bar.set_length(p.bytes_total);
-            bar.set_position(p.bytes_done);
-            bar.set_message(format!("{} cases", p.cases_done));
-        })?;
+        let summary = importer
+            .import_file(file, &mut |p| {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                bar.set_message(format!("{} cases", p.cases_done));
+            })
+            .map_err(|e| {
+                crate::app::resumable(
+                    e,
+                    format!(
+                        "importing {}: every batch reported before this one is stored; fix the \
+                         cause (e.g. free disk space) and run the same command again: it resumes \
+                         after the last stored batch",
+                        file.display()
+                    ),
+                )
+            })?;
         bar.finish_and_clear();
         if !args.json {
             print_summary(&summary);

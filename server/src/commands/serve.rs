@@ -50,6 +50,8 @@ pub struct ServeArgs {
     /// Do not load the LLM (no reply drafts)
     #[arg(long, env = "TRIAGE_NO_DRAFT")]
     no_draft: bool,
+    #[command(flatten)]
+    audit: crate::commands::audit::AuditOptions,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
@@ -82,7 +84,20 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
                    "workers": limits.workers, "queue_depth": limits.queue_depth,
                    "request_timeout_s": args.request_timeout},
     });
-    let state = AppState::new(keys, limits, info, global.data_dir().join("jobs"));
+    let audit = args.audit.open(global)?;
+    let mut info = info;
+    info["audit"] = match &audit {
+        Some(log) => serde_json::json!({
+            "stream": log.settings().stream,
+            "text": log.settings().text,
+            "retention_days": log.settings().retention_days,
+            "refuse_unaudited": log.settings().refuse_unaudited,
+            "signed_head": log.settings().key.is_some(),
+        }),
+        None => serde_json::Value::Null,
+    };
+    let state = AppState::with_audit(keys, limits, info, global.data_dir().join("jobs"), audit);
+    let closing = state.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -133,6 +148,13 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> Result<()> {
     // In-flight requests are done; a batch job stops at its next chunk (resumed on restart), and
     // a loader still waiting for an unreachable store is not waited for.
     runtime.shutdown_timeout(Duration::from_secs(30));
+    // Other threads may still hold the state (and so the log): what was served is made durable
+    // here rather than left to the last of them.
+    if let Some(log) = &closing.audit {
+        if let Err(e) = log.flush(Duration::from_secs(10)) {
+            eprintln!("error: audit records may be lost: {e}");
+        }
+    }
     served
 }
 

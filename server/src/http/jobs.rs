@@ -10,11 +10,12 @@
 //! At most `max_jobs` run at once, and a running job waits between chunks while call-takers'
 //! requests are queued or running: interactive triage comes first.
 
+use super::audit::Context;
 use super::error::ApiError;
 use super::json::Json;
-use super::AppState;
+use super::{AppState, Caller, RequestId};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -31,7 +32,7 @@ use triage_core::{fsutil, CaseFilter};
 /// Complaints per chunk in server jobs: small, so a call-taker never waits long for a chunk.
 const SERVER_CHUNK: usize = 16;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -41,16 +42,24 @@ pub enum JobState {
 }
 
 /// What `GET /v1/jobs/{id}` answers, and what `job.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub id: String,
     pub state: JobState,
     pub created: String,
+    /// Input (`source`), `output`, `fast`, `draft`, `write_back`, `shard`, `chunk`.
+    #[schema(value_type = Object)]
     pub spec: BatchSpec,
+    /// Counts (consumed, classified, errors, abstained, duplicates, written_back, changes,
+    /// stage_seconds), total, seconds, rate, done.
+    #[schema(value_type = Option<Object>)]
     pub progress: Option<Summary>,
     pub error: Option<String>,
     /// Times the server restarted while it ran (it then resumed from its checkpoint).
     pub resumed: u32,
+    /// The name of the API key that started the job (its audit records carry it).
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 /// The jobs of this server: their folder (the statuses on disk are the truth, so replicas sharing
@@ -143,9 +152,9 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 /// Options of a job, from the query string (with an uploaded body) or the JSON body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
-struct JobRequest {
+pub(super) struct JobRequest {
     /// Reclassify the stored cases matching this filter (JSON body only).
     from_store: Option<CaseFilter>,
     fast: bool,
@@ -158,6 +167,7 @@ struct JobRequest {
 /// string) is the input; a JSON body `{"from_store": {filter}, …}` reclassifies stored cases.
 async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -230,6 +240,7 @@ async fn create(
         progress: None,
         error: None,
         resumed: 0,
+        created_by: caller.key_name.clone(),
     };
     state.jobs.save(&status)?;
     start(state.clone(), status.clone());
@@ -290,15 +301,24 @@ fn start(state: Arc<AppState>, mut status: JobStatus) {
         status.state = JobState::Running;
         let _ = state.jobs.save(&status);
         let runner = state.clone();
+        let recorder = state.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut report = status.clone();
-            let outcome = batch::run(&pipeline, &status.spec, &mut |progress| {
-                report.progress = Some(progress.clone());
-                let _ = runner.jobs.save(&report);
-                yield_to_interactive(&runner);
-                // On shutdown a job stops between chunks; the next start resumes it.
-                !runner.stopping.load(Ordering::Relaxed)
-            });
+            let caller = Caller {
+                key_name: status.created_by.clone(),
+            };
+            let outcome = batch::run_observed(
+                &pipeline,
+                &status.spec,
+                &mut |progress| {
+                    report.progress = Some(progress.clone());
+                    let _ = runner.jobs.save(&report);
+                    yield_to_interactive(&runner);
+                    // On shutdown a job stops between chunks; the next start resumes it.
+                    !runner.stopping.load(Ordering::Relaxed)
+                },
+                &mut |served| audit_chunk(&recorder, &pipeline, &status.id, &caller, served),
+            );
             (report, outcome)
         })
         .await;
@@ -327,6 +347,53 @@ fn start(state: Arc<AppState>, mut status: JobStatus) {
         let _ = state.jobs.save(&status);
     });
 }
+
+/// Records a chunk's suggestions (request id `JOB:LINE`) before the chunk is written, and waits
+/// until they are durable: a job's output never holds a line the audit trail could lose. With
+/// `--audit-refuse-unaudited` a trail that cannot take them stops the job (it resumes from the
+/// chunk once started again).
+fn audit_chunk(
+    state: &AppState,
+    pipeline: &triage_core::pipeline::Pipeline,
+    job: &str,
+    caller: &Caller,
+    served: &[batch::Served],
+) -> triage_core::Result<()> {
+    let Some(log) = &state.audit else {
+        return Ok(());
+    };
+    let refuse = |e: ApiError| triage_core::Error::NotReady(e.message);
+    state.admit_audited().map_err(refuse)?;
+    for item in served {
+        let request_id = RequestId(format!("{job}:{}", item.line));
+        let context = Context::new(&request_id, caller, triage_core::audit::Route::Jobs);
+        let mut suggestion = item.suggestion.clone();
+        if let Some(draft) = item.draft {
+            suggestion.draft = Some(draft.text.clone());
+            suggestion.draft_checks = draft.checks.clone();
+        }
+        state
+            .audit_suggestion(
+                &context,
+                pipeline,
+                &suggestion,
+                &item.case.full_text(),
+                Some(&item.case.id),
+            )
+            .map_err(refuse)?;
+    }
+    match log.flush(AUDIT_FLUSH) {
+        Ok(_) => Ok(()),
+        Err(e) if log.settings().refuse_unaudited => Err(e),
+        Err(e) => {
+            tracing::warn!(job, "a batch job's audit records are not durable yet: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// How long a job waits for its chunk's audit records to be synced.
+const AUDIT_FLUSH: Duration = Duration::from_secs(30);
 
 /// Blocks the job while call-takers' requests wait for or hold a model worker.
 fn yield_to_interactive(state: &AppState) {

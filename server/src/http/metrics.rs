@@ -151,6 +151,57 @@ impl Metrics {
     }
 }
 
+/// The audit trail's gauges and counters (none with `--no-audit`).
+pub fn render_audit(out: &mut String, audit: Option<&triage_core::audit::AuditHealth>) {
+    let Some(a) = audit else {
+        return;
+    };
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "triage_audit_healthy",
+            "gauge",
+            "1 while the audit trail takes and writes records, 0 otherwise.",
+            a.healthy as u64,
+        ),
+        (
+            "triage_audit_records_total",
+            "counter",
+            "Audit records accepted since the service started.",
+            a.accepted,
+        ),
+        (
+            "triage_audit_dropped_total",
+            "counter",
+            "Audit records refused (queue full or writer failing): requests served unaudited, or refused with --audit-refuse-unaudited.",
+            a.dropped,
+        ),
+        (
+            "triage_audit_write_errors_total",
+            "counter",
+            "Failed attempts to write or sync the audit trail (each is retried).",
+            a.write_errors,
+        ),
+        (
+            "triage_audit_queued",
+            "gauge",
+            "Audit records waiting for the writer.",
+            a.queued,
+        ),
+        (
+            "triage_audit_durable_records",
+            "gauge",
+            "Records of this audit stream synced to disk.",
+            a.durable_next_seq,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,10 @@
 //! `x_triage_categories`, `x_triage_abstain`, `x_triage_units`, `x_triage_duplicate_of`.
 //! Errors use the GeoReport form `[{"code": …, "description": …}]`.
 
+use super::audit::Context;
 use super::error::ApiError;
-use super::AppState;
-use axum::extract::{Path, Query, State};
+use super::{AppState, Caller, RequestId};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -93,8 +94,12 @@ struct NewRequest {
     phone: Option<String>,
 }
 
+/// The suggestion is recorded in the audit trail once the request is stored (its
+/// `service_request_id` is the record's case id, `x_triage_request_id` its request id).
 async fn create_request(
     State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Form(req): Form<NewRequest>,
 ) -> Result<Response, GeoError> {
     let pipeline = state.pipeline()?;
@@ -108,6 +113,7 @@ async fn create_request(
         .into());
     }
     state.limits.check_text("description", &[&description])?;
+    state.admit_audited()?;
     let requested = match req
         .service_code
         .as_deref()
@@ -133,6 +139,7 @@ async fn create_request(
         Some(address) => format!("{address} {description}"),
         None => description.clone(),
     };
+    let received = text.clone();
     let worker = pipeline.clone();
     let (suggestion, case) = state
         .run_model(move || {
@@ -173,6 +180,8 @@ async fn create_request(
             Ok((analysis.suggestion, case))
         })
         .await?;
+    let context = Context::new(&request_id, &caller, triage_core::audit::Route::Open311);
+    state.audit_suggestion(&context, &pipeline, &suggestion, &received, Some(&case.id))?;
     let body = json!([{
         "service_request_id": case.id,
         "service_notice": if suggestion.abstain { "分类待人工确认 / category pending review" } else { "" },
@@ -183,6 +192,7 @@ async fn create_request(
         "x_triage_abstain": suggestion.abstain,
         "x_triage_units": suggestion.units,
         "x_triage_duplicate_of": suggestion.duplicate.map(|d| d.case_id),
+        "x_triage_request_id": request_id.0,
     }]);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

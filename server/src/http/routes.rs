@@ -1,9 +1,10 @@
 //! Route handlers. Model work goes through `AppState::run_model`; nothing here blocks the executor.
 
+use super::audit::Context;
 use super::error::ApiError;
 use super::json::Json;
-use super::AppState;
-use axum::extract::{Path, State};
+use super::{AppState, Caller, RequestId};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use triage_core::audit::{Choice, DecisionRecord, Route};
 use triage_core::pipeline::{Complaint, Feedback};
 use triage_core::{ingest, Case, CaseFilter};
 
@@ -45,13 +47,25 @@ async fn page() -> Html<&'static str> {
 
 /// 200 once models, store and classifier are loaded and the store answers; 503 otherwise (a
 /// Qdrant cluster that cannot be reached turns the service unhealthy, it does not crash it).
+/// The audit trail's state is shown as `audit`; with `--audit-refuse-unaudited` a trail that
+/// cannot take records makes the service unhealthy (it refuses suggestions), otherwise
+/// `status` says `degraded`.
 async fn health(State(state): Shared) -> Response {
     let pipeline = match state.pipeline() {
         Ok(pipeline) => pipeline,
         Err(e) => return e.into_response(),
     };
     match tokio::task::spawn_blocking(move || pipeline.health()).await {
-        Ok(Ok(())) => Json(json!({"status": "ok"})).into_response(),
+        Ok(Ok(())) => match state.audit_health() {
+            None => Json(json!({"status": "ok", "audit": null})).into_response(),
+            Some(audit) if audit.healthy => {
+                Json(json!({"status": "ok", "audit": audit})).into_response()
+            }
+            Some(audit) => match state.admit_audited() {
+                Err(e) => e.into_response(),
+                Ok(()) => Json(json!({"status": "degraded", "audit": audit})).into_response(),
+            },
+        },
         Ok(Err(e)) => {
             ApiError::not_ready(format!("the case store does not answer: {e}")).into_response()
         }
@@ -73,13 +87,12 @@ async fn info(State(state): Shared) -> AppResult<Json<Value>> {
 }
 
 async fn metrics(State(state): Shared) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    super::metrics::render_audit(&mut text, state.audit_health().as_ref());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriageRequest {
     text: String,
@@ -125,32 +138,77 @@ impl TriageRequest {
     }
 }
 
-async fn triage(State(state): Shared, Json(req): Json<TriageRequest>) -> AppResult<Json<Value>> {
+/// The suggestion, with the `request_id` that `/v1/feedback` takes back as
+/// `suggestion_request_id` (and that its audit record carries).
+async fn triage(
+    State(state): Shared,
+    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<TriageRequest>,
+) -> AppResult<Json<Triaged>> {
     let pipeline = state.pipeline()?;
     let (complaint, with_draft) = req.complaint(&state)?;
-    let suggestion = state
+    state.admit_audited()?;
+    let worker = pipeline.clone();
+    let (suggestion, complaint) = state
         .run_model(move || {
-            pipeline
+            let suggestion = worker
                 .triage(&complaint, with_draft)
-                .map_err(ApiError::from)
+                .map_err(ApiError::from)?;
+            Ok((suggestion, complaint))
         })
         .await?;
     state.metrics.record_stages(&suggestion.timings_ms);
-    Ok(Json(
-        serde_json::to_value(suggestion).map_err(ApiError::internal)?,
-    ))
+    let context = Context::new(&request_id, &caller, Route::Triage);
+    state.audit_suggestion(
+        &context,
+        &pipeline,
+        &suggestion,
+        &complaint_text(&complaint),
+        None,
+    )?;
+    Ok(Json(Triaged {
+        request_id: request_id.0,
+        suggestion,
+    }))
+}
+
+/// A suggestion as `/v1/triage` answers it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Triaged {
+    /// This request's id: send it back as `suggestion_request_id` with the call-taker's
+    /// decision (`/v1/feedback`), so the audit trail joins the two.
+    request_id: String,
+    #[serde(flatten)]
+    suggestion: triage_core::pipeline::Suggestion,
+}
+
+/// The complaint as received (title and text), for its audit record.
+fn complaint_text(complaint: &Complaint) -> String {
+    match &complaint.title {
+        Some(title) => format!("{title}\n{}", complaint.text),
+        None => complaint.text.clone(),
+    }
 }
 
 /// Server-sent events: `suggestion` (routing and the work order, at once), then `token` events
 /// with the checked draft as it becomes final, then `done` with the final draft and what the
 /// faithfulness guard changed in it (`draft_checks`), or `error`.
+///
+/// The audit record is written once the draft is done (so it carries the draft's hash), or at
+/// once when no draft is written. With `--audit-refuse-unaudited`, a record the trail refuses
+/// at that point turns `done` into an `error` event: the draft is not to be used.
 async fn triage_stream(
     State(state): Shared,
+    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<TriageRequest>,
 ) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let started = Instant::now();
     let pipeline = state.pipeline()?;
     let (complaint, with_draft) = req.complaint(&state)?;
+    state.admit_audited()?;
+    let text = complaint_text(&complaint);
     let analyzer = pipeline.clone();
     let analysis = state
         .run_model(move || analyzer.analyze(&complaint).map_err(ApiError::from))
@@ -158,11 +216,18 @@ async fn triage_stream(
     state.metrics.record_stages(&analysis.suggestion.timings_ms);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
     let event = |name: &str, data: Value| Event::default().event(name).data(data.to_string());
-    let _ = tx
-        .send(event("suggestion", json!(analysis.suggestion)))
-        .await;
+    let mut first = json!(analysis.suggestion);
+    first["request_id"] = json!(request_id.0);
+    if !(with_draft && pipeline.can_draft()) {
+        // Nothing more will be served: recorded (or refused) before anything is sent.
+        let context = Context::new(&request_id, &caller, Route::TriageStream);
+        state.audit_suggestion(&context, &pipeline, &analysis.suggestion, &text, None)?;
+    }
+    let _ = tx.send(event("suggestion", first)).await;
     if with_draft && pipeline.can_draft() {
         let state = state.clone();
+        let mut served = analysis.suggestion.clone();
+        let recorder = pipeline.clone();
         tokio::spawn(async move {
             let sender = tx.clone();
             let metrics_state = state.clone();
@@ -182,19 +247,39 @@ async fn triage_stream(
                             .blocking_send(event("token", json!({"text": piece})))
                             .is_ok()
                     })?;
-                    Ok((draft, drafted.elapsed().as_secs_f64() * 1e3))
+                    let ms = drafted.elapsed().as_secs_f64() * 1e3;
+                    Ok((draft, ms))
                 })
                 .await;
-            let last = match result {
-                Ok((draft, ms)) => event(
-                    "done",
-                    json!({"draft": draft.text, "draft_checks": draft.checks, "draft_ms": ms}),
+            // The suggestion was served with the first event: it is recorded whether or not the
+            // draft could be written.
+            let (mut last, draft) = match result {
+                Ok((draft, ms)) => (
+                    event(
+                        "done",
+                        json!({"draft": draft.text, "draft_checks": draft.checks, "draft_ms": ms}),
+                    ),
+                    Some(draft),
                 ),
-                Err(e) => event(
-                    "error",
-                    json!({"error": e.message, "error_type": e.error_type}),
+                Err(e) => (
+                    event(
+                        "error",
+                        json!({"error": e.message, "error_type": e.error_type}),
+                    ),
+                    None,
                 ),
             };
+            if let Some(draft) = draft {
+                served.draft = Some(draft.text);
+                served.draft_checks = draft.checks;
+            }
+            let context = Context::new(&request_id, &caller, Route::TriageStream);
+            if let Err(e) = state.audit_suggestion(&context, &recorder, &served, &text, None) {
+                last = event(
+                    "error",
+                    json!({"error": e.message, "error_type": e.error_type}),
+                );
+            }
             let _ = tx.send(last).await;
         });
     } else {
@@ -258,9 +343,9 @@ async fn delete_case(State(state): Shared, Path(id): Path<String>) -> AppResult<
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SearchRequest {
+pub(super) struct SearchRequest {
     text: String,
     #[serde(default = "default_k")]
     k: usize,
@@ -286,16 +371,60 @@ async fn search(State(state): Shared, Json(req): Json<SearchRequest>) -> AppResu
 
 /// Stores the call-taker's decision as a labeled case (`Pipeline::record_feedback`): it is found
 /// by the next similar-case search at once and used by the next `triage train`.
+///
+/// The decision goes into the audit trail beside the suggestion it names
+/// (`suggestion_request_id`, the `request_id` of a triage answer): accepted or corrected, for
+/// the category and, when both are given, the unit.
 async fn feedback(
     State(state): Shared,
+    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Json(feedback): Json<Feedback>,
 ) -> AppResult<(StatusCode, Json<Value>)> {
     let pipeline = state.pipeline()?;
     state.limits.check_text("text", &[&feedback.text])?;
+    state.admit_audited()?;
+    let worker = pipeline.clone();
+    let received = feedback.clone();
     let id = state
-        .run_model(move || Ok(pipeline.record_feedback(feedback)?))
+        .run_model(move || Ok(worker.record_feedback(feedback)?))
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+    // Ids, not names: a category or unit renamed later keeps its figures.
+    let category = |label: &str| pipeline.category_id(label).unwrap_or_else(|| label.into());
+    let unit = |u: &str| {
+        pipeline
+            .units()
+            .resolve(u)
+            .map_or_else(|| u.into(), |u| u.id.clone())
+    };
+    let decision = DecisionRecord {
+        suggestion_request_id: received.suggestion_request_id.clone(),
+        category: Choice::new(
+            category(&received.category),
+            received.suggested_category.as_deref().map(category),
+        ),
+        unit: received
+            .unit
+            .as_deref()
+            .map(|u| Choice::new(unit(u), received.suggested_unit.as_deref().map(unit))),
+    };
+    let text = match &received.title {
+        Some(title) => format!("{title}\n{}", received.text),
+        None => received.text.clone(),
+    };
+    let context = Context::new(&request_id, &caller, Route::Feedback);
+    state.audit_decision(
+        &context,
+        &pipeline,
+        decision,
+        &text,
+        &id,
+        received.district.as_deref(),
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "request_id": request_id.0})),
+    ))
 }
 
 async fn taxonomy(State(state): Shared) -> AppResult<Json<Value>> {

@@ -2,6 +2,10 @@
 //! The HTTP seam is tested alone here, over a hashed bag-of-characters embedder and an in-memory
 //! store; the real models and the real store are exercised by tests/integration.
 
+mod audit;
+mod fuzz;
+mod openapi;
+
 use super::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -111,7 +115,16 @@ fn taxonomy() -> Taxonomy {
     Taxonomy::from_json(r#"{"交通运输": {"公交": []}, "教育文体": {"学校": []}}"#).unwrap()
 }
 
-fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
+fn ready_state(keys: Keys, limits: Limits) -> Arc<AppState> {
+    ready_state_with(keys, limits, None)
+}
+
+/// `ready_state` with an audit trail.
+fn ready_state_with(
+    keys: Keys,
+    limits: Limits,
+    audit: Option<triage_core::audit::AuditLog>,
+) -> Arc<AppState> {
     let store = Arc::new(MemStore::default());
     let embedder = Arc::new(CharEmbedder);
     let rows = [
@@ -164,11 +177,12 @@ fn ready_state(keys: HashMap<String, Role>, limits: Limits) -> Arc<AppState> {
         .classifier(Some(classifier))
         .build()
         .unwrap();
-    let state = AppState::new(
+    let state = AppState::with_audit(
         keys,
         limits,
         serde_json::json!({"name": "test"}),
         jobs_dir(),
+        audit,
     );
     let _ = state.pipeline.set(Arc::new(pipeline));
     state

@@ -1,10 +1,12 @@
 //! The real `triage` binary with the real models and an on-disk store in a temp dir: the CLI
 //! pipeline (import → train → classify), and the HTTP service on a loopback port.
 
+mod audit;
 mod batch;
 mod browser;
 mod cli;
 mod eval;
+mod faults;
 mod qdrant;
 mod service;
 
