@@ -8,6 +8,7 @@ pub mod embed;
 pub mod error;
 pub mod fsutil;
 pub mod generate;
+pub mod hotspots;
 pub mod ingest;
 pub mod pii;
 pub mod pipeline;
