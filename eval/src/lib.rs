@@ -2,6 +2,8 @@
 //! `report.md`) and its charts (SVG).
 
 pub mod charts;
+pub mod hotspot_charts;
+pub mod hotspots;
 pub mod metrics;
 pub mod report;
 pub mod run;
