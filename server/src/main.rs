@@ -37,6 +37,12 @@ enum Command {
     Store(commands::store::StoreArgs),
     /// Evaluate routing on a labeled set (report.json, report.md, SVG charts).
     Eval(commands::eval::EvalArgs),
+    /// Mine hotspots (specific problems at one place, ranked by heat) from the stored cases or a
+    /// file: hotspots.json, hotspots.md, SVG charts; --gold evaluates against a gold set.
+    Hotspots(commands::hotspots::HotspotsArgs),
+    /// Early warning: places and district × category cells whose count rises against their own
+    /// baseline; --replay reports how early the top hotspots were flagged.
+    Alerts(commands::hotspots::AlertsArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
 }
@@ -63,6 +69,8 @@ fn main() {
         Command::Eval(args) => commands::eval::run(&cli.global, args),
         Command::Batch(args) => commands::batch::run(&cli.global, args),
         Command::Store(args) => commands::store::run(&cli.global, args),
+        Command::Hotspots(args) => commands::hotspots::run(&cli.global, args),
+        Command::Alerts(args) => commands::hotspots::run_alerts(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -87,6 +95,9 @@ mod tests {
             "triage store migrate --from edge:/data --to qdrant:http://q:6334",
             "triage --config c.toml classify --no-draft text",
             "triage import a.jsonl b.csv",
+            "triage hotspots --input u.jsonl --from 2019-01-01 --to 2019-12-31 --out h --gold g.jsonl",
+            "triage hotspots --district A2区 --category 城乡建设 --link-cosine 0.9 --out h",
+            "triage alerts --input u.jsonl --replay --out a",
         ] {
             let args = line.split_whitespace();
             if let Err(e) = super::Cli::try_parse_from(args) {

@@ -2,6 +2,7 @@
 pub mod batch;
 pub mod classify;
 pub mod eval;
+pub mod hotspots;
 pub mod import;
 pub mod models;
 pub mod serve;
