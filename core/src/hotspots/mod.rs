@@ -298,3 +298,6 @@ pub fn rfc3339(t: i64) -> Option<String> {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
+
+#[cfg(test)]
+mod tests;

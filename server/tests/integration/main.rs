@@ -5,6 +5,7 @@ mod batch;
 mod browser;
 mod cli;
 mod eval;
+mod hotspots;
 mod qdrant;
 mod service;
 
