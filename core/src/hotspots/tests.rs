@@ -21,7 +21,12 @@ fn random_unit(rng: &mut impl Rng) -> Vec<f32> {
 
 /// `base` plus `weight` of `other`, renormalised.
 fn mix(base: &[f32], other: &[f32], weight: f32) -> Vec<f32> {
-    unit(base.iter().zip(other).map(|(a, b)| a + weight * b).collect())
+    unit(
+        base.iter()
+            .zip(other)
+            .map(|(a, b)| a + weight * b)
+            .collect(),
+    )
 }
 
 fn case(id: &str, text: &str, day: f64, likes: u64, district: Option<&str>) -> Case {
@@ -44,14 +49,10 @@ fn fillers(rng: &mut impl Rng, n: usize, days: f64) -> Vec<(Case, Vec<f32>)> {
     let pool: Vec<char> = POOL.chars().collect();
     (0..n)
         .map(|k| {
-            let text: String = (0..40).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
-            let c = case(
-                &format!("f{k}"),
-                &text,
-                days * k as f64 / n as f64,
-                0,
-                None,
-            );
+            let text: String = (0..40)
+                .map(|_| pool[rng.gen_range(0..pool.len())])
+                .collect();
+            let c = case(&format!("f{k}"), &text, days * k as f64 / n as f64, 0, None);
             (c, random_unit(rng))
         })
         .collect()
@@ -81,19 +82,44 @@ fn same_wording_about_two_places_is_two_hotspots() {
         .collect();
     for (k, w) in FUMES.iter().enumerate() {
         let v = mix(&wording[k], &random_unit(&mut rng), 0.02);
-        cases.push((case(&format!("a{k}"), &w.replace("{}", "青松苑"), 1.0 + k as f64, 0, None), v));
+        cases.push((
+            case(
+                &format!("a{k}"),
+                &w.replace("{}", "青松苑"),
+                1.0 + k as f64,
+                0,
+                None,
+            ),
+            v,
+        ));
     }
     for (k, w) in FUMES.iter().enumerate() {
         let v = mix(&wording[k], &random_unit(&mut rng), 0.02);
-        cases.push((case(&format!("b{k}"), &w.replace("{}", "明湖湾"), 10.0 + k as f64, 0, None), v));
+        cases.push((
+            case(
+                &format!("b{k}"),
+                &w.replace("{}", "明湖湾"),
+                10.0 + k as f64,
+                0,
+                None,
+            ),
+            v,
+        ));
     }
     let found = mine(&cases, &HotspotParams::default());
     assert_eq!(found.len(), 2, "{found:#?}");
     let mut got: Vec<Vec<&str>> = found.iter().map(ids).collect();
     got.sort();
-    assert_eq!(got, vec![vec!["a0", "a1", "a2", "a3"], vec!["b0", "b1", "b2", "b3"]]);
+    assert_eq!(
+        got,
+        vec![vec!["a0", "a1", "a2", "a3"], vec!["b0", "b1", "b2", "b3"]]
+    );
     for h in &found {
-        assert!(h.place.contains("青松苑") || h.place.contains("明湖湾"), "{}", h.place);
+        assert!(
+            h.place.contains("青松苑") || h.place.contains("明湖湾"),
+            "{}",
+            h.place
+        );
         assert_eq!(h.n, 4);
     }
 }
@@ -108,8 +134,16 @@ fn near_copies_count_once() {
         ("c0", first.to_string(), 5),
         ("c0-copy", first.to_string(), 0),
         ("c0-edit", first.replace("三个月", "四个月"), 2),
-        ("c1", "反映金桂园小区垃圾站长期不清运，夏天气味难闻，请环卫部门处理。".to_string(), 1),
-        ("c2", "金桂园小区垃圾站满溢，垃圾堆到路边，希望尽快清理并增加清运次数。".to_string(), 0),
+        (
+            "c1",
+            "反映金桂园小区垃圾站长期不清运，夏天气味难闻，请环卫部门处理。".to_string(),
+            1,
+        ),
+        (
+            "c2",
+            "金桂园小区垃圾站满溢，垃圾堆到路边，希望尽快清理并增加清运次数。".to_string(),
+            0,
+        ),
     ];
     for (k, (id, text, likes)) in texts.iter().enumerate() {
         let v = mix(&topic, &random_unit(&mut rng), 0.1);
@@ -131,19 +165,53 @@ fn a_broad_theme_over_many_places_does_not_rank() {
     let topic = random_unit(&mut rng);
     // Mahjong parlours all over the city: one complaint each, ten places in five districts; the
     // embedder puts them close (mean cosine about 0.91), as it does for such messages.
-    let places = ["翠竹苑", "金色家园", "望江楼", "枫林小区", "东塘新村", "南湖花园", "桃园村", "锦绣华庭", "北辰小区", "滨江苑"];
+    let places = [
+        "翠竹苑",
+        "金色家园",
+        "望江楼",
+        "枫林小区",
+        "东塘新村",
+        "南湖花园",
+        "桃园村",
+        "锦绣华庭",
+        "北辰小区",
+        "滨江苑",
+    ];
     for (k, place) in places.iter().enumerate() {
         let district = format!("A{}区", k / 2 + 1);
         let text = format!("{district}{place}有人在居民楼里开麻将馆，每天打到凌晨，麻将声吵得人无法休息，请相关部门取缔。");
         let v = mix(&topic, &random_unit(&mut rng), 0.32);
-        cases.push((case(&format!("m{k}"), &text, 1.0 + 3.0 * k as f64, 2, Some(&district)), v));
+        cases.push((
+            case(
+                &format!("m{k}"),
+                &text,
+                1.0 + 3.0 * k as f64,
+                2,
+                Some(&district),
+            ),
+            v,
+        ));
     }
     // And one real hotspot in the same weeks.
     let problem = random_unit(&mut rng);
     for k in 0..4 {
-        let text = ["翠湖苑小区旁的搅拌站昼夜施工，粉尘噪音严重。", "投诉翠湖苑小区附近违建搅拌站，噪音扰民。", "翠湖苑小区居民要求搬走搅拌站，灰尘太大。", "翠湖苑小区外搅拌站半夜还在作业，吵得睡不着。"][k];
+        let text = [
+            "翠湖苑小区旁的搅拌站昼夜施工，粉尘噪音严重。",
+            "投诉翠湖苑小区附近违建搅拌站，噪音扰民。",
+            "翠湖苑小区居民要求搬走搅拌站，灰尘太大。",
+            "翠湖苑小区外搅拌站半夜还在作业，吵得睡不着。",
+        ][k];
         let v = mix(&problem, &random_unit(&mut rng), 0.1);
-        cases.push((case(&format!("h{k}"), text, 2.0 + 2.0 * k as f64, 0, Some("A2区")), v));
+        cases.push((
+            case(
+                &format!("h{k}"),
+                text,
+                2.0 + 2.0 * k as f64,
+                0,
+                Some("A2区"),
+            ),
+            v,
+        ));
     }
     let found = mine(&cases, &HotspotParams::default());
     assert_eq!(found.len(), 1, "{found:#?}");
@@ -172,7 +240,12 @@ fn a_new_place_alerts_and_a_steady_one_does_not() {
     let mut cases = fillers(&mut rng, 80, 400.0);
     // A steady trickle: one message every three weeks for a year, same place and problem.
     let steady = random_unit(&mut rng);
-    let steady_texts = ["银杏路口红绿灯时间太短，老人过马路来不及。", "银杏路口信号灯绿灯太短，行人过街危险。", "建议延长银杏路口人行绿灯时间。", "银杏路口过街绿灯只有十几秒，请调整。"];
+    let steady_texts = [
+        "银杏路口红绿灯时间太短，老人过马路来不及。",
+        "银杏路口信号灯绿灯太短，行人过街危险。",
+        "建议延长银杏路口人行绿灯时间。",
+        "银杏路口过街绿灯只有十几秒，请调整。",
+    ];
     for k in 0..18 {
         let v = mix(&steady, &random_unit(&mut rng), 0.1);
         let text = steady_texts[k % 4];
@@ -180,15 +253,29 @@ fn a_new_place_alerts_and_a_steady_one_does_not() {
     }
     // A new problem: four messages in five days.
     let burst = random_unit(&mut rng);
-    let burst_texts = ["翠湖苑小区旁的搅拌站昼夜施工，粉尘噪音严重。", "投诉翠湖苑小区附近违建搅拌站，噪音扰民。", "翠湖苑小区居民要求搬走搅拌站，灰尘太大。", "翠湖苑小区外搅拌站半夜还在作业，吵得睡不着。"];
+    let burst_texts = [
+        "翠湖苑小区旁的搅拌站昼夜施工，粉尘噪音严重。",
+        "投诉翠湖苑小区附近违建搅拌站，噪音扰民。",
+        "翠湖苑小区居民要求搬走搅拌站，灰尘太大。",
+        "翠湖苑小区外搅拌站半夜还在作业，吵得睡不着。",
+    ];
     for (k, text) in burst_texts.iter().enumerate() {
         let v = mix(&burst, &random_unit(&mut rng), 0.1);
-        cases.push((case(&format!("h{k}"), text, 300.0 + 1.5 * k as f64, 0, None), v));
+        cases.push((
+            case(&format!("h{k}"), text, 300.0 + 1.5 * k as f64, 0, None),
+            v,
+        ));
     }
     let fired = alerts(&cases, &HotspotParams::default(), &AlertParams::default());
-    let place: Vec<&Alert> = fired.iter().filter(|a| a.kind == AlertKind::Place).collect();
+    let place: Vec<&Alert> = fired
+        .iter()
+        .filter(|a| a.kind == AlertKind::Place)
+        .collect();
     assert_eq!(place.len(), 1, "{place:#?}");
     let a = place[0];
     assert_eq!((a.trigger_id.as_str(), a.rule), ("h2", AlertRule::Rate));
-    assert!(a.observed == 3.0 && a.expected < 0.1 && a.p_value < 1e-3, "{a:?}");
+    assert!(
+        a.observed == 3.0 && a.expected < 0.1 && a.p_value < 1e-3,
+        "{a:?}"
+    );
 }
