@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod case;
 pub mod classify;
+pub mod digest;
 pub mod embed;
 pub mod error;
 pub mod fsutil;

@@ -197,3 +197,48 @@ pub fn district_category_grid(hotspots: &[Hotspot]) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+/// A digest's counts: one pair of bars per row (this period, the one before), largest first.
+pub fn period_bars(title: &str, rows: &[(String, usize, usize)]) -> String {
+    let rows: Vec<&(String, usize, usize)> = rows.iter().take(20).collect();
+    let (left, top, bar_h, gap) = (150u32, 50u32, 9u32, 8u32);
+    let w = 420u32;
+    let h = rows.len().max(1) as u32 * (2 * bar_h + gap);
+    let mut svg = open(left + w + 190, top + h + 30, title);
+    let max = rows.iter().map(|r| r.1.max(r.2)).max().unwrap_or(1).max(1) as f64;
+    for (i, (name, now, before)) in rows.iter().enumerate() {
+        let y = top + i as u32 * (2 * bar_h + gap);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            left - 6,
+            y + bar_h + 4,
+            escape(&short(name, 12))
+        );
+        for (k, (value, color)) in [(now, COLORS[0]), (before, "#adb5bd")].iter().enumerate() {
+            let len = (**value as f64 / max * w as f64) as u32;
+            let yk = y + k as u32 * bar_h;
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{left}\" y=\"{yk}\" width=\"{len}\" height=\"{}\" fill=\"{color}\"/>",
+                bar_h - 1
+            );
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" font-size=\"10\">{value}</text>",
+                left + len + 4,
+                yk + bar_h - 1
+            );
+        }
+    }
+    legend(&mut svg, left + w + 40, top + 10, COLORS[0], "this period");
+    legend(
+        &mut svg,
+        left + w + 40,
+        top + 28,
+        "#adb5bd",
+        "the period before",
+    );
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -43,6 +43,9 @@ enum Command {
     /// Early warning: places and district × category cells whose count rises against their own
     /// baseline; --replay reports how early the top hotspots were flagged.
     Alerts(commands::hotspots::AlertsArgs),
+    /// Period digest (daily bulletin, weekly summary, monthly analysis): counts by category,
+    /// district and unit against the period before, abstain/correction rates, the top hotspots.
+    Digest(commands::hotspots::DigestArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
 }
@@ -71,6 +74,7 @@ fn main() {
         Command::Store(args) => commands::store::run(&cli.global, args),
         Command::Hotspots(args) => commands::hotspots::run(&cli.global, args),
         Command::Alerts(args) => commands::hotspots::run_alerts(&cli.global, args),
+        Command::Digest(args) => commands::hotspots::run_digest(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -98,6 +102,7 @@ mod tests {
             "triage hotspots --input u.jsonl --from 2019-01-01 --to 2019-12-31 --out h --gold g.jsonl",
             "triage hotspots --district A2区 --category 城乡建设 --link-cosine 0.9 --out h",
             "triage alerts --input u.jsonl --replay --out a",
+            "triage digest --week 2019-11-13 --input u.jsonl --out d",
         ] {
             let args = line.split_whitespace();
             if let Err(e) = super::Cli::try_parse_from(args) {

@@ -170,6 +170,9 @@ struct Loaded {
     seconds: f64,
 }
 
+/// Cases with their vectors, as the store holds them.
+type Cases = Vec<(Case, Vec<f32>)>;
+
 fn date_bound(text: &str, end: bool) -> Result<i64> {
     let t = parse_time(text).with_context(|| format!("not a date or time: {text}"))?;
     let bare_date = !text.contains(':') && !text.contains('T');
@@ -178,11 +181,7 @@ fn date_bound(text: &str, end: bool) -> Result<i64> {
 
 /// Reads the cases (file or store), with their vectors, narrowed as `source` says. The category
 /// filter and `classify_all` use the current classifier for cases without a label or prediction.
-fn load(
-    global: &GlobalArgs,
-    source: &Source,
-    classify_all: bool,
-) -> Result<(Vec<(Case, Vec<f32>)>, Loaded)> {
+fn load(global: &GlobalArgs, source: &Source, classify_all: bool) -> Result<(Cases, Loaded)> {
     let started = Instant::now();
     let from = source
         .from
@@ -850,5 +849,168 @@ fn replay_report(
     }
     write(&args.out, "replay.md", &md)?;
     print!("{md}");
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("period").required(true).args(["day", "week", "month"])))]
+pub struct DigestArgs {
+    /// Daily bulletin (日通报) of this date (YYYY-MM-DD)
+    #[arg(long)]
+    day: Option<String>,
+    /// Weekly summary (周汇总) of the week (Monday to Sunday) holding this date
+    #[arg(long)]
+    week: Option<String>,
+    /// Monthly analysis (月分析) of the month holding this date
+    #[arg(long)]
+    month: Option<String>,
+    /// Case JSONL instead of the stored cases (embedded on the fly, as for `hotspots`)
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// The hotline's UTC offset in hours: where its days begin
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
+    utc_offset: i32,
+    /// Hotspots listed
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[command(flatten)]
+    tuning: Tuning,
+    /// Output directory for digest.json, digest.md and the SVG charts
+    #[arg(long, default_value = "digest")]
+    out: PathBuf,
+}
+
+pub fn run_digest(global: &GlobalArgs, args: DigestArgs) -> Result<()> {
+    use triage_core::digest::{digest, review_rates, Change, Period};
+    let (period, date) = match (&args.day, &args.week, &args.month) {
+        (Some(d), _, _) => (Period::Day, d),
+        (_, Some(d), _) => (Period::Week, d),
+        (_, _, Some(d)) => (Period::Month, d),
+        _ => bail!("give --day, --week or --month"),
+    };
+    let date = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
+        .with_context(|| format!("not a date (YYYY-MM-DD): {date}"))?;
+    let params = args.tuning.params(global)?;
+    let ((from, to), (prev_from, _)) = period.bounds(date, args.utc_offset);
+    let rfc = |t: i64| hotspots::rfc3339(t).unwrap_or_default();
+    let source = Source {
+        input: args.input.clone(),
+        from: Some(rfc(prev_from)),
+        to: Some(rfc(to - 1)),
+        district: None,
+        category: None,
+    };
+    let (mut cases, loaded) = load(global, &source, false)?;
+    let threshold = global.load_classifier().ok().map(|c| c.threshold);
+    let in_period = |c: &Case| c.time.is_some_and(|t| t >= from && t < to);
+    let rates = {
+        let current: Vec<&Case> = cases
+            .iter()
+            .map(|(c, _)| c)
+            .filter(|c| in_period(c))
+            .collect();
+        review_rates(&current, threshold)
+    };
+    // Categories for counting where a case has neither label nor prediction.
+    classify(global, &mut cases, None)?;
+    let (current, previous): (Cases, Cases) = cases.into_iter().partition(|(c, _)| in_period(c));
+    let previous: Vec<Case> = previous.into_iter().map(|(c, _)| c).collect();
+    let d = digest(
+        period,
+        (from, to),
+        &current,
+        &previous,
+        rates,
+        &params,
+        args.top,
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let json = serde_json::json!({ "digest": d, "input": loaded, "params": params });
+    write(
+        &args.out,
+        "digest.json",
+        &serde_json::to_string_pretty(&json)?,
+    )?;
+    let rows = |m: &std::collections::BTreeMap<String, Change>| {
+        let mut v: Vec<(String, usize, usize)> = m
+            .iter()
+            .map(|(k, c)| (k.clone(), c.current, c.previous))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+        v
+    };
+    use triage_eval::hotspot_charts::period_bars;
+    write(
+        &args.out,
+        "by_category.svg",
+        &period_bars("Messages by category", &rows(&d.by_category)),
+    )?;
+    write(
+        &args.out,
+        "by_district.svg",
+        &period_bars("Messages by district", &rows(&d.by_district)),
+    )?;
+    write(
+        &args.out,
+        "by_unit.svg",
+        &period_bars("Messages by unit", &rows(&d.by_unit)),
+    )?;
+    write(
+        &args.out,
+        "heat_over_time.svg",
+        &triage_eval::hotspot_charts::heat_over_time(&d.hotspots, 10, &params.heat),
+    )?;
+    let mut md = String::new();
+    let name = match period {
+        Period::Day => "Daily bulletin (日通报)",
+        Period::Week => "Weekly summary (周汇总)",
+        Period::Month => "Monthly analysis (月分析)",
+    };
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:+.0}%", v * 100.0));
+    let _ = writeln!(
+        md,
+        "# {name}: {} – {}\n",
+        d.from.as_deref().unwrap_or("?"),
+        d.to.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(
+        md,
+        "{} messages ({} the period before, {}). Abstained (sent to a person): {}. Corrected by a person: {}.\n",
+        d.total.current,
+        d.total.previous,
+        pct(d.total.change),
+        d.abstain_rate.map_or("- (no stored predictions)".into(), |r| format!("{:.1}%", r * 100.0)),
+        d.correction_rate.map_or("- (no reviewed predictions)".into(), |r| format!("{:.1}%", r * 100.0)),
+    );
+    for (title, m) in [
+        ("category", &d.by_category),
+        ("district", &d.by_district),
+        ("unit", &d.by_unit),
+    ] {
+        let _ = writeln!(
+            md,
+            "## By {title}\n\n| {title} | this period | before | change |\n|---|---:|---:|---:|"
+        );
+        for (k, now, before) in rows(m).into_iter().take(20) {
+            let _ = writeln!(md, "| {k} | {now} | {before} | {} |", pct(m[&k].change));
+        }
+        let _ = writeln!(md);
+    }
+    let _ = writeln!(md, "## Hotspots of the period\n\n| rank | heat | n | place | title |\n|---:|---:|---:|---|---|");
+    for h in &d.hotspots {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {} | {} | {} |",
+            h.rank,
+            h.heat,
+            h.n,
+            h.place,
+            h.title.replace('|', "/")
+        );
+    }
+    write(&args.out, "digest.md", &md)?;
+    print!("{md}");
+    println!("output: {}", args.out.display());
     Ok(())
 }

@@ -113,6 +113,33 @@ fn gold_hotspots_come_out_of_a_file_and_of_the_store() {
     );
     assert!(String::from_utf8_lossy(&stdout).contains("baseline"));
 
+    // A monthly digest of the file: April 2019 against March, with that month's hotspots (the
+    // 月亮岛路 line drew its messages from late March to mid-April).
+    let out = dir.path().join("digest");
+    run_ok(
+        triage()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["digest", "--month", "2019-04-10", "--input"])
+            .arg(&sample)
+            .arg("--out")
+            .arg(&out),
+    );
+    let digest = json(&out.join("digest.json"))["digest"].clone();
+    let (now, before) = (
+        digest["total"]["current"].as_u64().unwrap(),
+        digest["total"]["previous"].as_u64().unwrap(),
+    );
+    assert!(now > 0 && before > 0, "{digest}");
+    let by_district: u64 = digest["by_district"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["current"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_district, now);
+    assert!(out.join("digest.md").exists() && out.join("by_category.svg").exists());
+
     // The same cases from the store, page by page.
     run_ok(
         triage()
