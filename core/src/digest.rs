@@ -1,7 +1,7 @@
 //! Period digests (日通报 / 周汇总 / 月分析): what came in during a day, week or month, against the
 //! period before, with the period's hotspots. Pure functions over cases; the caller loads them.
 
-use crate::hotspots::{self, Hotspot, HotspotParams};
+use crate::hotspots::{self, Hotspot};
 use crate::Case;
 use chrono::{Datelike, Duration, FixedOffset, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -150,16 +150,16 @@ pub fn review_rates(cases: &[&Case], threshold: Option<f32>) -> (Option<f64>, Op
     (abstain_rate, correction_rate)
 }
 
-/// The digest of `current` (the period's cases, with vectors for the hotspots) against
-/// `previous` (the period before); `rates` from `review_rates` on the cases as stored (before any
-/// category was filled in for counting).
+/// The digest of `current` (the period's cases) against `previous` (the period before); `rates`
+/// from `review_rates` on the cases as stored (before any category was filled in for counting);
+/// `hotspots` mined over the period's cases (`hotspots::mine`), ranked.
 pub fn digest(
     period: Period,
     bounds: (i64, i64),
     current: &[(Case, Vec<f32>)],
     previous: &[Case],
     rates: (Option<f64>, Option<f64>),
-    params: &HotspotParams,
+    mut hotspots: Vec<Hotspot>,
     top: usize,
 ) -> Digest {
     let now = || current.iter().map(|(c, _)| c);
@@ -170,7 +170,6 @@ pub fn digest(
     let by_district = compare(counts(now(), district), counts(previous.iter(), district));
     let by_unit = compare(counts(now(), unit), counts(previous.iter(), unit));
     let (abstain_rate, correction_rate) = rates;
-    let mut hotspots = hotspots::mine(current, params);
     hotspots.truncate(top);
     Digest {
         period,
@@ -189,6 +188,7 @@ pub fn digest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hotspots::HotspotParams;
 
     #[test]
     fn periods_start_where_they_should() {
@@ -234,7 +234,7 @@ mod tests {
             &now,
             &before,
             rates,
-            &HotspotParams::default(),
+            hotspots::mine(&now, &HotspotParams::default()),
             5,
         );
         assert_eq!(

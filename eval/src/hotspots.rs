@@ -7,10 +7,13 @@
 //! no higher-ranked hotspot matched already (a split cluster counts once). A hotspot is a *broad
 //! theme* when it holds two or more example ids of one of the broad themes.
 
+use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::path::Path;
 use triage_core::hotspots::{heat, HeatParams, Hotspot};
+use triage_core::Case;
 
 /// A gold cluster (`hotspots-gold.jsonl`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,6 +373,90 @@ pub fn baseline_hotspots(
         h.rank = i + 1;
     }
     out
+}
+
+/// Reads a JSONL file of gold clusters or broad themes.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                Error::Core(triage_core::Error::InvalidInput(format!(
+                    "{}: line {}: {e}",
+                    path.display(),
+                    i + 1
+                )))
+            })
+        })
+        .collect()
+}
+
+/// A gold: its clusters and the broad themes that must not rank.
+pub struct Gold<'a> {
+    pub clusters: &'a [GoldCluster],
+    pub broad: &'a [BroadTheme],
+}
+
+/// The baseline: average-linkage clustering cut at each threshold, ranked by `heat`, clusters of
+/// at least `min_size`.
+pub struct Baseline<'a> {
+    pub thresholds: &'a [f32],
+    pub heat: &'a HeatParams,
+    pub min_size: usize,
+}
+
+/// The method's `ranked` hotspots and the baseline's (over the same cases' vectors), scored
+/// against the gold for the top `k`. The first report is the method's.
+pub fn evaluate(
+    cases: &[(Case, Vec<f32>)],
+    ranked: &[Hotspot],
+    gold: &Gold,
+    k: usize,
+    baseline: &Baseline,
+) -> Vec<GoldReport> {
+    let (gold, broad) = (gold.clusters, gold.broad);
+    let mut reports = vec![score("hotspots (this method)", ranked, gold, broad, k)];
+    let vectors: Vec<&[f32]> = cases.iter().map(|(_, v)| v.as_slice()).collect();
+    let merges = average_linkage(&vectors);
+    let ids: Vec<String> = cases.iter().map(|(c, _)| c.id.clone()).collect();
+    let titles: Vec<String> = cases
+        .iter()
+        .map(|(c, _)| {
+            c.title
+                .clone()
+                .unwrap_or_else(|| c.text.chars().take(40).collect())
+        })
+        .collect();
+    let times: Vec<Option<i64>> = cases.iter().map(|(c, _)| c.time).collect();
+    let likes: Vec<u64> = cases
+        .iter()
+        .map(|(c, _)| triage_core::hotspots::likes(c))
+        .collect();
+    for &threshold in baseline.thresholds {
+        let clusters = cut(cases.len(), &merges, threshold);
+        let ranking = baseline_hotspots(
+            &clusters,
+            &ids,
+            &titles,
+            &times,
+            &likes,
+            baseline.heat,
+            baseline.min_size,
+        );
+        reports.push(score(
+            &format!("baseline cos ≥ {threshold:.2}"),
+            &ranking,
+            gold,
+            broad,
+            k,
+        ));
+    }
+    reports
 }
 
 #[cfg(test)]

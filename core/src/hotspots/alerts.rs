@@ -16,7 +16,7 @@
 //! document frequencies as messages arrive and never looks ahead.
 
 use super::engine::{time_order, Engine};
-use super::{category, rfc3339, HotspotParams};
+use super::{category, rfc3339, Deadline, HotspotParams, TimedOut};
 use crate::Case;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -147,6 +147,19 @@ pub fn alerts(
     params: &HotspotParams,
     alert: &AlertParams,
 ) -> Vec<Alert> {
+    match alerts_within(cases, params, alert, &Deadline::none()) {
+        Ok(alerts) => alerts,
+        Err(TimedOut) => unreachable!("no deadline"),
+    }
+}
+
+/// `alerts`, giving up once `deadline` has passed.
+pub fn alerts_within(
+    cases: &[(Case, Vec<f32>)],
+    params: &HotspotParams,
+    alert: &AlertParams,
+    deadline: &Deadline,
+) -> Result<Vec<Alert>, TimedOut> {
     let day = 86_400.0;
     let mut engine = Engine::streaming(cases, params);
     let mut out = Vec::new();
@@ -157,6 +170,9 @@ pub fn alerts(
     let mut support: BTreeMap<u64, usize> = BTreeMap::new();
     let mut seen_messages = 0usize;
     for (position, i) in time_order(cases).into_iter().enumerate() {
+        if position % 512 == 0 {
+            deadline.check()?;
+        }
         let case = &cases[i].0;
         let placed = engine.push(i);
         let Some(now) = case.time else { continue };
@@ -264,7 +280,115 @@ pub fn alerts(
             });
         }
     }
-    out
+    Ok(out)
+}
+
+/// How early the replay flagged one of the top hotspots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flagged {
+    pub rank: usize,
+    pub title: String,
+    pub n: usize,
+    pub first_time: Option<String>,
+    pub alert_time: Option<String>,
+    pub hours_after_first: Option<f64>,
+    /// How many of the hotspot's messages (copies included) had arrived when it was flagged.
+    pub at_message_of_hotspot: Option<usize>,
+    /// Distinct messages of the hotspot by then.
+    pub at_distinct_message: Option<usize>,
+    /// Position of the flagging message in the whole replay.
+    pub at_replay_message: Option<usize>,
+    pub rule: Option<AlertRule>,
+    pub observed: Option<f64>,
+    pub expected: Option<f64>,
+}
+
+/// The replay against the hotspots mined afterwards over the same cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyWarning {
+    /// The first `top` hotspots and when each was first flagged.
+    pub flagged: Vec<Flagged>,
+    pub place_alerts: usize,
+    /// Place alerts whose messages are mostly in no final hotspot.
+    pub place_alerts_not_in_a_final_hotspot: usize,
+    pub place_alerts_not_in_final_top10: usize,
+    pub district_category_alerts: usize,
+    pub hotspots_final: usize,
+}
+
+/// When each of the first `top` of `ranked` (hotspots mined over `cases`) was first flagged by a
+/// place alert of the replay `alerts`, and how many alerts belong to no final hotspot. An alert
+/// belongs to the hotspot holding most of the messages it counted.
+pub fn early_warning(
+    cases: &[(Case, Vec<f32>)],
+    ranked: &[super::Hotspot],
+    alerts: &[Alert],
+    top: usize,
+) -> EarlyWarning {
+    let time_of: HashMap<&str, Option<i64>> =
+        cases.iter().map(|(c, _)| (c.id.as_str(), c.time)).collect();
+    let place: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::Place)
+        .collect();
+    let owner = |a: &Alert, pool: &[super::Hotspot]| -> Option<usize> {
+        pool.iter()
+            .enumerate()
+            .map(|(i, h)| (i, a.ids.iter().filter(|id| h.ids.contains(id)).count()))
+            .filter(|&(_, n)| n * 2 > a.ids.len())
+            .max_by_key(|&(_, n)| n)
+            .map(|(i, _)| i)
+    };
+    let mut flagged = Vec::new();
+    for (i, h) in ranked.iter().take(top).enumerate() {
+        let first = h
+            .ids
+            .first()
+            .and_then(|id| time_of.get(id.as_str()).copied().flatten());
+        let alert = place.iter().find(|a| owner(a, ranked) == Some(i));
+        let at = alert.and_then(|a| a.unix);
+        let arrived = |t: i64| {
+            h.ids
+                .iter()
+                .filter(|id| {
+                    time_of
+                        .get(id.as_str())
+                        .copied()
+                        .flatten()
+                        .is_some_and(|x| x <= t)
+                })
+                .count()
+        };
+        flagged.push(Flagged {
+            rank: h.rank,
+            title: h.title.clone(),
+            n: h.n,
+            first_time: h.time_from.clone(),
+            alert_time: alert.and_then(|a| a.time.clone()),
+            hours_after_first: match (first, at) {
+                (Some(f), Some(t)) => Some((t - f) as f64 / 3600.0),
+                _ => None,
+            },
+            at_message_of_hotspot: at.map(arrived),
+            at_distinct_message: at.map(|t| h.timeline.iter().filter(|(x, _)| *x <= t).count()),
+            at_replay_message: alert.map(|a| a.message),
+            rule: alert.map(|a| a.rule),
+            observed: alert.map(|a| a.observed),
+            expected: alert.map(|a| a.expected),
+        });
+    }
+    let top10 = &ranked[..ranked.len().min(10)];
+    EarlyWarning {
+        flagged,
+        place_alerts: place.len(),
+        place_alerts_not_in_a_final_hotspot: place
+            .iter()
+            .filter(|a| owner(a, ranked).is_none())
+            .count(),
+        place_alerts_not_in_final_top10: place.iter().filter(|a| owner(a, top10).is_none()).count(),
+        district_category_alerts: alerts.len() - place.len(),
+        hotspots_final: ranked.len(),
+    }
 }
 
 #[cfg(test)]

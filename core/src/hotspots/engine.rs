@@ -7,9 +7,12 @@
 //! hotspot only where it has `min_distinct` distinct messages. Time per message is bounded by the
 //! window's contents, not by the history.
 
-use super::terms::{idf, ngram_spans, ngrams, term_chars, DocFreq, Term, TermMap};
+use super::terms::{
+    idf, ngram_spans, ngrams, term_chars, variant_keys, DocFreq, Term, TermMap, VariantKey,
+    VariantMap,
+};
 use super::{category, heat, likes, rfc3339, Hotspot, HotspotParams};
-use crate::classify::dot;
+use crate::vector::dot;
 use crate::Case;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -37,6 +40,8 @@ struct Doc {
     /// The distinctive terms it was indexed under, with their weights at arrival; emptied (and
     /// the index entries removed) when its cluster closes.
     distinctive: Vec<(Term, f32)>,
+    /// Variant keys of its distinctive terms (see `terms::variant_keys`), emptied with them.
+    variants: Vec<(VariantKey, Term)>,
 }
 
 /// Messages that are near-copies of one another: they count once.
@@ -54,6 +59,12 @@ struct Cluster {
     /// Per distinctive term, how many of the cluster's groups and messages contain it (built
     /// from the second group on).
     terms: TermMap<TermCount>,
+    /// Variant key → up to two of the cluster's terms with that key (built with `terms`): to
+    /// find a newcomer that names a one-character variant of the cluster's place.
+    keys: VariantMap<(Term, Option<Term>)>,
+    /// The most groups any one term is in: the terms in that many are the cluster's core (in
+    /// practice its place's name).
+    top_groups: u16,
     districts: BTreeMap<String, u32>,
     /// Sum of the distinct messages' vectors (mean cosine to them = dot / groups).
     sum: Vec<f32>,
@@ -177,6 +188,18 @@ impl<'a> Engine<'a> {
             })
             .collect();
         drop(terms);
+        let variants: Vec<(VariantKey, Term)> = {
+            let chars = term_chars(
+                case.title.as_deref(),
+                &case.text,
+                self.params.head_chars,
+                true,
+            );
+            variant_keys(&chars, self.params.ngram_min, self.params.ngram_max)
+                .into_iter()
+                .filter(|(_, t)| distinctive.binary_search_by(|(d, _)| d.cmp(t)).is_ok())
+                .collect()
+        };
 
         // Shared-term weight with every indexed message of an open cluster.
         let this_doc = self.docs.len() as u32;
@@ -228,26 +251,16 @@ impl<'a> Engine<'a> {
         }
         // Clusters it may join: linked, close to the cluster as a whole (mean cosine to its
         // distinct messages), and agreeing on the place.
-        let mut joinable: Vec<(u32, u32, f32)> = best_per_cluster
+        let joinable: Vec<(u32, u32, f32)> = best_per_cluster
             .iter()
             .filter(|(&c, _)| {
                 let cluster = &self.clusters[c as usize];
                 dot(vector, &cluster.sum) / cluster.groups.len() as f32 >= self.params.mean_cosine
-                    && self.compatible(c, case, &distinctive)
+                    && self.compatible(c, case, &distinctive, &variants)
             })
             .map(|(&c, &(d, cos))| (c, d, cos))
             .collect();
-        // Linked to several: they are fragments of one cluster; merge those close to the largest.
-        joinable.sort_by(|a, b| {
-            let size = |c: u32| self.clusters[c as usize].groups.len();
-            size(b.0).cmp(&size(a.0)).then(b.2.total_cmp(&a.2))
-        });
-        if let Some(&(target, _, _)) = joinable.first() {
-            for &(other, _, _) in &joinable[1..] {
-                self.merge(target, other);
-            }
-        }
-        // The best link decides (a merged cluster's members now belong to the target).
+        // The best link decides where it goes.
         let best: Option<(u32, f32)> = joinable
             .iter()
             .map(|&(_, d, cos)| (d, cos))
@@ -269,20 +282,8 @@ impl<'a> Engine<'a> {
                     .filter(|&(_, j)| j >= self.params.near_copy_jaccard)
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(m, _)| m);
-                if self.clusters[c as usize].groups.len() == 1 && copy_of.is_none() {
-                    // Materialise the term counts of the first group.
-                    let first: Vec<u32> = self.clusters[c as usize].docs.clone();
-                    let mut counts: TermMap<TermCount> = TermMap::default();
-                    for (k, d) in first.iter().enumerate() {
-                        for &(t, _) in &self.docs[*d as usize].distinctive {
-                            let e = counts.entry(t).or_default();
-                            e.docs += 1;
-                            if k == 0 {
-                                e.groups += 1;
-                            }
-                        }
-                    }
-                    self.clusters[c as usize].terms = counts;
+                if copy_of.is_none() {
+                    self.materialise(c);
                 }
                 let cluster = &mut self.clusters[c as usize];
                 let counting = cluster.groups.len() > 1 || copy_of.is_none();
@@ -292,7 +293,11 @@ impl<'a> Engine<'a> {
                         e.docs = e.docs.saturating_add(1);
                         if copy_of.is_none() {
                             e.groups = e.groups.saturating_add(1);
+                            cluster.top_groups = cluster.top_groups.max(e.groups);
                         }
+                    }
+                    for &(key, t) in &variants {
+                        add_key(&mut cluster.keys, key, t);
                     }
                 }
                 let group = match copy_of {
@@ -343,6 +348,8 @@ impl<'a> Engine<'a> {
                     last: time,
                     open: true,
                     terms: TermMap::default(),
+                    keys: VariantMap::default(),
+                    top_groups: 0,
                     districts,
                     sum: vector.clone(),
                     merged_into: None,
@@ -365,7 +372,13 @@ impl<'a> Engine<'a> {
             cluster: placed.cluster,
             group,
             distinctive,
+            variants,
         });
+        // Linked to several clusters: they may be fragments of one, which this message bridges.
+        // Each merges into its cluster when the two are close as wholes, this message counted in.
+        for &(other, _, _) in &joinable {
+            self.merge(placed.cluster, other);
+        }
         placed
     }
 
@@ -391,6 +404,11 @@ impl<'a> Engine<'a> {
                 return;
             }
         }
+        if self.variant_conflict(target, other) {
+            return;
+        }
+        self.materialise(target);
+        self.materialise(other);
         let mut moved = std::mem::replace(
             &mut self.clusters[other as usize],
             Cluster {
@@ -399,6 +417,8 @@ impl<'a> Engine<'a> {
                 last: i64::MIN,
                 open: false,
                 terms: TermMap::default(),
+                keys: VariantMap::default(),
+                top_groups: 0,
                 districts: BTreeMap::new(),
                 sum: Vec::new(),
                 merged_into: Some(target),
@@ -410,31 +430,6 @@ impl<'a> Engine<'a> {
             doc.cluster = target;
             doc.group += base;
         }
-        // A singleton's term counts are not materialised yet.
-        if moved.groups.len() == 1 && moved.terms.is_empty() {
-            for (k, &d) in moved.docs.iter().enumerate() {
-                for &(t, _) in &self.docs[d as usize].distinctive {
-                    let e = moved.terms.entry(t).or_default();
-                    e.docs += 1;
-                    if k == 0 {
-                        e.groups += 1;
-                    }
-                }
-            }
-        }
-        let target_cluster = &mut self.clusters[target as usize];
-        if target_cluster.groups.len() == 1 && target_cluster.terms.is_empty() {
-            let docs = target_cluster.docs.clone();
-            for (k, &d) in docs.iter().enumerate() {
-                for &(t, _) in &self.docs[d as usize].distinctive {
-                    let e = self.clusters[target as usize].terms.entry(t).or_default();
-                    e.docs += 1;
-                    if k == 0 {
-                        e.groups += 1;
-                    }
-                }
-            }
-        }
         let t = &mut self.clusters[target as usize];
         t.docs.append(&mut moved.docs);
         t.groups.append(&mut moved.groups);
@@ -442,6 +437,13 @@ impl<'a> Engine<'a> {
             let e = t.terms.entry(term).or_default();
             e.groups = e.groups.saturating_add(count.groups);
             e.docs = e.docs.saturating_add(count.docs);
+            t.top_groups = t.top_groups.max(e.groups);
+        }
+        for (key, (a, b)) in moved.keys {
+            add_key(&mut t.keys, key, a);
+            if let Some(b) = b {
+                add_key(&mut t.keys, key, b);
+            }
         }
         for (d, n) in moved.districts {
             *t.districts.entry(d).or_insert(0) += n;
@@ -453,13 +455,36 @@ impl<'a> Engine<'a> {
     }
 
     /// Whether a message may join cluster `c`: its district does not contradict the cluster's,
+    /// it does not name a one-character variant of the cluster's place instead of the place,
     /// and (for a cluster of `key_from` groups or more) it contains one of the cluster's
     /// signature terms.
-    fn compatible(&self, c: u32, case: &Case, distinctive: &[(Term, f32)]) -> bool {
+    fn compatible(
+        &self,
+        c: u32,
+        case: &Case,
+        distinctive: &[(Term, f32)],
+        variants: &[(VariantKey, Term)],
+    ) -> bool {
         let cluster = &self.clusters[c as usize];
         if let (Some(d), Some(cd)) = (&case.district, majority(&cluster.districts)) {
             if !self.same_place(d, cd) {
                 return false;
+            }
+        }
+        let has = |t: Term| distinctive.binary_search_by(|(d, _)| d.cmp(&t)).is_ok();
+        for &(key, mine) in variants {
+            let Some(&(a, b)) = cluster.keys.get(&key) else {
+                continue;
+            };
+            for theirs in std::iter::once(a).chain(b) {
+                if theirs != mine
+                    && !has(theirs)
+                    && !cluster.terms.contains_key(&mine)
+                    && self.df.get(mine) >= 2
+                    && self.is_core(cluster, theirs)
+                {
+                    return false;
+                }
             }
         }
         if cluster.groups.len() < self.params.key_from.max(2) {
@@ -468,6 +493,54 @@ impl<'a> Engine<'a> {
         distinctive
             .iter()
             .any(|(t, _)| self.is_signature(cluster, *t))
+    }
+
+    /// Two clusters name one-character variants of each other's place (a signature term of one
+    /// has a variant among the other's signature terms, which the other lacks): two places.
+    fn variant_conflict(&self, a: u32, b: u32) -> bool {
+        let (a, b) = (&self.clusters[a as usize], &self.clusters[b as usize]);
+        a.keys.iter().any(|(key, &(x, y))| {
+            let Some(&(u, v)) = b.keys.get(key) else {
+                return false;
+            };
+            std::iter::once(x).chain(y).any(|ta| {
+                std::iter::once(u).chain(v).any(|tb| {
+                    ta != tb
+                        && !b.terms.contains_key(&ta)
+                        && !a.terms.contains_key(&tb)
+                        && self.is_core(a, ta)
+                        && self.is_core(b, tb)
+                })
+            })
+        })
+    }
+
+    /// Builds the term counts and variant keys of a cluster of one group (they are kept from
+    /// the second group on; a cluster that stays a singleton never pays for them).
+    fn materialise(&mut self, c: u32) {
+        let cluster = &self.clusters[c as usize];
+        if cluster.groups.len() != 1 || !cluster.terms.is_empty() {
+            return;
+        }
+        let mut counts: TermMap<TermCount> = TermMap::default();
+        let mut keys: VariantMap<(Term, Option<Term>)> = VariantMap::default();
+        for (k, &d) in cluster.docs.iter().enumerate() {
+            let doc = &self.docs[d as usize];
+            for &(t, _) in &doc.distinctive {
+                let e = counts.entry(t).or_default();
+                e.docs = e.docs.saturating_add(1);
+                if k == 0 {
+                    e.groups += 1;
+                }
+            }
+            for &(key, t) in &doc.variants {
+                add_key(&mut keys, key, t);
+            }
+        }
+        let cluster = &mut self.clusters[c as usize];
+        cluster.top_groups = counts.values().map(|e| e.groups).max().unwrap_or(0);
+        cluster.terms = counts;
+        cluster.keys = keys;
     }
 
     /// A signature term of a cluster: in at least `key_coverage` of its distinct messages (and
@@ -480,6 +553,28 @@ impl<'a> Engine<'a> {
         let need = ((cluster.groups.len() as f32 * self.params.key_coverage).ceil() as u16).max(2);
         count.groups >= need
             && count.docs as f32 >= self.params.key_specificity * self.seen_df(t) as f32
+    }
+
+    /// A core term: a signature term in as many groups as any term is (the place's name).
+    fn is_core(&self, cluster: &Cluster, t: Term) -> bool {
+        cluster
+            .terms
+            .get(&t)
+            .is_some_and(|count| count.groups == cluster.top_groups)
+            && self.is_signature(cluster, t)
+    }
+
+    /// A signature term as the whole input sees it: `is_signature` with the document frequency of
+    /// every message (batch; in a replay, of those seen so far). A term that looked specific to
+    /// the cluster while it grew but is common over the period (a writer's stock phrases) is not
+    /// one.
+    fn is_final_signature(&self, cluster: &Cluster, t: Term) -> bool {
+        let Some(count) = cluster.terms.get(&t) else {
+            return false;
+        };
+        let need = ((cluster.groups.len() as f32 * self.params.key_coverage).ceil() as u16).max(2);
+        count.groups >= need
+            && count.docs as f32 >= self.params.key_specificity * self.df.get(t) as f32
     }
 
     /// Equal, or one contains the other (a county and its city).
@@ -528,8 +623,10 @@ impl<'a> Engine<'a> {
         let cluster = &mut self.clusters[c as usize];
         cluster.open = false;
         cluster.terms = TermMap::default();
+        cluster.keys = VariantMap::default();
         for &d in &cluster.docs {
             let doc = &mut self.docs[d as usize];
+            doc.variants = Vec::new();
             for (t, _) in std::mem::take(&mut doc.distinctive) {
                 if let Some(list) = self.postings.get_mut(&t) {
                     list.retain(|&x| x != d);
@@ -561,24 +658,64 @@ impl<'a> Engine<'a> {
     /// The cluster as a hotspot (rank 0: ranking is the caller's); `None` for a cluster of
     /// `key_from` or more distinct messages without a signature term: no one place or group
     /// holds it together, so it is a broad theme, not a hotspot.
+    ///
+    /// Its signature terms are taken as the whole input sees them (`is_final_signature`), and
+    /// only the groups that name one of them are reported: a message that joined through a
+    /// phrase which turned out common over the period is not about the place.
     pub fn hotspot(&self, c: u32) -> Option<Hotspot> {
         let p = self.params;
         let cluster = &self.clusters[c as usize];
-        let label = self.place_label(c);
+        let kept: Vec<bool> = if cluster.groups.len() >= p.key_from.max(2) {
+            let signature: TermMap<()> = cluster
+                .terms
+                .keys()
+                .filter(|t| self.is_final_signature(cluster, **t))
+                .map(|t| (*t, ()))
+                .collect();
+            let mut kept = vec![false; cluster.groups.len()];
+            for &d in &cluster.docs {
+                let doc = &self.docs[d as usize];
+                if doc
+                    .distinctive
+                    .iter()
+                    .any(|(t, _)| signature.contains_key(t))
+                {
+                    kept[doc.group as usize] = true;
+                }
+            }
+            kept
+        } else {
+            vec![true; cluster.groups.len()]
+        };
+        let groups: Vec<&Group> = cluster
+            .groups
+            .iter()
+            .zip(&kept)
+            .filter_map(|(g, k)| k.then_some(g))
+            .collect();
+        if groups.is_empty() {
+            return None;
+        }
+        let member_docs: Vec<u32> = cluster
+            .docs
+            .iter()
+            .copied()
+            .filter(|&d| kept[self.docs[d as usize].group as usize])
+            .collect();
+        let label = self.place_label(c, &groups);
         if label.is_none() && cluster.groups.len() >= p.key_from.max(2) {
             return None;
         }
         let case_of = |d: u32| &self.cases[self.docs[d as usize].case as usize];
         // Centre: mean of the distinct messages' vectors.
-        let dim = case_of(cluster.docs[0]).1.len();
+        let dim = case_of(member_docs[0]).1.len();
         let mut centre = vec![0f32; dim];
-        for g in &cluster.groups {
+        for g in &groups {
             for (x, v) in centre.iter_mut().zip(&case_of(g.first_doc).1) {
                 *x += v;
             }
         }
-        let mut by_closeness: Vec<(u32, f32)> = cluster
-            .groups
+        let mut by_closeness: Vec<(u32, f32)> = groups
             .iter()
             .map(|g| (g.first_doc, dot(&centre, &case_of(g.first_doc).1)))
             .collect();
@@ -595,7 +732,7 @@ impl<'a> Engine<'a> {
             .take(p.examples)
             .map(|(d, _)| case_of(*d).0.id.clone())
             .collect();
-        let mut members: Vec<&Case> = cluster.docs.iter().map(|&d| &case_of(d).0).collect();
+        let mut members: Vec<&Case> = member_docs.iter().map(|&d| &case_of(d).0).collect();
         members.sort_by(|a, b| {
             a.time
                 .unwrap_or(i64::MIN)
@@ -603,8 +740,7 @@ impl<'a> Engine<'a> {
                 .then_with(|| a.id.cmp(&b.id))
         });
         let times: Vec<i64> = members.iter().filter_map(|c| c.time).collect();
-        let distinct: Vec<(Option<i64>, u64)> =
-            cluster.groups.iter().map(|g| (g.time, g.likes)).collect();
+        let distinct: Vec<(Option<i64>, u64)> = groups.iter().map(|g| (g.time, g.likes)).collect();
         let (heat, concentration) = heat(&distinct, &p.heat);
         let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
         for m in &members {
@@ -616,15 +752,20 @@ impl<'a> Engine<'a> {
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(c, _)| c.to_string());
-        let district = majority(&cluster.districts).map(str::to_string);
+        let mut districts: BTreeMap<String, u32> = BTreeMap::new();
+        for m in &members {
+            if let Some(d) = &m.district {
+                *districts.entry(d.clone()).or_insert(0) += 1;
+            }
+        }
+        let district = majority(&districts).map(str::to_string);
         let place = match (&district, label) {
             (Some(d), Some(l)) if !l.contains(d.as_str()) => format!("{d} {l}"),
             (_, Some(l)) => l,
             (Some(d), None) => d.clone(),
             (None, None) => String::new(),
         };
-        let mut timeline: Vec<(i64, u64)> = cluster
-            .groups
+        let mut timeline: Vec<(i64, u64)> = groups
             .iter()
             .filter_map(|g| g.time.map(|t| (t, g.likes)))
             .collect();
@@ -635,13 +776,13 @@ impl<'a> Engine<'a> {
             place,
             category,
             heat: (heat * 100.0).round() / 100.0,
-            n: cluster.groups.len(),
+            n: groups.len(),
             time_from: times.first().and_then(|t| rfc3339(*t)),
             time_to: times.last().and_then(|t| rfc3339(*t)),
             ids: members.iter().map(|c| c.id.clone()).collect(),
             example_ids,
             district,
-            messages: cluster.docs.len(),
+            messages: member_docs.len(),
             likes: distinct.iter().map(|d| d.1).sum(),
             concentration: (concentration * 1000.0).round() / 1000.0,
             timeline,
@@ -650,11 +791,10 @@ impl<'a> Engine<'a> {
 
     /// The signature term most of the cluster's groups share (then: the rarer, the longer), as
     /// text, extended left and right while the longer string is in as many groups.
-    fn place_label(&self, c: u32) -> Option<String> {
+    fn place_label(&self, c: u32, groups: &[&Group]) -> Option<String> {
         let p = self.params;
         let cluster = &self.clusters[c as usize];
-        let members: Vec<&Case> = cluster
-            .groups
+        let members: Vec<&Case> = groups
             .iter()
             .map(|g| &self.cases[self.docs[g.first_doc as usize].case as usize].0)
             .collect();
@@ -670,7 +810,7 @@ impl<'a> Engine<'a> {
         let (&term, count) = cluster
             .terms
             .iter()
-            .filter(|(t, _)| self.is_signature(cluster, **t))
+            .filter(|(t, _)| self.is_final_signature(cluster, **t))
             .max_by(|a, b| {
                 a.1.groups
                     .cmp(&b.1.groups)
@@ -767,6 +907,20 @@ fn majority(votes: &BTreeMap<String, u32>) -> Option<&str> {
         .iter()
         .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
         .map(|(d, _)| d.as_str())
+}
+
+/// Records that the cluster holds term `t` under variant key `key` (at most two terms a key).
+fn add_key(keys: &mut VariantMap<(Term, Option<Term>)>, key: VariantKey, t: Term) {
+    match keys.get_mut(&key) {
+        None => {
+            keys.insert(key, (t, None));
+        }
+        Some((a, b)) => {
+            if *a != t && b.is_none() {
+                *b = Some(t);
+            }
+        }
+    }
 }
 
 /// Jaccard similarity of two sorted term sets.

@@ -49,12 +49,14 @@ pub mod alerts;
 mod engine;
 pub mod terms;
 
-use crate::units::{District, UnitDirectory};
 use crate::Case;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use alerts::{alerts, Alert, AlertKind, AlertParams, AlertRule};
+pub use alerts::{
+    alerts, alerts_within, early_warning, Alert, AlertKind, AlertParams, AlertRule, EarlyWarning,
+    Flagged,
+};
 pub use engine::{time_order, Engine};
 
 /// Options of hotspot mining. Defaults were chosen on data as the README's hotspot section
@@ -177,51 +179,6 @@ pub struct Hotspot {
     pub timeline: Vec<(i64, u64)>,
 }
 
-/// The district a text is about, for telling places apart: the gazetteer's most specific name in
-/// it, except that a district whose parent is not named is passed over when another top-level
-/// district (a city) is. Place names can contain a district's name (in anonymised data
-/// "A市五矿万境K9县" is a compound in A市, not in K9县), and `UnitDirectory::extract_district`
-/// alone would file such a message under K9县.
-pub fn place_district(units: &UnitDirectory, text: &str) -> Option<String> {
-    let named = |d: &District| {
-        std::iter::once(&d.name)
-            .chain(&d.aliases)
-            .any(|n| !n.is_empty() && text.contains(n.as_str()))
-    };
-    let found: Vec<&District> = units.districts.iter().filter(|d| named(d)).collect();
-    let is_found = |name: &str| found.iter().any(|d| d.name == name);
-    let city_named = found.iter().any(|d| d.parent.is_none());
-    let depth = |d: &District| {
-        let mut depth = 0;
-        let mut parent = d.parent.as_deref();
-        while let Some(p) = parent {
-            depth += 1;
-            parent = units
-                .districts
-                .iter()
-                .find(|x| x.name == p)
-                .and_then(|x| x.parent.as_deref());
-            if depth > 8 {
-                break;
-            }
-        }
-        depth
-    };
-    let mut best: Option<(&District, usize, usize)> = None;
-    for d in found.iter().copied() {
-        if let Some(parent) = d.parent.as_deref() {
-            if city_named && !is_found(parent) {
-                continue;
-            }
-        }
-        let key = (depth(d), d.name.chars().count());
-        if best.is_none_or(|b| key > (b.1, b.2)) {
-            best = Some((d, key.0, key.1));
-        }
-    }
-    best.map(|b| b.0.name.clone())
-}
-
 /// Public support of a case: its `likes` field where the data has one (number or numeric string).
 pub fn likes(case: &Case) -> u64 {
     match case.extra.get("likes") {
@@ -271,11 +228,58 @@ pub fn heat(distinct: &[(Option<i64>, u64)], params: &HeatParams) -> (f64, f64) 
 /// Mines hotspots from `cases` (any order; taken in time order): ranked by heat, those with at
 /// least `min_distinct` distinct messages. Document frequencies are those of the whole input.
 pub fn mine(cases: &[(Case, Vec<f32>)], params: &HotspotParams) -> Vec<Hotspot> {
+    match mine_within(cases, params, &Deadline::none()) {
+        Ok(hotspots) => hotspots,
+        Err(TimedOut) => unreachable!("no deadline"),
+    }
+}
+
+/// `mine`, giving up once `deadline` has passed (checked every few hundred messages).
+pub fn mine_within(
+    cases: &[(Case, Vec<f32>)],
+    params: &HotspotParams,
+    deadline: &Deadline,
+) -> Result<Vec<Hotspot>, TimedOut> {
     let mut engine = Engine::batch(cases, params);
-    for i in engine::time_order(cases) {
+    for (k, i) in engine::time_order(cases).into_iter().enumerate() {
+        if k % CHECK_EVERY == 0 {
+            deadline.check()?;
+        }
         engine.push(i);
     }
-    rank(engine.finish(), params)
+    Ok(rank(engine.finish(), params))
+}
+
+/// Messages between two looks at the clock.
+const CHECK_EVERY: usize = 512;
+
+/// When work on a request must stop (`None`: never).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deadline(Option<std::time::Instant>);
+
+/// The deadline passed before the work was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+impl Deadline {
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn at(instant: std::time::Instant) -> Self {
+        Self(Some(instant))
+    }
+
+    pub fn after(duration: std::time::Duration) -> Self {
+        Self(std::time::Instant::now().checked_add(duration))
+    }
+
+    pub fn check(&self) -> Result<(), TimedOut> {
+        match self.0 {
+            Some(at) if std::time::Instant::now() >= at => Err(TimedOut),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Sorts by heat (ties: more distinct messages, then earlier), and numbers the ranks from 1.

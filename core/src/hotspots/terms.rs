@@ -29,9 +29,17 @@ impl Hasher for TermHasher {
     fn write_u32(&mut self, n: u32) {
         self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub type TermMap<V> = HashMap<Term, V, BuildHasherDefault<TermHasher>>;
+
+/// A variant key (see `variant_keys`).
+pub type VariantKey = u64;
+
+pub type VariantMap<V> = HashMap<VariantKey, V, BuildHasherDefault<TermHasher>>;
 
 /// The characters terms are taken from: title and body, lower-cased (`lower`; one character for
 /// one, so positions agree either way), at most `max_chars`; every character that is not a letter
@@ -93,6 +101,46 @@ pub fn ngrams(chars: &[char], min: usize, max: usize) -> Vec<Term> {
     out
 }
 
+/// Each n-gram (lengths `min..=max`, no break) with its *variant keys*: for every interior
+/// position (not the first or last character) that holds a number or an identifier (a digit, a
+/// Latin letter, a Chinese numeral), the hash of the gram with that character left out. Two
+/// different grams with a key in common are the same name with another number: "东六线以" and
+/// "东四线以", "市一中学" and "市二中学", "a6栋" and "a7栋" — numbered places are different places.
+/// Any other one-character difference is left alone: it is as often a spelling variant of one
+/// place (金麓/金路, 中茂城/中贸城) or another word ("高铁线路"/"高铁铁路") as another place, and
+/// a difference at the edge of a gram is a different context ("区丽发新"/"是丽发新"). Sorted, distinct.
+pub fn variant_keys(chars: &[char], min: usize, max: usize) -> Vec<(VariantKey, Term)> {
+    let mut out = Vec::new();
+    for n in min.max(3)..=max {
+        for w in chars.windows(n) {
+            if w.iter().any(|c| *c == ' ') {
+                continue;
+            }
+            let term = hash_gram(w);
+            for k in (1..n - 1).filter(|&k| is_number_like(w[k])) {
+                // 64-bit FNV-1a of (length, position, the other characters): a collision would
+                // pair two unrelated terms, so the key is wider than a term's hash.
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ ((n as u64) << 8 | k as u64);
+                for (i, &c) in w.iter().enumerate() {
+                    let c = if i == k { 0 } else { c as u32 };
+                    for b in c.to_le_bytes() {
+                        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+                    }
+                }
+                out.push((h, term));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// A character that numbers or labels a place: a digit, a Latin letter, a Chinese numeral.
+pub fn is_number_like(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c.is_numeric() || "〇零一二两三四五六七八九十".contains(c)
+}
+
 /// Every n-gram of `chars` with its text, for naming a hotspot's place after the fact.
 pub fn ngram_spans(chars: &[char], min: usize, max: usize) -> Vec<(Term, usize, usize)> {
     let mut out = Vec::new();
@@ -152,6 +200,28 @@ mod tests {
         let title_only = ngrams(&term_chars(Some("丽发新城"), "", 100, true), 3, 4);
         assert!(title_only.iter().all(|t| grams.contains(t)));
         assert_eq!(grams.len(), 3 + 1); // 丽发新, 发新城, 丽发新城, 搅拌站
+    }
+
+    #[test]
+    fn variant_keys_pair_interior_substitutions_only() {
+        let keys = |s: &str| variant_keys(&s.chars().collect::<Vec<_>>(), 3, 4);
+        let shared = |a: &str, b: &str| {
+            let kb = keys(b);
+            keys(a)
+                .into_iter()
+                .filter(|(k, t)| kb.iter().any(|(k2, t2)| k2 == k && t2 != t))
+                .count()
+        };
+        // 六/四 inside the gram: one key in common per gram around it.
+        assert!(shared("东六线以西", "东四线以西") > 0);
+        assert!(shared("a6栋楼", "a7栋楼") > 0);
+        // A different first character (a different context, not a different name): none.
+        assert_eq!(shared("区丽发新城", "是丽发新城"), 0);
+        // A spelling variant or another word in the middle: none.
+        assert_eq!(shared("金麓西岸", "金路西岸"), 0);
+        assert_eq!(shared("高铁线路", "高铁铁路"), 0);
+        // Unrelated strings share none.
+        assert_eq!(shared("伊景园滨河苑", "丽发新城小区"), 0);
     }
 
     #[test]

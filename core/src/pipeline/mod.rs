@@ -4,9 +4,14 @@
 
 mod builder;
 mod cases;
+mod insights;
 
 pub use builder::PipelineBuilder;
 pub use cases::{Feedback, Stored};
+pub use insights::{
+    AlertReport, AlertRequest, CaseSource, DigestReport, DigestRequest, HotspotReport,
+    HotspotRequest, Loaded, Scope,
+};
 
 use crate::classify::{ClassScores, Classifier, Neighbor};
 use crate::prompt::Prompts;

@@ -12,7 +12,6 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
-use triage_core::hotspots::place_district;
 use triage_core::ingest::parse_case_line;
 use triage_core::units::UnitDirectory;
 use triage_core::{Case, CaseFilter, CaseStore, EmbedKind, Embedder};
@@ -50,7 +49,9 @@ fn main() -> Result<()> {
         .filter(|l| !l.trim().is_empty())
         .filter_map(|l| parse_case_line(l).ok())
         .map(|mut c| {
-            c.district = place_district(&units, &c.full_text());
+            c.district = units
+                .extract_district(&c.full_text())
+                .map(|d| d.name.clone());
             c
         })
         .collect();
