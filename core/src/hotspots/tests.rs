@@ -279,3 +279,15 @@ fn a_new_place_alerts_and_a_steady_one_does_not() {
         "{a:?}"
     );
 }
+
+#[test]
+fn mining_and_the_replay_stop_at_a_passed_deadline() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let cases = fillers(&mut rng, 50, 30.0);
+    let passed = Deadline::at(std::time::Instant::now());
+    let params = HotspotParams::default();
+    assert_eq!(mine_within(&cases, &params, &passed).err(), Some(TimedOut));
+    assert!(alerts_within(&cases, &params, &AlertParams::default(), &passed).is_err());
+    // No deadline: the same work finishes.
+    assert!(mine_within(&cases, &params, &Deadline::none()).is_ok());
+}

@@ -31,6 +31,45 @@ pub struct Scope {
     pub category: Option<String>,
 }
 
+impl Scope {
+    /// A scope from text bounds, as the CLI and the HTTP routes take them: each a bare date
+    /// (`YYYY-MM-DD`, the hotline's day) or a time (RFC 3339); as an end, a bare date includes
+    /// its whole day. An unreadable bound or a range that ends before it starts is refused.
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        district: Option<String>,
+        category: Option<String>,
+    ) -> Result<Scope> {
+        let scope = Scope {
+            from: from.map(|t| time_bound(t, false)).transpose()?,
+            to: to.map(|t| time_bound(t, true)).transpose()?,
+            district: district.filter(|d| !d.trim().is_empty()),
+            category: category.filter(|c| !c.trim().is_empty()),
+        };
+        if let (Some(from), Some(to)) = (scope.from, scope.to) {
+            if from > to {
+                return Err(Error::InvalidInput(
+                    "the time range ends before it starts".into(),
+                ));
+            }
+        }
+        Ok(scope)
+    }
+}
+
+/// A bare date (`YYYY-MM-DD`) or a time, in unix seconds; as an end (`end`), a bare date
+/// includes its whole day.
+pub fn time_bound(text: &str, end: bool) -> Result<i64> {
+    let t = ingest::parse_time(text).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "not a date (YYYY-MM-DD) or time (RFC 3339): {text:?}"
+        ))
+    })?;
+    let bare_date = !text.contains(':') && !text.contains('T');
+    Ok(if end && bare_date { t + 86_399 } else { t })
+}
+
 /// Where the cases come from.
 pub enum CaseSource {
     /// The stored cases, read page by page.
@@ -283,7 +322,13 @@ impl Pipeline {
         input.classified += self.fill_categories(&mut cases, None);
         let (current, previous): (Vec<_>, Vec<_>) =
             cases.into_iter().partition(|(c, _)| in_period(c));
-        let previous: Vec<Case> = previous.into_iter().map(|(c, _)| c).collect();
+        // The period before, by its own bounds (a store that cannot filter by time, or given
+        // cases without a time, must not count toward it).
+        let previous: Vec<Case> = previous
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(|c| c.time.is_some_and(|t| t >= previous_from && t < from))
+            .collect();
         let hotspots = hotspots::mine_within(&current, &params, deadline)
             .map_err(|_| timed_out("the digest's hotspot mining"))?;
         let digest = digest::digest(

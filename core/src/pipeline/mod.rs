@@ -9,7 +9,7 @@ mod insights;
 pub use builder::PipelineBuilder;
 pub use cases::{Feedback, Stored};
 pub use insights::{
-    AlertReport, AlertRequest, CaseSource, DigestReport, DigestRequest, HotspotReport,
+    time_bound, AlertReport, AlertRequest, CaseSource, DigestReport, DigestRequest, HotspotReport,
     HotspotRequest, Loaded, Scope,
 };
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use triage_core::digest::{Change, Period};
 use triage_core::hotspots::{AlertKind, AlertParams, Deadline, Hotspot, HotspotParams};
-use triage_core::ingest::{parse_case_line, parse_time};
+use triage_core::ingest::parse_case_line;
 use triage_core::pipeline::{
     AlertRequest, CaseSource, DigestRequest, HotspotRequest, Loaded, Pipeline, Scope,
 };
@@ -155,29 +155,14 @@ pub struct AlertsArgs {
     min_observed: Option<usize>,
 }
 
-/// A bare date (`YYYY-MM-DD`) or a time; as an end, a bare date includes its whole day.
-fn date_bound(text: &str, end: bool) -> Result<i64> {
-    let t = parse_time(text).with_context(|| format!("not a date or time: {text}"))?;
-    let bare_date = !text.contains(':') && !text.contains('T');
-    Ok(if end && bare_date { t + 86_399 } else { t })
-}
-
 impl Source {
     fn scope(&self) -> Result<Scope> {
-        Ok(Scope {
-            from: self
-                .from
-                .as_deref()
-                .map(|t| date_bound(t, false))
-                .transpose()?,
-            to: self
-                .to
-                .as_deref()
-                .map(|t| date_bound(t, true))
-                .transpose()?,
-            district: self.district.clone(),
-            category: self.category.clone(),
-        })
+        Ok(Scope::parse(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            self.district.clone(),
+            self.category.clone(),
+        )?)
     }
 }
 

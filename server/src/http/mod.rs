@@ -1,6 +1,7 @@
 //! The HTTP service: `app(state)` builds the router that `triage serve` and the tests share.
 
 pub mod error;
+mod insights;
 pub mod jobs;
 pub mod json;
 pub mod metrics;
@@ -155,6 +156,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(RequestBodyLimitLayer::new(upload));
     routes::router()
         .merge(open311::router())
+        .merge(insights::router())
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .merge(jobs)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -189,4 +189,73 @@ fn gold_hotspots_come_out_of_a_file_and_of_the_store() {
         );
     }
     assert!(json(&out.join("alerts.json"))["alerts"].is_array());
+
+    // The same use cases over HTTP, on a real socket, behind an API key. The service needs a
+    // trained classifier: the shared demo's (trained on the shipped sample) is copied in.
+    {
+        let demo = super::demo();
+        let _guard = demo.lock();
+        let (from, to) = (demo.dir.path().join("classifier"), data.join("classifier"));
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    let key = "call-taker:hhhhhhhhhhhhhhhhhhhh";
+    let server = super::service::start(&data, &["--api-keys", key]);
+    let get = |path: &str, key: Option<&str>| -> (u16, Value) {
+        let (status, body) = get_with_key(&server.addr, path, key);
+        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (status, value)
+    };
+    let key = Some("hhhhhhhhhhhhhhhhhhhh");
+    let (status, body) = get("/v1/hotspots?from=2019-01-01&to=2019-12-31", None);
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, over_http) = get("/v1/hotspots?from=2019-01-01&to=2019-12-31&top=20", key);
+    assert_eq!(status, 200, "{over_http}");
+    found(&over_http, "H20", 6);
+    found(&over_http, "H13", 5);
+    assert_eq!(
+        over_http["hotspots"][0]["ids"],
+        from_store["hotspots"][0]["ids"]
+    );
+    let (status, body) = get("/v1/alerts?limit=5", key);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["alerts"].as_array().unwrap().len() <= 5 && body["as_of"].is_string());
+    let (status, body) = get("/v1/digest?period=month&date=2019-04-10", key);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["digest"]["total"]["current"].as_u64(),
+        Some(now),
+        "{body}"
+    );
+    assert_eq!(body["digest"]["total"]["previous"].as_u64(), Some(before));
+    let (status, body) = get("/v1/digest?period=fortnight", key);
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (422, Some("validation")),
+        "{body}"
+    );
+}
+
+/// `GET path` with an optional bearer key over a plain socket (HTTP/1.0: the body is not
+/// chunked and ends when the server closes): status and body.
+fn get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
 }
