@@ -113,7 +113,7 @@ pub fn variant_keys(chars: &[char], min: usize, max: usize) -> Vec<(VariantKey, 
     let mut out = Vec::new();
     for n in min.max(3)..=max {
         for w in chars.windows(n) {
-            if w.iter().any(|c| *c == ' ') {
+            if w.contains(&' ') {
                 continue;
             }
             let term = hash_gram(w);

@@ -70,6 +70,9 @@ pub fn time_bound(text: &str, end: bool) -> Result<i64> {
     Ok(if end && bare_date { t + 86_399 } else { t })
 }
 
+/// Cases with their vectors.
+type Embedded = Vec<(Case, Vec<f32>)>;
+
 /// Where the cases come from.
 pub enum CaseSource {
     /// The stored cases, read page by page.
@@ -356,7 +359,7 @@ impl Pipeline {
         scope: &Scope,
         classify_all: bool,
         deadline: &Deadline,
-    ) -> Result<(Vec<(Case, Vec<f32>)>, Loaded)> {
+    ) -> Result<(Embedded, Loaded)> {
         let started = Instant::now();
         let mut input = Loaded::default();
         if let (Some(from), Some(to)) = (scope.from, scope.to) {
