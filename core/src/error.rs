@@ -23,6 +23,9 @@ pub enum Error {
     /// Something is missing that a command would create (e.g. no trained classifier yet).
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The work did not finish within the time it was given (HTTP 504).
+    #[error("timed out: {0}")]
+    Timeout(String),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

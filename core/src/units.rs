@@ -118,18 +118,35 @@ impl UnitDirectory {
     }
 
     /// The most specific district named in `text`: the longest name or alias found, preferring
-    /// a district over its parent ("A市A2区" → A2区, "朝阳区" → 朝阳区).
+    /// a district over its parent ("A市A2区" → A2区, "朝阳区" → 朝阳区). A district below a city
+    /// whose city is not named loses to a city that is: place names often contain a county's
+    /// name ("A市五矿万境K9县" is a compound in A市, named after K9县; "A市湘江新区K3区小区" alike),
+    /// and a county named alone still counts ("K9县某小区" → K9县).
     pub fn extract_district(&self, text: &str) -> Option<&District> {
+        let named = |d: &District| {
+            std::iter::once(&d.name)
+                .chain(&d.aliases)
+                .filter(|n| !n.is_empty() && text.contains(n.as_str()))
+                .map(|n| n.chars().count())
+                .max()
+        };
+        let found: Vec<(&District, usize)> = self
+            .districts
+            .iter()
+            .filter_map(|d| named(d).map(|len| (d, len)))
+            .collect();
+        let city_named = found.iter().any(|(d, _)| d.parent.is_none());
+        let parent_named = |parent: &str| found.iter().any(|(d, _)| d.name == parent);
         let mut best: Option<(&District, usize, usize)> = None; // (district, depth, name length)
-        for district in &self.districts {
-            let names = std::iter::once(&district.name).chain(&district.aliases);
-            for name in names.filter(|n| !n.is_empty()) {
-                if text.contains(name.as_str()) {
-                    let candidate = (district, self.depth(district), name.chars().count());
-                    if best.is_none_or(|b| (candidate.1, candidate.2) > (b.1, b.2)) {
-                        best = Some(candidate);
-                    }
+        for &(district, len) in &found {
+            if let Some(parent) = district.parent.as_deref() {
+                if city_named && !parent_named(parent) {
+                    continue;
                 }
+            }
+            let candidate = (district, self.depth(district), len);
+            if best.is_none_or(|b| (candidate.1, candidate.2) > (b.1, b.2)) {
+                best = Some(candidate);
             }
         }
         best.map(|b| b.0)
@@ -318,6 +335,36 @@ mod tests {
         );
         assert_eq!(d.extract_district("家住朝阳，噪音").unwrap().name, "朝阳区");
         assert!(d.extract_district("no place here").is_none());
+    }
+
+    #[test]
+    fn a_county_inside_a_place_name_does_not_beat_a_named_city() {
+        let d: UnitDirectory = toml::from_str(
+            r#"
+            [[district]]
+            name = "A市"
+            [[district]]
+            name = "A2区"
+            parent = "A市"
+            [[district]]
+            name = "K市"
+            [[district]]
+            name = "K9县"
+            parent = "K市"
+        "#,
+        )
+        .unwrap();
+        let name = |t: &str| d.extract_district(t).map(|d| d.name.clone());
+        // A compound named after a county, in A市: A市, not K9县.
+        assert_eq!(
+            name("A市五矿万境K9县交房后仍存在诸多问题").as_deref(),
+            Some("A市")
+        );
+        // Its district named too: the district.
+        assert_eq!(name("A市A2区五矿万境K9县").as_deref(), Some("A2区"));
+        // The county with its own city, or alone: the county.
+        assert_eq!(name("K市K9县城关镇").as_deref(), Some("K9县"));
+        assert_eq!(name("K9县某小区路灯不亮").as_deref(), Some("K9县"));
     }
 
     #[test]

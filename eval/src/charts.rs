@@ -17,7 +17,7 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn open(width: u32, height: u32, title: &str) -> String {
+pub(crate) fn open(width: u32, height: u32, title: &str) -> String {
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"{FONT}\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
         width / 2,
@@ -129,7 +129,7 @@ fn axes(svg: &mut String, left: u32, top: u32, w: u32, h: u32, x_label: &str, y_
     );
 }
 
-const COLORS: [&str; 6] = [
+pub(crate) const COLORS: [&str; 6] = [
     "#0b5fff", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#495057",
 ];
 
@@ -194,7 +194,7 @@ impl Frame {
     }
 }
 
-fn legend(svg: &mut String, x: u32, y: u32, color: &str, text: &str) {
+pub(crate) fn legend(svg: &mut String, x: u32, y: u32, color: &str, text: &str) {
     let _ = writeln!(
         svg,
         "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/>",

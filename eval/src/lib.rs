@@ -3,6 +3,8 @@
 
 pub mod charts;
 pub mod drafts;
+pub mod hotspot_charts;
+pub mod hotspots;
 pub mod metrics;
 pub mod report;
 pub mod run;

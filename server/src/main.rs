@@ -42,6 +42,15 @@ enum Command {
     /// Reply drafts side by side on held-out replies: unsupported facts, investigative statements,
     /// length, time, ROUGE-L and chrF against the official reply (report.json, report.md).
     EvalDrafts(commands::eval_drafts::EvalDraftsArgs),
+    /// Mine hotspots (specific problems at one place, ranked by heat) from the stored cases or a
+    /// file: hotspots.json, hotspots.md, SVG charts; --gold evaluates against a gold set.
+    Hotspots(commands::hotspots::HotspotsArgs),
+    /// Early warning: places and district × category cells whose count rises against their own
+    /// baseline; --replay reports how early the top hotspots were flagged.
+    Alerts(commands::hotspots::AlertsArgs),
+    /// Period digest (daily bulletin, weekly summary, monthly analysis): counts by category,
+    /// district and unit against the period before, abstain/correction rates, the top hotspots.
+    Digest(commands::hotspots::DigestArgs),
     /// Run the HTTP service and the call-taker page.
     Serve(commands::serve::ServeArgs),
     /// Check the audit trail's hash chain; acceptance and correction rates for an audit.
@@ -73,6 +82,9 @@ fn main() {
         Command::Batch(args) => commands::batch::run(&cli.global, args),
         Command::Store(args) => commands::store::run(&cli.global, args),
         Command::Audit(args) => commands::audit::run(&cli.global, args),
+        Command::Hotspots(args) => commands::hotspots::run(&cli.global, args),
+        Command::Alerts(args) => commands::hotspots::run_alerts(&cli.global, args),
+        Command::Digest(args) => commands::hotspots::run_digest(&cli.global, args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -101,6 +113,10 @@ mod tests {
             "triage import a.jsonl b.csv",
             "triage --data-dir d audit verify --json --audit-key k",
             "triage audit report --from 2025-03-01 --to 2025-03-31 --out r",
+            "triage hotspots --input u.jsonl --from 2019-01-01 --to 2019-12-31 --out h --gold g.jsonl",
+            "triage hotspots --district A2区 --category 城乡建设 --link-cosine 0.9 --out h",
+            "triage alerts --input u.jsonl --replay --out a",
+            "triage digest --week 2019-11-13 --input u.jsonl --out d",
         ] {
             let args = line.split_whitespace();
             if let Err(e) = super::Cli::try_parse_from(args) {

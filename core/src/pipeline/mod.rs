@@ -5,10 +5,15 @@
 mod builder;
 mod cases;
 mod draft;
+mod insights;
 
 pub use builder::PipelineBuilder;
 pub use cases::{Feedback, Stored};
 pub use draft::postprocess_draft;
+pub use insights::{
+    time_bound, AlertReport, AlertRequest, CaseSource, DigestReport, DigestRequest, HotspotReport,
+    HotspotRequest, Loaded, Scope,
+};
 
 use crate::classify::{ClassScores, Classifier, Neighbor};
 use crate::guard::{self, DraftCheck};

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod eval;
 pub mod eval_drafts;
 pub mod eval_workorder;
+pub mod hotspots;
 pub mod import;
 pub mod models;
 pub mod serve;

@@ -116,6 +116,7 @@ impl From<triage_core::Error> for ApiError {
             E::NotFound(m) => Self::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             E::NotReady(m) => Self::not_ready(m),
+            E::Timeout(m) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", m),
             // A store that fails is usually one that does not answer (a Qdrant cluster down or
             // failing over): 503 says "try again", the cause goes to the log.
             E::Store(m) => {

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod error;
+mod insights;
 pub mod jobs;
 pub mod json;
 pub mod metrics;
@@ -195,6 +196,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(open311::router())
         .merge(audit::router())
         .merge(openapi::router())
+        .merge(insights::router())
         .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
         .merge(jobs)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -8,6 +8,7 @@
 //! router really has, both ways.
 
 use super::audit::ReportQuery;
+use super::insights::{AlertQuery, DigestQuery, HotspotQuery};
 use super::jobs::{JobRequest, JobState, JobStatus};
 use super::routes::{SearchRequest, TriageRequest, Triaged};
 use super::AppState;
@@ -79,7 +80,10 @@ struct FeedbackStored {
         list_jobs,
         job_status,
         job_output,
-        audit_report
+        audit_report,
+        hotspots,
+        alerts,
+        digest
     ),
     components(schemas(
         ErrorBody,
@@ -211,3 +215,33 @@ fn job_output() {}
     ))]
 #[allow(dead_code)]
 fn audit_report() {}
+
+/// The hotspots (每月一题) of the stored cases in a scope, ranked by heat.
+#[utoipa::path(get, path = "/v1/hotspots", tag = "insights", params(HotspotQuery),
+    responses(
+        (status = 200, description = "hotspots.json's fields", body = Object),
+        (status = 422, body = ErrorBody),
+        (status = 504, description = "Mining passed the request's time limit", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn hotspots() {}
+
+/// Early-warning alerts (未诉先办) of the stored cases in a scope, newest first.
+#[utoipa::path(get, path = "/v1/alerts", tag = "insights", params(AlertQuery),
+    responses(
+        (status = 200, description = "The alerts, each with observed and expected counts, and their total", body = Object),
+        (status = 422, body = ErrorBody),
+        (status = 504, body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn alerts() {}
+
+/// The digest of a day, week or month against the period before (日通报、周汇总、月分析).
+#[utoipa::path(get, path = "/v1/digest", tag = "insights", params(DigestQuery),
+    responses(
+        (status = 200, description = "digest.json's fields", body = Object),
+        (status = 422, body = ErrorBody),
+        (status = 504, body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn digest() {}

@@ -756,3 +756,86 @@ fn a_failing_store_is_503_and_its_cause_stays_in_the_log() {
     assert_eq!(error.error_type, "store_unavailable");
     assert!(!error.message.contains("10.0.0.5"), "{}", error.message);
 }
+
+#[tokio::test]
+async fn hotspots_alerts_and_digest_are_bounded_and_keyed() {
+    let keys = parse_keys("call-taker:cccccccccccccccccccc").unwrap();
+    let state = ready_state(keys, Limits::default());
+    let key = Some("cccccccccccccccccccc");
+    // Three timed cases in April 2019, one in March.
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/cases",
+        Some(
+            r#"[{"id": "t1", "text": "学校门口乱停车", "label": "教育文体", "time": "2019-04-02 09:00:00"},
+                {"id": "t2", "text": "学校门口乱停车严重", "label": "教育文体", "time": "2019-04-03 09:00:00"},
+                {"id": "t3", "text": "公交车不按站停车", "label": "交通运输", "time": "2019-04-05 09:00:00"},
+                {"id": "t4", "text": "公交线路太绕", "label": "交通运输", "time": "2019-03-20 09:00:00"}]"#,
+        ),
+        key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    for uri in ["/v1/hotspots", "/v1/alerts", "/v1/digest?period=day"] {
+        let (status, body) = send(&state, "GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(body["error_type"], "unauthorized", "{uri}");
+    }
+    let (status, body) = send(&state, "GET", "/v1/hotspots?top=5", None, key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["hotspots"].as_array().unwrap().len() <= 5);
+    assert!(body["params"]["link_cosine"].is_number());
+    assert_eq!(body["input"]["analysed"], 44);
+    let (status, body) = send(
+        &state,
+        "GET",
+        "/v1/alerts?from=2019-01-01&to=2019-12-31&limit=3",
+        None,
+        key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["alerts"].as_array().unwrap().len() <= 3);
+    assert!(body["total"].is_number() && body["params"]["recent_days"] == 30.0);
+    let (status, body) = send(
+        &state,
+        "GET",
+        "/v1/digest?period=month&date=2019-04-10&utc_offset=8",
+        None,
+        key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The memory store ignores time filters; the digest counts by the period's bounds itself.
+    assert_eq!(body["digest"]["total"]["current"], 3, "{body}");
+    assert_eq!(body["digest"]["total"]["previous"], 1, "{body}");
+    assert_eq!(body["digest"]["by_category"]["教育文体"]["current"], 2);
+    assert!(body["digest"]["hotspots"].is_array());
+
+    // Bad queries: 422 in the shared shape, naming what is wrong.
+    for (uri, says) in [
+        ("/v1/hotspots?top=0", "top"),
+        ("/v1/hotspots?top=101", "top"),
+        ("/v1/hotspots?top=many", "top"),
+        ("/v1/hotspots?colour=red", "colour"),
+        ("/v1/hotspots?from=2020-02-01&to=2020-01-01", "ends before"),
+        ("/v1/hotspots?from=yesterday", "yesterday"),
+        ("/v1/hotspots?category=nonsense", "nonsense"),
+        ("/v1/alerts?limit=0", "limit"),
+        ("/v1/alerts?recent_days=1000", "recent_days"),
+        ("/v1/digest", "period"),
+        ("/v1/digest?period=year", "year"),
+        ("/v1/digest?period=week&date=2019-13-01", "date"),
+        ("/v1/digest?period=week&utc_offset=99", "utc_offset"),
+    ] {
+        let (status, body) = send(&state, "GET", uri, None, key).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {body}");
+        assert_eq!(body["error_type"], "validation", "{uri}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{uri}: {body}"
+        );
+    }
+}

@@ -225,6 +225,36 @@ fn call_taker_page_in_headless_chromium() {
         Duration::from_secs(20),
     );
 
+    // The hotspot panel shows what /v1/hotspots and /v1/alerts answer for the same query.
+    driver.wait_for(
+        "the hotspot panel",
+        "return document.getElementById('insights').dataset.loaded === '1'",
+        Duration::from_secs(60),
+    );
+    let query = driver.eval("return document.getElementById('hotspots').dataset.query");
+    let query = query.as_str().unwrap();
+    assert!(query.starts_with("/v1/hotspots?top=5"), "{query}");
+    let hotspots = parse(&http(&server.addr, "GET", query, None).1);
+    let alerts = parse(&http(&server.addr, "GET", "/v1/alerts?limit=5", None).1);
+    for (css, answer) in [
+        ("#hotspots .hotspot", &hotspots["hotspots"]),
+        ("#alerts .alert", &alerts["alerts"]),
+    ] {
+        let shown = driver.eval(&format!(
+            "return Array.from(document.querySelectorAll('{css} b')).map((b) => b.textContent)"
+        ));
+        let expected: Vec<Value> = answer
+            .as_array()
+            .unwrap_or_else(|| panic!("{css}: {answer}"))
+            .iter()
+            .map(|x| match x["place"].as_str() {
+                Some(p) if !p.is_empty() => json!(p),
+                _ => x["title"].clone(),
+            })
+            .collect();
+        assert_eq!(shown, Value::Array(expected), "{css}");
+    }
+
     let complaint = "A市A2区某小区门口的路灯坏了一个多月，晚上很黑，老人出行不安全，希望尽快维修。";
     driver.type_into("#complaint", complaint);
     driver.click("#suggest");

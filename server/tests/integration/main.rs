@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod eval;
 mod faults;
+mod hotspots;
 mod qdrant;
 mod service;
 
