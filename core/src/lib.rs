@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod pii;
 pub mod pipeline;
 pub mod prompt;
+pub mod reply_units;
 pub mod store;
 pub mod taxonomy;
 pub mod text;
