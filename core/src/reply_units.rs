@@ -246,6 +246,16 @@ pub fn extract_units(
         if let (Some(d), true) = (&r.district, thanks(&chars, m)) {
             thanked.push(format!("{d}{}", m.body));
         }
+        let relay = RELAYS
+            .iter()
+            .any(|w| m.body.contains(w) || m.surface_body.contains(w));
+        let (role, evidence) = match role {
+            UnitRole::Handler | UnitRole::Referred if relay => (
+                UnitRole::Mentioned,
+                format!("{evidence} (an office that relays cases)"),
+            ),
+            _ => (role, evidence),
+        };
         // A government "attaching importance" (县委、县政府高度重视) is no unit a case is routed to.
         let (role, evidence) = match (m.kind, role) {
             (UnitKind::DistrictGovernment, UnitRole::Handler | UnitRole::Referred) => (
@@ -554,7 +564,11 @@ const LEADING_WORDS: &[&str] = &[
     "原",
     "上报",
     "报",
-    "由",
+    "致电",
+    "联系",
+    "咨询",
+    "拨打",
+    "前往",
 ];
 
 /// Characters of administrative levels, never inside a street's or town's own name ("我镇组织镇政府").
@@ -789,29 +803,32 @@ impl Scanner<'_> {
                 && i - start < 8
                 && is_han(chars[start - 1])
                 && !covered(start - 1)
-                && !NOT_IN_NAME.contains(chars[start - 1])
                 // "7月桃川镇": a month is no part of the name.
                 && !(chars[start - 1] == '月' && start >= 2 && chars[start - 2].is_ascii_digit())
             {
                 start -= 1;
             }
-            let run = &chars[start..i];
-            let in_complaint = |n: &[char]| {
-                let n: String = n.iter().collect();
-                contains(self.complaint, &n)
-            };
-            let named_by_complaint = (2..=4.min(run.len()))
+            let run = after_last_word(&chars[start..i]);
+            let single = form.chars.len() == 1;
+            // The longest tail the complaint writes as a name of its own ("问题高桥" → "高桥"),
+            // else the whole run; a bare "X镇"/"X乡" must be named by the complaint too.
+            let name = (2..=4.min(run.len()))
                 .rev()
                 .map(|len| &run[run.len() - len..])
-                .find(|n| in_complaint(n));
-            let name = named_by_complaint.or_else(|| {
-                let stripped = strip_leading_words(run);
-                let single = form.chars.len() == 1;
-                ((2..=4).contains(&stripped.len()) && !single).then_some(stripped)
-            });
+                .find(|n| named_alone(self.complaint, n))
+                .or_else(|| {
+                    let ok = (2..=4).contains(&run.len())
+                        && (!single || contains(self.complaint, &run.iter().collect::<String>()));
+                    ok.then_some(run)
+                });
             let plausible = |n: &&[char]| {
                 !NOT_NAME_END.contains(n[n.len() - 1])
-                    && !n.iter().any(|&c| NOT_IN_PLACE.contains(c))
+                    && !n
+                        .iter()
+                        .any(|&c| NOT_IN_PLACE.contains(c) || NOT_IN_NAME.contains(c))
+                    && !LEADING_WORDS
+                        .iter()
+                        .any(|w| w.chars().eq(n.iter().copied()))
             };
             if let Some(name) = name.filter(plausible) {
                 let name_start = i - name.len();
@@ -858,18 +875,41 @@ impl Scanner<'_> {
     }
 }
 
-/// The run less the function words at its start ("辖区桂花坪" → "桂花坪"), keeping two characters.
-fn strip_leading_words(mut run: &[char]) -> &[char] {
-    'strip: loop {
-        for w in LEADING_WORDS {
-            let n = w.chars().count();
-            if run.len() >= n + 2 && starts_with_str(run, 0, w) {
-                run = &run[n..];
-                continue 'strip;
+/// What follows the last function word or character of the run ("我们立即要求玉潭" → "玉潭",
+/// "辖区桂花坪" → "桂花坪"), keeping at least two characters: a name does not include them.
+fn after_last_word(run: &[char]) -> &[char] {
+    let (mut k, mut cut) = (0, 0);
+    while k < run.len() {
+        if let Some(w) = LEADING_WORDS
+            .iter()
+            .filter(|w| starts_with_str(run, k, w))
+            .max_by_key(|w| w.chars().count())
+        {
+            k += w.chars().count();
+            // Keep two characters: "经同升" is 同升, not 升.
+            if run.len() >= k + 2 {
+                cut = k;
             }
+        } else {
+            if NOT_IN_NAME.contains(run[k]) && run.len() >= k + 3 {
+                cut = k + 1;
+            }
+            k += 1;
         }
-        return run;
     }
+    &run[cut..]
+}
+
+/// Whether `text` writes `name` with a clean start: after a non-Han character, a function
+/// word or a district's level ("A2区桂花坪").
+fn named_alone(text: &[char], name: &[char]) -> bool {
+    (0..text.len().saturating_sub(name.len() - 1)).any(|k| {
+        text[k..].starts_with(name)
+            && (k == 0 || {
+                let before = text[k - 1];
+                !is_han(before) || NOT_IN_NAME.contains(before) || "区县市省".contains(before)
+            })
+    })
 }
 
 fn contains(haystack: &[char], needle: &str) -> bool {
@@ -953,8 +993,11 @@ impl<'a> Home<'a> {
         let district = district.filter(|d| d.parent.is_none() || !other_city(d));
         // "A8县市": a county that became a city, where "市住建局" is its own bureau, not the city's.
         let county_city = district.is_some_and(|d| {
+            let as_city = format!("{}市", d.name);
             d.parent.is_some()
-                && (d.name.ends_with('市') || complaint.contains(&format!("{}市", d.name)))
+                && (d.name.ends_with('市')
+                    || complaint.contains(&as_city)
+                    || reply.contains(&as_city))
         });
         Self {
             directory,
@@ -1169,6 +1212,16 @@ const ACT: &[&str] = &[
     "协调",
 ];
 
+/// Verbs whose object a unit after them is ("组织…、市国土局工作人员召开了协调会").
+const OBJECT_OF: &[&str] = &[
+    "组织", "召集", "邀请", "要求", "协调", "督促", "责成", "安排", "通知",
+];
+
+/// Marks of an action done, for [`ACT`].
+const DONE: &[&str] = &[
+    "已", "了", "立即", "当即", "随即", "迅速", "及时", "现场", "多次", "日",
+];
+
 /// Words before a unit that ask it to look into the case ("要求县卫计局对您反映的问题进行调查").
 const ASK: &[&str] = &["要求", "责成", "督促", "安排", "协调", "组织"];
 
@@ -1214,9 +1267,10 @@ const REFER: &[&str] = &[
     "转",
 ];
 
-/// Names that sign a reply on another unit's behalf (a party or government general office, the
-/// publicity or internet office, the hotline, the petitions office): a signature of theirs says
-/// who relayed the answer, not who handled the case.
+/// Names of offices that relay cases (a party or government general office, the publicity or
+/// internet office, the hotline, the petitions office, the e-government or service hub that
+/// hosts the hotline): signing a reply or receiving a forwarded case, they relay the answer, not
+/// handle the case.
 const RELAYS: &[&str] = &[
     "委办公室",
     "政府办公室",
@@ -1227,6 +1281,9 @@ const RELAYS: &[&str] = &[
     "热线",
     "信访",
     "督查",
+    "电子政务",
+    "行政审批",
+    "政务服务",
 ];
 
 /// Mentions joined by "、", "和", … ("A5区教育局、黎托街道"): indices into the mentions.
@@ -1279,7 +1336,7 @@ fn context(chars: &[char], start: usize, end: usize, before: usize, after: usize
 /// by nothing), e.g. "…支持！ A7县交通运输局 2019年5月9日".
 fn signature_groups(chars: &[char], mentions: &[Mention]) -> Vec<usize> {
     let date = regex::Regex::new(
-        r"^\s*(?:[\p{Han}]{0,8}(?:科|室|股|处|队|所|站))?\s*(?:\d{4}\s*[年\-/.]\s*\d{1,2}|$)",
+        r"^\s*(?:[\p{Han}]{0,8}(?:科|室|股|处|队|所|站))?\s*(?:(?:19|20)\d{2}\s*(?:年|[\-/.]\s*\d{1,2}\s*[\-/.])|$)",
     )
     .expect("static regex");
     let mut out = Vec::new();
@@ -1366,9 +1423,13 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
         return None;
     }
     // Passed on: "交由X办理", "要求X对…进行调查核实", "已转X。".
-    if REFER.iter().any(|v| left.ends_with(v))
-        && (right.is_empty() || REFERRED_FOR.iter().any(|v| right_head.contains(v)))
-    {
+    // A bare "交"/"转" passes this case on only when done ("已转X", "立即转X"); otherwise it is
+    // a step of a procedure ("交A6区人社局就业促进科复核后办理证件").
+    let passed_on = REFER
+        .iter()
+        .find(|v| left.ends_with(**v))
+        .is_some_and(|v| v.chars().count() > 1 || DONE.iter().any(|w| left.contains(w)));
+    if passed_on && (right.is_empty() || REFERRED_FOR.iter().any(|v| right_head.contains(v))) {
         return Some((UnitRole::Referred, span("")));
     }
     if ASK.iter().any(|v| left.ends_with(v)) {
@@ -1392,13 +1453,23 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
     {
         return None;
     }
+    // The object of someone else's verb ("街道组织业主代表、市国土局工作人员召开了协调会") is not
+    // the actor of what follows.
+    if OBJECT_OF.iter().any(|v| left.contains(v)) {
+        return None;
+    }
     let acted_now = strip_words(strip_time(acted), LEAD_INS);
+    // An action counts when it was done ("已", "了", "立即", on site), not as a step of a
+    // procedure the reply explains ("2、市司法局受理并审查材料").
+    let done = |s: &str| DONE.iter().any(|w| s.contains(w));
     let handler = ((left.ends_with('经') || left.ends_with("经过")) && investigates(&right_head))
         || right.chars().take(8).collect::<String>().contains("重视")
         || PROMPTLY.iter().any(|w| right.starts_with(w))
         || INVESTIGATE.iter().any(|v| acted.starts_with(v))
-        || ACT.iter().any(|v| acted_now.starts_with(v))
-        || ((right.starts_with('对') || right.starts_with("已对")) && investigates(&right))
+        || (ACT.iter().any(|v| acted_now.starts_with(v)) && (done(&left) || done(&right)))
+        || ((right.starts_with('对') || right.starts_with("已对"))
+            && (right.contains("进行") || right.contains("开展"))
+            && investigates(&right))
         || (left.ends_with("现将")
             && [
                 "调查", "处理", "核实", "办理", "答复", "回复", "核查", "办复",
@@ -1697,6 +1768,50 @@ mod tests {
             handler_names("近年来，A7县委、县政府十分重视，加大投入力度。", "A7县体育").is_empty()
         );
         assert!(roles("网友：您好！留言已收悉", "请求停止K7县龙凤巷乱摆夜宵摊现象").is_empty());
+    }
+
+    #[test]
+    fn found_wrong_in_the_hand_checks_and_now_left_out() {
+        // 139745: a forward to the e-government hub that hosts the hotline is no handling.
+        assert!(handler_names(
+            "您的留言收悉，已于2019年3月12日转交M3县电子政务管理办公室办理。",
+            "请求修缮M3县上渡街道那条稀烂的路"
+        )
+        .is_empty());
+        // 23153: in "A8县市" (a county become a city) "市教育局" is ambiguous.
+        assert!(handler_names(
+            "我们要求市教育局进行了调查核实。欢迎您拨打A8县市教育局普教科电话。",
+            "强烈反对A8县玉潭中心小学以小班额为名建精英班"
+        )
+        .is_empty());
+        // 29798: a step of a procedure is not a referral of this case.
+        assert!(handler_names(
+            "到社区进行登记，经乡镇劳动保障站审核，交A6区人社局就业促进科复核后办理证件。",
+            "咨询A6区就业失业登记证办理事宜"
+        )
+        .is_empty());
+        // 2759: a phone number is no date, and "致电" is no part of a street's name.
+        assert_eq!(
+            handler_names(
+                "A3区学士街道、含浦街道高度重视，现回复如下：请您致电学士街道0731-0000-00000000反映。",
+                "A3区含浦镇马路卫生很差"
+            ),
+            ["A3区学士街道", "A3区含浦街道"]
+        );
+        // 22991: "要求" is no part of a street's name either.
+        assert_eq!(
+            roles(
+                "您的留言已收悉，我们立即要求玉潭街道进行调查了解，现将有关情况答复如下",
+                "反映A8县市横街巷老旧危房问题"
+            ),
+            [("A8县玉潭街道".to_string(), UnitRole::Handler)]
+        );
+        // 33744: a unit in the list of whom a street gathered did not act itself.
+        assert!(!handler_names(
+            "11月30日，茨菇塘街道办事处组织业主代表、开发商、物业公司、市国土局工作人员召开了协调会",
+            "反映B1区世贸广场二期车库归属与停车问题"
+        )
+        .contains(&"B市自然资源和规划局".to_string()));
     }
 
     #[test]
