@@ -12,10 +12,15 @@
 //! "住房和城乡建设局") and prefixed with their district, resolved from what the reply writes:
 //! a district of the directory ("A3区住建局"), "市" (the city of the complaint's district), "区"/"县"
 //! (the complaint's district) or nothing (a street or town: the complaint's district; a bureau:
-//! the district the reply gives it elsewhere). "我局"/"我街道"/"我镇" is the unit the reply names
-//! with that ending elsewhere, and only when exactly one such unit is named. A unit the directory
-//! knows (by name or alias) keeps the directory's id; any other gets its canonical name as id, so
-//! a city with no past replies still routes by its directory and one with replies gets labels.
+//! the district the reply gives it elsewhere). "我镇"/"我街道" is the one town or street the reply
+//! names; "我局" only the bureau the reply thanks the citizen for supporting ("感谢您对我县住房保障局
+//! 工作的支持"), since bureaus often name their superiors and peers. Offices that relay cases
+//! (publicity, petitions, the hotline's hub) are never handlers. A unit the directory knows (by
+//! name or alias) keeps the directory's id; any other gets its canonical name as id, so a city
+//! with no past replies still routes by its directory and one with replies gets labels.
+//!
+//! Measured by hand (`docs/unit-extractor-check.md`): 0.95 of handler units right on a fresh
+//! random 100 labelled replies, 20 % of the shared data's replies labelled.
 
 use crate::units::{District, UnitDirectory};
 use crate::{Error, Result};
@@ -689,8 +694,7 @@ impl Scanner<'_> {
             .iter()
             .find(|f| starts_with(self.chars, i, &f.chars))?;
         let end = i + form.chars.len();
-        // "政府" alone is a unit only right after its district ("A3区政府"), not "市政府" read
-        // as 市 + 政府 inside "城市政府" (guarded by `prefix_char_ok`) or in "政府部门".
+        // A bare "政府" is dropped by `named_units` unless a district precedes it.
         Some((
             end,
             form.canonical.clone(),
