@@ -248,12 +248,34 @@ pub fn extract_units(
     let mut out: Vec<ExtractedUnit> = Vec::new();
     let mut thanked: Vec<String> = Vec::new();
     for ((m, r), (role, evidence)) in mentions.iter().zip(&resolved).zip(roles) {
-        if let (Some(d), true) = (&r.district, thanks(&chars, m)) {
+        let thanked_here = r.district.is_some() && thanks(&chars, m);
+        if let (Some(d), true) = (&r.district, thanked_here) {
             thanked.push(format!("{d}{}", m.body));
         }
+        // "感谢您对牛角冲社区工作的关心与支持": the reply thanks on its own behalf, so it names itself.
+        let (role, evidence) = match role {
+            UnitRole::Mentioned if thanked_here => (
+                UnitRole::Handler,
+                format!(
+                    "{} (thanks on its own behalf)",
+                    context(&chars, m.start, m.end, 4, 6)
+                ),
+            ),
+            _ => (role, evidence),
+        };
         let relay = RELAYS
             .iter()
             .any(|w| m.body.contains(w) || m.surface_body.contains(w));
+        // A county's or urban district's own relay office handled or signed it: the case stayed in
+        // that district, whose government is the handler when nothing more specific is named.
+        let relayed_within = match (&r.district, role) {
+            (Some(d), UnitRole::Handler | UnitRole::Referred)
+                if relay && has_parent(directory, d) =>
+            {
+                Some((d.clone(), evidence.clone()))
+            }
+            _ => None,
+        };
         let (role, evidence) = match role {
             UnitRole::Handler | UnitRole::Referred if relay => (
                 UnitRole::Mentioned,
@@ -261,8 +283,17 @@ pub fn extract_units(
             ),
             _ => (role, evidence),
         };
-        // A government "attaching importance" (县委、县政府高度重视) is no unit a case is routed to.
+        // A government "attaching importance" (县委、县政府高度重视) is no unit a case is routed to;
+        // a case passed to a county or urban district ("已转B2区有关部门调查") went to its
+        // government, the handler when the reply names nothing more specific.
+        let forwarded_to_district = role == UnitRole::Referred
+            && r.district
+                .as_deref()
+                .is_some_and(|d| has_parent(directory, d));
         let (role, evidence) = match (m.kind, role) {
+            (UnitKind::DistrictGovernment, UnitRole::Referred) if forwarded_to_district => {
+                (role, evidence)
+            }
             (UnitKind::DistrictGovernment, UnitRole::Handler | UnitRole::Referred) => (
                 UnitRole::Mentioned,
                 format!("{evidence} (a government, not a handling unit)"),
@@ -277,6 +308,27 @@ pub fn extract_units(
             _ => (role, evidence),
         };
         push_unit(&mut out, directory, aliases, m, r, role, evidence);
+        if let Some((district, evidence)) = relayed_within {
+            let government = Mention {
+                body: "人民政府".into(),
+                surface_body: "人民政府".into(),
+                kind: UnitKind::DistrictGovernment,
+                ..m.clone()
+            };
+            let resolved = Resolved {
+                district: Some(district.clone()),
+            };
+            let evidence = format!("{evidence} (relayed within {district})");
+            push_unit(
+                &mut out,
+                directory,
+                aliases,
+                &government,
+                &resolved,
+                UnitRole::Referred,
+                evidence,
+            );
+        }
     }
 
     // "我局": the one unit with that ending the reply names elsewhere (not one it passed the case to).
@@ -306,13 +358,27 @@ pub fn extract_units(
     }
 
     // 交由X办理: X is the handler only when the reply names no other.
-    if !out.iter().any(|u| u.role == UnitRole::Handler) {
-        for unit in out.iter_mut().filter(|u| u.role == UnitRole::Referred) {
+    // A district's government only when nothing more specific was named at all.
+    for governments in [false, true] {
+        if out.iter().any(|u| u.role == UnitRole::Handler) {
+            break;
+        }
+        for unit in out.iter_mut().filter(|u| {
+            u.role == UnitRole::Referred && (u.kind == UnitKind::DistrictGovernment) == governments
+        }) {
             unit.role = UnitRole::Handler;
             unit.evidence = format!("{} (referred; no other handler named)", unit.evidence);
         }
     }
     out
+}
+
+/// Whether the directory gives this district a parent (a county or urban district of a city).
+fn has_parent(directory: &UnitDirectory, district: &str) -> bool {
+    directory
+        .districts
+        .iter()
+        .any(|d| d.name == district && d.parent.is_some())
 }
 
 /// "感谢您对X工作的关心/支持": the reply thanks the citizen on behalf of X.
@@ -601,10 +667,7 @@ impl Scanner<'_> {
                 while let Some((k, d)) = self.districts.at(chars, j) {
                     (j, district) = (k, d);
                 }
-                let body = self
-                    .known_name(j)
-                    .or_else(|| self.place_after(j, 1))
-                    .or_else(|| self.generic_after(j));
+                let body = self.body_after_district(j);
                 // "J市公安局J1区分局": the district's branch of the bureau just named.
                 let previous = out.last().filter(|m: &&Mention| {
                     m.end == i && m.kind == UnitKind::Bureau && starts_with_str(chars, j, "分局")
@@ -623,7 +686,9 @@ impl Scanner<'_> {
                     i = end;
                     continue;
                 }
-                if let Some((end, body, surface_body, kind)) = body {
+                if let Some((end, body, surface_body, kind)) =
+                    body.or_else(|| self.forward_to_district(i, j, district))
+                {
                     out.push(Mention {
                         start: i,
                         end,
@@ -674,6 +739,84 @@ impl Scanner<'_> {
             i += 1;
         }
         out
+    }
+
+    /// The unit name right after a district's name ending at `j`. The anonymisation of the shared
+    /// data doubles level characters ("L10县县住建局", "A8县市公安局"): a level character right
+    /// after the district is skipped unless a known name starts with it ("A8县市场监督管理局").
+    fn body_after_district(&self, j: usize) -> Option<(usize, String, String, UnitKind)> {
+        let read = |j: usize| {
+            self.known_name(j)
+                .or_else(|| self.place_after(j, 1))
+                .or_else(|| self.generic_after(j))
+        };
+        // "区长", "县委", "市民" are words of their own.
+        let word = self
+            .chars
+            .get(j + 1)
+            .is_some_and(|&c| "长委民直".contains(c));
+        if self.chars.get(j).is_some_and(|&c| "县区市".contains(c))
+            && self.known_name(j).is_none()
+            && !word
+        {
+            if let Some(body) = read(j + 1) {
+                return Some(body);
+            }
+        }
+        read(j)
+    }
+
+    /// "已转B2区有关部门调查核处", "已转F9市调查处理", "交办给B6县政府进行处理": a case passed to a
+    /// district (with a parent: a county or urban district, not a whole city) and nothing more
+    /// specific is that district's government, `i..j` being the district's name. The role is decided
+    /// later, like any referral's ("交由X办理").
+    fn forward_to_district(
+        &self,
+        i: usize,
+        j: usize,
+        district: &District,
+    ) -> Option<(usize, String, String, UnitKind)> {
+        district.parent.as_ref()?;
+        let before = text(self.chars, i.saturating_sub(4), i);
+        if !REFER.iter().any(|v| before.ends_with(v)) {
+            return None;
+        }
+        let mut end = j;
+        if self.chars.get(end).is_some_and(|&c| "县区市".contains(c)) {
+            end += 1; // the doubled level character
+        }
+        for part in [
+            &["人民政府", "政府"][..],
+            &[
+                "及有关部门",
+                "及相关部门",
+                "有关部门",
+                "相关部门",
+                "有关单位",
+                "相关单位",
+            ][..],
+        ] {
+            if let Some(w) = part.iter().find(|w| starts_with_str(self.chars, end, w)) {
+                end += w.chars().count();
+            }
+        }
+        let rest = text(self.chars, end, (end + 6).min(self.chars.len()));
+        let rest = rest
+            .trim_start_matches("进行")
+            .trim_start_matches("予以")
+            .trim_start_matches('并');
+        let passed = rest.is_empty()
+            || rest.starts_with(is_clause_break)
+            || REFERRED_FOR.iter().any(|v| rest.starts_with(v))
+            || ["答复", "反馈"].iter().any(|v| rest.starts_with(v));
+        passed.then(|| {
+            (
+                end,
+                "人民政府".to_string(),
+                text(self.chars, j, end),
+                UnitKind::DistrictGovernment,
+            )
+        })
     }
 
     /// "市"/"区"/"县" at `i` is a district prefix, not the end of a word ("全市", "城区", "辖区").
@@ -1249,6 +1392,9 @@ const ADVICE: &[&str] = &[
 
 /// Verbs (at the end of the text before a unit) that pass a case to it.
 const REFER: &[&str] = &[
+    "交办给",
+    "交办至",
+    "转办给",
     "转交至",
     "转交给",
     "转交到",
@@ -1339,10 +1485,11 @@ fn context(chars: &[char], start: usize, end: usize, before: usize, after: usize
 /// Indices of the groups that sign the reply: a unit alone on its line, followed by a date (or
 /// by nothing), e.g. "…支持！ A7县交通运输局 2019年5月9日".
 fn signature_groups(chars: &[char], mentions: &[Mention]) -> Vec<usize> {
-    let date = regex::Regex::new(
-        r"^\s*(?:[\p{Han}]{0,8}(?:科|室|股|处|队|所|站))?\s*(?:(?:19|20)\d{2}\s*(?:年|[\-/.]\s*\d{1,2}\s*[\-/.])|$)",
+    static DATE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let date = DATE.get_or_init(|| regex::Regex::new(
+        r"^\s*(?:[\p{Han}]{0,8}(?:科|室|股|处|队|所|站))?\s*(?:(?:19|20)\d{2}\s*(?:年|[\-/.]\s*\d{1,2}\s*[\-/.])|[二〇○零][〇○零一二三四五六七八九]{3}年|$)",
     )
-    .expect("static regex");
+    .expect("static regex"));
     let mut out = Vec::new();
     for (i, m) in mentions.iter().enumerate() {
         let before_ok = m.start == 0
@@ -1381,17 +1528,10 @@ fn decide_roles(
     }
     for &i in signature {
         let m = &mentions[i];
-        let name = text(chars, m.start, m.end);
         let span = text(chars, m.start, (m.end + 16).min(chars.len()));
         let span = span.trim_end();
-        let sign = if RELAYS.iter().any(|r| name.contains(r)) {
-            (
-                UnitRole::Mentioned,
-                format!("{span} (signed by a relaying office)"),
-            )
-        } else {
-            (UnitRole::Handler, format!("{span} (signature)"))
-        };
+        // A relaying office's signature is demoted by `extract_units`, which knows its district.
+        let sign = (UnitRole::Handler, format!("{span} (signature)"));
         if roles[i].0 != UnitRole::Handler {
             roles[i] = sign;
         }
@@ -1425,6 +1565,20 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
     // Inside a title (《…》, “…”) a name is the title's, not an actor.
     if inside_quotes(chars, start) {
         return None;
+    }
+    // "我局A2区工商分局执法人员已告知…", "我们B1区教育阳光服务中心非常关注": the reply names itself.
+    if ["我们", "我局", "我单位", "本局", "本单位"]
+        .iter()
+        .any(|w| left.ends_with(w))
+    {
+        return Some((UnitRole::Handler, span("names itself")));
+    }
+    // "X现将调查情况回复如下", "X答复如下": the unit answers.
+    if ["回复如下", "答复如下", "现回复如下", "现答复如下"]
+        .iter()
+        .any(|w| right.starts_with(w))
+    {
+        return Some((UnitRole::Handler, span("answers")));
     }
     // Passed on: "交由X办理", "要求X对…进行调查核实", "已转X。".
     // A bare "交"/"转" passes this case on only when done ("已转X", "立即转X"); otherwise it is
@@ -1755,12 +1909,19 @@ mod tests {
 
     #[test]
     fn relaying_offices_titles_and_bare_replies_give_no_gold() {
-        // 21641: the publicity office only passed the message on.
-        assert!(handler_names(
+        // 21641: the county's publicity office only passed the message on, within the county:
+        // no office of its own is the handler, the county's government is.
+        let units = roles(
             "你好，我们已将你的留言转交至相关部门，欢迎你继续关注我们的工作，关注A7县的发展。 A7县网络宣传管理办公室2011年12月9日",
-            "反映两个关于A7县红绿灯的问题"
-        )
-        .is_empty());
+            "反映两个关于A7县红绿灯的问题",
+        );
+        assert_eq!(
+            units,
+            [
+                ("A7县网络宣传管理办公室".to_string(), UnitRole::Mentioned),
+                ("A7县人民政府".to_string(), UnitRole::Handler),
+            ]
+        );
         // 118496: a unit inside a post's title is no actor ("派出所" is not "派员").
         assert!(handler_names(
             "就您所反映的问题K6县公安局已于2019年3月6日，在《K6县梅花镇派出所申请多次不帮我更改错误年龄》一帖中作了回复。",
@@ -1776,12 +1937,15 @@ mod tests {
 
     #[test]
     fn found_wrong_in_the_hand_checks_and_now_left_out() {
-        // 139745: a forward to the e-government hub that hosts the hotline is no handling.
-        assert!(handler_names(
-            "您的留言收悉，已于2019年3月12日转交M3县电子政务管理办公室办理。",
-            "请求修缮M3县上渡街道那条稀烂的路"
-        )
-        .is_empty());
+        // 139745: a forward to the e-government hub that hosts the hotline is no handling by the
+        // hub; the case stays in the county, whose government is the handler.
+        assert_eq!(
+            handler_names(
+                "您的留言收悉，已于2019年3月12日转交M3县电子政务管理办公室办理。",
+                "请求修缮M3县上渡街道那条稀烂的路"
+            ),
+            ["M3县人民政府"]
+        );
         // 23153: in "A8县市" (a county become a city) "市教育局" is ambiguous.
         assert!(handler_names(
             "我们要求市教育局进行了调查核实。欢迎您拨打A8县市教育局普教科电话。",
@@ -1816,6 +1980,88 @@ mod tests {
             "反映B1区世贸广场二期车库归属与停车问题"
         )
         .contains(&"B市自然资源和规划局".to_string()));
+    }
+
+    #[test]
+    fn a_case_forwarded_to_a_district_goes_to_its_government() {
+        let (directory, aliases) = shipped();
+        // 74589, 32728: the city's hub forwards to the district and names nothing else.
+        for reply in [
+            "您的留言已收悉。关于您反映的问题，已转F1区调查处理。",
+            "您通过平台《问政西地省》的留言收悉，已转F1区有关部门调查核处，如有相关情况将及时反馈，谢谢！",
+            "您所反映的问题我们已经受理，并已交办给F1区政府进行处理。",
+        ] {
+            let units = extract_units(reply, "F市F1区某路段积水", &directory, &aliases);
+            let handlers: Vec<_> = handlers(&units).collect();
+            assert_eq!(handlers.len(), 1, "{reply}: {units:?}");
+            assert_eq!(handlers[0].name, "F1区人民政府");
+            assert_eq!(handlers[0].kind, UnitKind::DistrictGovernment);
+        }
+        // Something more specific named: that unit, not the government.
+        assert_eq!(
+            handler_names(
+                "已转B7县有关部门答复反馈，谢谢！网友：您好！您反映的问题，县林业局高度重视，及时安排人员进行查询。",
+                "B7县油茶林补贴"
+            ),
+            ["B7县林业局"]
+        );
+        // A whole city is no district: "已转A市有关部门" names no one.
+        assert!(handler_names("已转A市有关部门调查处理。", "A市某小区停水").is_empty());
+    }
+
+    #[test]
+    fn doubled_level_characters_of_the_anonymisation_are_read_through() {
+        // 135769, 22953: "L10县县住建局", "A8县市市场监督管理局".
+        let (directory, aliases) = shipped();
+        let units = extract_units(
+            "感谢您的支持！L10县县住建局2014年4月24日",
+            "L10县县某小区漏水",
+            &directory,
+            &aliases,
+        );
+        assert_eq!(units[0].name, "L10县住房和城乡建设局");
+        assert_eq!(units[0].id, "L10县-housing");
+        assert_eq!(
+            handler_names(
+                "收到您反映的情况后，A8县市市场监督管理局组织工作人员到现场检查。",
+                "A8县某超市卖过期食品"
+            ),
+            ["A8县市场监督管理局"]
+        );
+        // "市场" after a county is its own word, and "区长" is no unit.
+        assert_eq!(
+            handler_names(
+                "经A8县市场监督管理局调查核实，情况属实。",
+                "A8县某超市卖过期食品"
+            ),
+            ["A8县市场监督管理局"]
+        );
+    }
+
+    #[test]
+    fn a_reply_that_names_itself_is_its_handler() {
+        // 10792: "我局A2区工商分局"; a signature dated in Chinese numerals; thanks on its own behalf.
+        assert_eq!(
+            handler_names(
+                "我局A2区工商分局执法人员已告知当事人。",
+                "投诉A2区白沙花园开网咖"
+            ),
+            ["A2区工商分局"]
+        );
+        assert_eq!(
+            handler_names(
+                "感谢您的监督。 A7县城市管理和行政执法局 二〇一三年十月九日",
+                "城东小区夜宵店占道经营"
+            ),
+            ["A7县城市管理和综合执法局"]
+        );
+        assert_eq!(
+            handler_names(
+                "您好！来信已收悉。感谢您对A7县教育局工作的关心与支持。",
+                "A7县某学校乱收费"
+            ),
+            ["A7县教育局"]
+        );
     }
 
     #[test]
