@@ -340,7 +340,7 @@ pub fn extract_units(
         let candidates: Vec<usize> = out
             .iter()
             .enumerate()
-            .filter(|(_, u)| u.district.is_some() && u.role != UnitRole::Referred)
+            .filter(|(_, u)| u.role != UnitRole::Referred)
             .filter(|(_, u)| sr.matches(&u.name, u.kind))
             .filter(|(_, u)| {
                 matches!(u.kind, UnitKind::Street | UnitKind::Town) || thanked.contains(&u.name)
@@ -348,9 +348,11 @@ pub fn extract_units(
             .map(|(i, _)| i)
             .collect();
         let span = context(&chars, sr.start, sr.end, 2, 8);
+        // One such unit named, and its district known: a second one, even without a district
+        // ("安沙镇人民政府" signing beside "A9市大围山镇"), makes "我镇" ambiguous.
         if let [only] = candidates[..] {
             let unit = &mut out[only];
-            if unit.role != UnitRole::Handler {
+            if unit.role != UnitRole::Handler && unit.district.is_some() {
                 unit.evidence = format!("{span} (我{} = {})", sr.suffix, unit.evidence);
                 unit.role = UnitRole::Handler;
             }
@@ -1217,7 +1219,8 @@ fn resolve(
 fn written_district(texts: &[&[char]], name: &str, districts: &DistrictNames) -> Option<String> {
     let name: Vec<char> = name.chars().collect();
     let mut found: Option<String> = None;
-    for (written, d) in &districts.names {
+    // Only a county or urban district is a place's district ("A市安沙镇" writes the city).
+    for (written, d) in districts.names.iter().filter(|(_, d)| d.parent.is_some()) {
         let mut pattern = written.clone();
         pattern.extend(&name);
         if texts
@@ -1487,7 +1490,7 @@ fn context(chars: &[char], start: usize, end: usize, before: usize, after: usize
 fn signature_groups(chars: &[char], mentions: &[Mention]) -> Vec<usize> {
     static DATE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let date = DATE.get_or_init(|| regex::Regex::new(
-        r"^\s*(?:[\p{Han}]{0,8}(?:科|室|股|处|队|所|站))?\s*(?:(?:19|20)\d{2}\s*(?:年|[\-/.]\s*\d{1,2}\s*[\-/.])|[二〇○零][〇○零一二三四五六七八九]{3}年|$)",
+        r"^\s*(?:[\p{Han}]{0,8}(?:科|室|股|处|队|所|站))?\s*(?:(?:19|20)\d{2}\s*(?:年\s*\d{1,2}\s*月|[\-/.]\s*\d{1,2}\s*[\-/.])|[二〇○零][〇○零一二三四五六七八九]{3}年[一二三四五六七八九十]{1,2}月|$)",
     )
     .expect("static regex"));
     let mut out = Vec::new();
@@ -1566,11 +1569,16 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
     if inside_quotes(chars, start) {
         return None;
     }
-    // "我局A2区工商分局执法人员已告知…", "我们B1区教育阳光服务中心非常关注": the reply names itself.
-    if ["我们", "我局", "我单位", "本局", "本单位"]
+    // "我局A2区工商分局执法人员已告知…", "我们B1区教育阳光服务中心非常关注": the reply names itself
+    // (as the subject: "向我局不动产登记中心提交" names where to apply, not who answers).
+    let names_itself = ["我们", "我局", "我单位", "本局", "本单位"]
         .iter()
-        .any(|w| left.ends_with(w))
-    {
+        .any(|w| {
+            left.strip_suffix(w).is_some_and(|before| {
+                !before.ends_with(|c: char| "向到在给对与和至经由从".contains(c))
+            })
+        });
+    if names_itself {
         return Some((UnitRole::Handler, span("names itself")));
     }
     // "X现将调查情况回复如下", "X答复如下": the unit answers.
@@ -1612,8 +1620,12 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
         return None;
     }
     // The object of someone else's verb ("街道组织业主代表、市国土局工作人员召开了协调会") is not
-    // the actor of what follows.
-    if OBJECT_OF.iter().any(|v| left.contains(v)) {
+    // the actor of what follows, nor is a partner the reply's own unit checked with ("经与X核实").
+    if OBJECT_OF.iter().any(|v| left.contains(v))
+        || ["经与", "经过与", "通过与"]
+            .iter()
+            .any(|v| left.contains(v))
+    {
         return None;
     }
     let acted_now = strip_words(strip_time(acted), LEAD_INS);
@@ -2062,6 +2074,34 @@ mod tests {
             ),
             ["A7县教育局"]
         );
+    }
+
+    #[test]
+    fn found_wrong_in_the_second_hand_check() {
+        // 47759: a year inside a sentence is no signature's date ("X2016年前没有收到…").
+        assert!(handler_names(
+            "网友：您好！经调查，C市高新区双马中心学校2016年前没有收到农村贫困寄宿生补助经费。",
+            "咨询C市双马中心学校农村贫困寄宿生的补助问题"
+        )
+        .is_empty());
+        // 135409: "向我局不动产登记中心提交" names where to apply, not the reply's own unit.
+        assert!(handler_names(
+            "至今，该公司都未向我局不动产登记中心提交过登记申请。",
+            "请求办理L10县汇鑫国际商业广场商铺不动产权证"
+        )
+        .is_empty());
+        // 25302: a company the bureau checked with ("经与X核实") did not handle the case.
+        assert!(handler_names(
+            "经与运营该路公交的A7县星沙公共交通有限公司核实，该线路发车间隔为15-20分钟。",
+            "反映A7县星沙204公交车的两个现象"
+        )
+        .is_empty());
+        // 18995: a city written before a town's name is not the town's district.
+        assert!(handler_names(
+            "感谢您的关心。安沙镇人民政府 2015年4月29日",
+            "咨询A市安沙发展规划"
+        )
+        .is_empty());
     }
 
     #[test]
