@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// What sort of unit a name is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitKind {
     /// A government department: 局, 委员会, 大队.
@@ -47,6 +47,7 @@ pub enum UnitKind {
     Center,
     /// The people's government of a district or city (区人民政府).
     DistrictGovernment,
+    #[default]
     Other,
 }
 
@@ -210,6 +211,38 @@ impl UnitAliases {
     /// "住房和城乡建设局"), when the table has it.
     pub fn canonical(&self, name: &str) -> Option<(&str, UnitKind)> {
         self.by_name.get(name).map(|(c, k)| (c.as_str(), *k))
+    }
+
+    /// The kind of a unit name without its district: a name of the table, else the kind of its
+    /// place ending ("洋湖街道") or unit ending ("松雅湖管理局"), else `Other`.
+    pub fn kind_of(&self, body: &str) -> UnitKind {
+        if let Some((_, kind)) = self.canonical(body) {
+            return kind;
+        }
+        if let Some((_, _, kind)) = self.place_core(body) {
+            return kind;
+        }
+        let chars: Vec<char> = body.chars().collect();
+        let ends = |f: &&Form| chars.len() > f.chars.len() && chars.ends_with(&f.chars);
+        self.names
+            .iter()
+            .chain(&self.suffixes)
+            .filter(|f| f.kind != UnitKind::DistrictGovernment || chars.len() == f.chars.len())
+            .find(ends)
+            .map_or(UnitKind::Other, |f| f.kind)
+    }
+
+    /// The place a street, town or village unit is named after ("洋湖街道办事处" → ("洋湖", "街道",
+    /// street)): its name less the place ending, at least two characters.
+    pub fn place_core(&self, body: &str) -> Option<(String, String, UnitKind)> {
+        let chars: Vec<char> = body.chars().collect();
+        self.places
+            .iter()
+            .find(|f| chars.len() >= f.chars.len() + 2 && chars.ends_with(&f.chars))
+            .map(|f| {
+                let core: String = chars[..chars.len() - f.chars.len()].iter().collect();
+                (core, f.canonical.clone(), f.kind)
+            })
     }
 }
 
