@@ -260,6 +260,32 @@ fn call_taker_page_in_headless_chromium() {
     );
     let units = driver.eval("return document.querySelectorAll('#units .unit').length");
     assert!(units.as_u64().unwrap() > 0, "units are suggested");
+    // Each suggested unit says why, in the call-taker's language, and follows the language switch.
+    let evidence = |lang: &str| {
+        let script = format!(
+            "const s = document.getElementById('lang'); s.value = '{lang}'; s.dispatchEvent(new Event('change'));\
+             return [...document.querySelectorAll('#units .evidence li')].map((e) => e.textContent).join('|')"
+        );
+        driver.eval(&script).as_str().unwrap().to_string()
+    };
+    let english = evidence("en");
+    assert!(
+        ["handles ", "handled ", "the complaint names "]
+            .iter()
+            .any(|w| english.contains(w)),
+        "evidence in English: {english}"
+    );
+    let chinese = evidence("zh");
+    assert!(
+        ["负责", "处理过", "投诉地点在"]
+            .iter()
+            .any(|w| chinese.contains(w)),
+        "evidence in Chinese: {chinese}"
+    );
+    assert!(
+        chinese.contains("负责A2区的城乡建设") || chinese.contains("相似案件"),
+        "the rule or the similar cases of the street-light complaint: {chinese}"
+    );
 
     let png = driver.screenshot();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
