@@ -432,6 +432,19 @@ fn thanks(chars: &[char], m: &Mention) -> bool {
 }
 
 /// The handlers among the units: the gold labels.
+/// The people's government of `district` as replies name it: (its id, its name), the id the
+/// directory's when it lists it.
+pub fn district_government(
+    district: &str,
+    directory: &UnitDirectory,
+    aliases: &UnitAliases,
+) -> (String, String) {
+    const BODY: &str = "人民政府";
+    let name = format!("{district}{BODY}");
+    let id = directory_id(directory, aliases, district, &name, BODY).unwrap_or_else(|| name.clone());
+    (id, name)
+}
+
 pub fn handlers(units: &[ExtractedUnit]) -> impl Iterator<Item = &ExtractedUnit> {
     units.iter().filter(|u| u.role == UnitRole::Handler)
 }

@@ -41,6 +41,9 @@ pub enum Feature {
     PlaceFull,
     /// The text names its place's name only ("洋湖").
     PlaceCore,
+    /// The text names the unit itself with its district ("A3区洋湖街道", "A2区住建局"), read as
+    /// replies are read: a unit no past case had is a candidate this way too.
+    Named,
     /// It covers the complaint's district.
     SameDistrict,
     /// It covers the district's parent (a city unit for a county's complaint).
@@ -60,7 +63,7 @@ pub enum Feature {
     OtherKind,
 }
 
-const FEATURES: usize = 19;
+const FEATURES: usize = 20;
 
 impl Feature {
     pub const ALL: [Feature; FEATURES] = [
@@ -72,6 +75,7 @@ impl Feature {
         Feature::SimilarCount,
         Feature::PlaceFull,
         Feature::PlaceCore,
+        Feature::Named,
         Feature::SameDistrict,
         Feature::ParentDistrict,
         Feature::Everywhere,
@@ -95,6 +99,7 @@ impl Feature {
             Feature::SimilarCount => "similar_count",
             Feature::PlaceFull => "place_full",
             Feature::PlaceCore => "place_core",
+            Feature::Named => "named",
             Feature::SameDistrict => "same_district",
             Feature::ParentDistrict => "parent_district",
             Feature::Everywhere => "everywhere",
@@ -134,6 +139,7 @@ impl Default for Weights {
             (Feature::SimilarTop, 1.0),
             (Feature::PlaceFull, 4.0),
             (Feature::PlaceCore, 1.5),
+            (Feature::Named, 2.0),
             (Feature::SameDistrict, 1.0),
             (Feature::ParentDistrict, 0.3),
             (Feature::Elsewhere, -2.0),
@@ -164,6 +170,8 @@ impl Weights {
 pub enum UnitSource {
     Configured,
     Learned,
+    /// Named in the complaint itself, with no past case and not configured.
+    Named,
 }
 
 /// A past case that a unit handled, similar to the complaint.
@@ -356,14 +364,30 @@ pub struct Router {
     places: Vec<usize>,
     /// Past cases with a unit, per district of the case.
     district_cases: HashMap<String, u32>,
+    /// For reading the units a complaint names.
+    aliases: UnitAliases,
     weights: Weights,
     fit: RouteFit,
 }
 
 /// Candidates of one complaint with their features.
 struct Scored {
+    /// Indices into the router's units, then into `extra`.
     units: Vec<usize>,
     rows: Vec<Row>,
+    /// Units the complaint names that the router does not know (no past case, not configured).
+    extra: Vec<RouteUnit>,
+}
+
+impl Scored {
+    fn unit<'a>(&'a self, router: &'a Router, i: usize) -> &'a RouteUnit {
+        let n = router.units.len();
+        if i < n {
+            &router.units[i]
+        } else {
+            &self.extra[i - n]
+        }
+    }
 }
 
 /// Precision of similar-case weights: the most similar case weighs e ≈ 2.7 times one 0.05 less
@@ -434,15 +458,9 @@ impl Router {
             for (d, n) in &unit.case_districts {
                 *district_cases.entry(d.clone()).or_default() += n;
             }
-            if matches!(
-                unit.kind,
-                UnitKind::Street | UnitKind::Town | UnitKind::Village
-            ) {
-                let (_, body) = super::learned::split_district(directory, &unit.name);
-                if let Some((core, ending, _)) = aliases.place_core(body) {
-                    unit.place = Some((format!("{core}{ending}"), core));
-                    places.push(i);
-                }
+            unit.place = place_of_unit(directory, aliases, unit);
+            if unit.place.is_some() {
+                places.push(i);
             }
         }
         Self {
@@ -453,6 +471,7 @@ impl Router {
             everywhere,
             places,
             district_cases,
+            aliases: aliases.clone(),
             weights: learned.model.weights(),
             fit: learned.model.fit.clone(),
         }
@@ -487,25 +506,30 @@ impl Router {
         order.sort_by(|&a, &b| {
             probs[b]
                 .total_cmp(&probs[a])
-                .then_with(|| self.units[scored.units[a]].id.cmp(&self.units[scored.units[b]].id))
+                .then_with(|| {
+                    let id = |c: usize| &scored.unit(self, scored.units[c]).id;
+                    id(a).cmp(id(b))
+                })
         });
         let lang = Lang::of(query.text);
         order
             .into_iter()
             .take(k)
-            .map(|c| self.suggestion(scored.units[c], &scored.rows[c], probs[c], query, lang))
+            .map(|c| {
+                let unit = scored.unit(self, scored.units[c]);
+                self.suggestion(unit, &scored.rows[c], probs[c], query, lang)
+            })
             .collect()
     }
 
     fn suggestion(
         &self,
-        u: usize,
+        unit: &RouteUnit,
         row: &Row,
         probability: f32,
         query: &RouteQuery,
         lang: Lang,
     ) -> UnitSuggestion {
-        let unit = &self.units[u];
         let mut evidence = Vec::new();
         let mut rule = None;
         if row[Feature::Rule.index()] > 0.0 {
@@ -531,7 +555,10 @@ impl Router {
             let ids = similar.iter().map(|n| n.case_id.clone()).collect();
             evidence.push(UnitEvidence::similar(ids, best.similarity, lang));
         }
-        if row[Feature::PlaceFull.index()] > 0.0 || row[Feature::PlaceCore.index()] > 0.0 {
+        let placed = [Feature::PlaceFull, Feature::PlaceCore, Feature::Named]
+            .iter()
+            .any(|f| row[f.index()] > 0.0);
+        if placed {
             if let Some((full, core)) = &unit.place {
                 let named = if query.text.contains(full.as_str()) {
                     full
@@ -588,10 +615,15 @@ impl Router {
             .map(|d| self.directory.lineage(d))
             .unwrap_or_default();
         let mut candidates: Vec<usize> = Vec::new();
-        let mut seen = vec![false; self.units.len()];
+        let mut seen = std::collections::HashSet::new();
+        // A training case's unit learned from that case alone is, with the case left out, a unit
+        // no past case had: as at serving time, only the text naming it makes it a candidate.
+        let unseen = |i: usize| {
+            let u = &self.units[i];
+            own.is_some_and(|o| u.source == UnitSource::Learned && u.cases <= 1 && u.id == o.unit)
+        };
         let mut add = |i: usize, candidates: &mut Vec<usize>| {
-            if !seen[i] {
-                seen[i] = true;
+            if (i >= self.units.len() || !unseen(i)) && seen.insert(i) {
                 candidates.push(i);
             }
         };
@@ -617,8 +649,8 @@ impl Router {
             }
         }
         let text = query.text;
-        let place_of = |i: usize| -> (bool, bool) {
-            match &self.units[i].place {
+        let place_in_text = |unit: &RouteUnit| -> (bool, bool) {
+            match &unit.place {
                 Some((full, core)) => {
                     let full_hit = text.contains(full.as_str());
                     (full_hit, !full_hit && text.contains(core.as_str()))
@@ -627,11 +659,92 @@ impl Router {
             }
         };
         for &i in &self.places {
-            let (full, core) = place_of(i);
+            let (full, core) = place_in_text(&self.units[i]);
             if full || core {
                 add(i, &mut candidates);
             }
         }
+        // Units the text names with their district, read as a reply is read; one no past case
+        // had becomes a candidate of its own.
+        let mut extra: Vec<RouteUnit> = Vec::new();
+        let mut named: Vec<usize> = Vec::new();
+        for u in crate::reply_units::extract_units(text, text, &self.directory, &self.aliases) {
+            if u.district.is_none() || u.kind == UnitKind::Other {
+                continue;
+            }
+            let i = match self.by_id.get(&u.id) {
+                Some(&i) => i,
+                None => match extra.iter().position(|e| e.id == u.id) {
+                    Some(e) => self.units.len() + e,
+                    None => {
+                        let mut unit = RouteUnit {
+                            id: u.id.clone(),
+                            name: u.name.clone(),
+                            kind: u.kind,
+                            source: UnitSource::Named,
+                            districts: u.district.iter().cloned().collect(),
+                            categories: Vec::new(),
+                            contact: None,
+                            parent: None,
+                            cases: 0,
+                            case_categories: BTreeMap::new(),
+                            case_districts: BTreeMap::new(),
+                            place: None,
+                        };
+                        unit.place = place_of_unit(&self.directory, &self.aliases, &unit);
+                        extra.push(unit);
+                        self.units.len() + extra.len() - 1
+                    }
+                },
+            };
+            if seen.insert(i) {
+                candidates.push(i);
+            }
+            named.push(i);
+        }
+        // The complaint district's government, where the history has district governments
+        // handling cases (replies say a case went "to the district"): a candidate even when no
+        // past case of this district went there.
+        let governments = self
+            .units
+            .iter()
+            .any(|u| u.kind == UnitKind::DistrictGovernment && u.cases > 0);
+        if let (true, Some(d)) = (governments, query.district) {
+            let (id, name) = crate::reply_units::district_government(d, &self.directory, &self.aliases);
+            let i = match self.by_id.get(&id) {
+                Some(&i) => Some(i),
+                None if extra.iter().any(|e| e.id == id) => None,
+                None => {
+                    extra.push(RouteUnit {
+                        id,
+                        name,
+                        kind: UnitKind::DistrictGovernment,
+                        source: UnitSource::Named,
+                        districts: vec![d.to_string()],
+                        categories: Vec::new(),
+                        contact: None,
+                        parent: None,
+                        cases: 0,
+                        case_categories: BTreeMap::new(),
+                        case_districts: BTreeMap::new(),
+                        place: None,
+                    });
+                    Some(self.units.len() + extra.len() - 1)
+                }
+            };
+            if let Some(i) = i {
+                if seen.insert(i) {
+                    candidates.push(i);
+                }
+            }
+        }
+        let get = |i: usize| -> &RouteUnit {
+            if i < self.units.len() {
+                &self.units[i]
+            } else {
+                &extra[i - self.units.len()]
+            }
+        };
         // Similar cases: similarity-weighted votes.
         let top = query.neighbors.first().map_or(0.0, |n| n.similarity);
         let mut votes: HashMap<&str, (f32, u32)> = HashMap::new();
@@ -654,7 +767,7 @@ impl Router {
         let rows = candidates
             .iter()
             .map(|&i| {
-                let unit = &self.units[i];
+                let unit = get(i);
                 let mut row = [0f32; FEATURES];
                 let mut set = |f: Feature, v: f32| row[f.index()] = v;
                 // The directory's rule.
@@ -715,9 +828,10 @@ impl Router {
                     set(Feature::SimilarTop, 1.0);
                 }
                 // Place named in the text.
-                let (full, core) = place_of(i);
+                let (full, core) = place_in_text(unit);
                 set(Feature::PlaceFull, full as u8 as f32);
                 set(Feature::PlaceCore, core as u8 as f32);
+                set(Feature::Named, named.contains(&i) as u8 as f32);
                 // Districts.
                 if unit.districts.is_empty() {
                     set(Feature::Everywhere, 1.0);
@@ -755,8 +869,27 @@ impl Router {
         Scored {
             units: candidates,
             rows,
+            extra,
         }
     }
+}
+
+/// The place a street, town or village unit is named after, in full and short.
+fn place_of_unit(
+    directory: &UnitDirectory,
+    aliases: &UnitAliases,
+    unit: &RouteUnit,
+) -> Option<(String, String)> {
+    if !matches!(
+        unit.kind,
+        UnitKind::Street | UnitKind::Town | UnitKind::Village
+    ) {
+        return None;
+    }
+    let (_, body) = super::learned::split_district(directory, &unit.name);
+    aliases
+        .place_core(body)
+        .map(|(core, ending, _)| (format!("{core}{ending}"), core))
 }
 
 /// Softmax of the weighted rows.
@@ -790,7 +923,10 @@ pub fn fit_model(router: &Router, cases: &[TrainingCase]) -> RouteModel {
                 district: c.query.district,
             };
             let scored = router.score(&c.query, Some(own));
-            let gold = scored.units.iter().position(|&u| router.units[u].id == c.unit);
+            let gold = scored
+                .units
+                .iter()
+                .position(|&u| scored.unit(router, u).id == c.unit);
             (scored, gold.unwrap_or(usize::MAX))
         })
         .collect();
@@ -954,6 +1090,33 @@ mod tests {
             .evidence
             .iter()
             .any(|e| e.text() == "投诉地点在望京街道"));
+    }
+
+    #[test]
+    fn a_unit_the_complaint_names_is_a_candidate_without_any_history() {
+        // Neither the directory nor any past case knows this street: the text names it with its
+        // district, as a reply would, and the street can be suggested.
+        let router = Router::from_directory(&beijing(), &UnitAliases::builtin());
+        let categories = cats(&[("urban", 0.6), ("education", 0.4)]);
+        let units = router.suggest(
+            &RouteQuery {
+                text: "朝阳区三里屯街道某小区门口的路灯坏了",
+                categories: &categories,
+                district: Some("朝阳区"),
+                neighbors: &[],
+            },
+            3,
+        );
+        let street = units
+            .iter()
+            .find(|u| u.name == "朝阳区三里屯街道")
+            .unwrap_or_else(|| panic!("{units:?}"));
+        assert_eq!(street.source, Some(UnitSource::Named));
+        assert!(
+            street.evidence.iter().any(|e| e.text() == "投诉地点在三里屯街道"),
+            "{street:?}"
+        );
+        assert!(router.resolve("朝阳区三里屯街道").is_none(), "not added to the directory");
     }
 
     #[test]
