@@ -452,7 +452,9 @@ pub fn enrich(
     if case.unit.is_none() {
         if let Some(reply) = case.reply.as_deref() {
             let named = crate::reply_units::extract_units(reply, &case.full_text(), units, aliases);
-            case.unit = crate::reply_units::handlers(&named).next().map(|u| u.id.clone());
+            case.unit = crate::reply_units::handlers(&named)
+                .next()
+                .map(|u| u.id.clone());
         }
     }
     if case.district.is_none() {

@@ -441,7 +441,8 @@ pub fn district_government(
 ) -> (String, String) {
     const BODY: &str = "人民政府";
     let name = format!("{district}{BODY}");
-    let id = directory_id(directory, aliases, district, &name, BODY).unwrap_or_else(|| name.clone());
+    let id =
+        directory_id(directory, aliases, district, &name, BODY).unwrap_or_else(|| name.clone());
     (id, name)
 }
 

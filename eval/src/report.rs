@@ -268,7 +268,10 @@ pub fn build_report(
             (s, l)
         })
         .collect();
-    let with_unit: Vec<&EvalRecord> = records.iter().filter(|r| !r.gold_units.is_empty()).collect();
+    let with_unit: Vec<&EvalRecord> = records
+        .iter()
+        .filter(|r| !r.gold_units.is_empty())
+        .collect();
     let unit_metrics = |predicted: &dyn Fn(&EvalRecord) -> &[String]| -> Option<UnitMetrics> {
         if with_unit.is_empty() {
             return None;
@@ -286,8 +289,10 @@ pub fn build_report(
         })
     };
     let router = unit_metrics(&|r| &r.predicted_units);
-    let mut baseline_names: Vec<&String> =
-        with_unit.iter().flat_map(|r| r.baseline_units.keys()).collect();
+    let mut baseline_names: Vec<&String> = with_unit
+        .iter()
+        .flat_map(|r| r.baseline_units.keys())
+        .collect();
     baseline_names.sort();
     baseline_names.dedup();
     let unit_baselines = baseline_names
@@ -305,7 +310,10 @@ pub fn build_report(
         .iter()
         .filter_map(|r| {
             let p = r.unit_probability?;
-            let right = r.predicted_units.first().is_some_and(|u| r.gold_units.contains(u));
+            let right = r
+                .predicted_units
+                .first()
+                .is_some_and(|u| r.gold_units.contains(u));
             Some((confidence(p), right))
         })
         .collect();
@@ -353,8 +361,7 @@ pub fn build_report(
         unit_top1: router.as_ref().map(|m| m.top1),
         unit_top3: router.as_ref().map(|m| m.top3),
         unit_n: with_unit.len(),
-        unit_ece: (!unit_confidence.is_empty())
-            .then(|| metrics::ece(&unit_confidence, ECE_BINS)),
+        unit_ece: (!unit_confidence.is_empty()).then(|| metrics::ece(&unit_confidence, ECE_BINS)),
         unit_baselines,
         duplicate_precision: share(&flagged),
         skipped,

@@ -101,7 +101,12 @@ pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>
 pub fn hold_out(cases: Vec<Case>, fraction: f64, seed: u64) -> (Vec<Case>, Vec<Case>) {
     let mut keyed: Vec<(u64, Case)> = cases
         .into_iter()
-        .map(|c| (triage_core::text::stable_hash(&format!("{seed}:{}", c.id)), c))
+        .map(|c| {
+            (
+                triage_core::text::stable_hash(&format!("{seed}:{}", c.id)),
+                c,
+            )
+        })
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
     let held = ((keyed.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
@@ -112,7 +117,11 @@ pub fn hold_out(cases: Vec<Case>, fraction: f64, seed: u64) -> (Vec<Case>, Vec<C
 
 /// The test cases that can be scored (a category label, a gold unit, or both), with their gold
 /// units; how many had neither is noted in `meta`.
-fn scorable(pipeline: &Pipeline, test: &[Case], meta: &mut serde_json::Value) -> Vec<(Case, Vec<String>)> {
+fn scorable(
+    pipeline: &Pipeline,
+    test: &[Case],
+    meta: &mut serde_json::Value,
+) -> Vec<(Case, Vec<String>)> {
     let mut out = Vec::with_capacity(test.len());
     let (mut neither, mut given, mut from_reply) = (0usize, 0usize, 0usize);
     for case in test {
@@ -353,7 +362,10 @@ fn predict(
             predicted_units: suggestion.units.iter().map(|u| u.unit_id.clone()).collect(),
             unit_probability: suggestion.units.first().map(|u| u.score),
             baseline_units: BTreeMap::from([
-                ("directory_rule".to_string(), baselines.directory_rule.clone()),
+                (
+                    "directory_rule".to_string(),
+                    baselines.directory_rule.clone(),
+                ),
                 (
                     "nearest_case".to_string(),
                     baselines.nearest_case.iter().cloned().collect(),

@@ -43,9 +43,9 @@ impl<'a> PayloadConditions<'a> {
             ("reply", f.with_reply),
             ("unit", f.with_unit),
         ]
-            .into_iter()
-            .filter_map(|(field, wanted)| wanted.then_some(field))
-            .collect();
+        .into_iter()
+        .filter_map(|(field, wanted)| wanted.then_some(field))
+        .collect();
         let empty = matches.is_empty() && time.is_none() && present.is_empty();
         (!empty).then_some(Self {
             matches,

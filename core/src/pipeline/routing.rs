@@ -95,9 +95,9 @@ impl Pipeline {
             };
             let text = case.full_text();
             let neighbors = if classifier.uses_neighbors() {
-                let mut hits =
-                    self.store
-                        .search(vector, classifier.config.knn_k + 1, &labeled)?;
+                let mut hits = self
+                    .store
+                    .search(vector, classifier.config.knn_k + 1, &labeled)?;
                 hits.retain(|h| h.case.id != case.id);
                 hits.truncate(classifier.config.knn_k);
                 hits
@@ -153,7 +153,15 @@ impl Pipeline {
             ..Default::default()
         };
         let router = Router::new(&self.units, &learned, &self.aliases);
-        learned.model = fit_model(&router, &training_cases(&history, &self.taxonomy_names(), self.config.unit_neighbors_k)?.as_cases(&history));
+        learned.model = fit_model(
+            &router,
+            &training_cases(
+                &history,
+                &self.taxonomy_names(),
+                self.config.unit_neighbors_k,
+            )?
+            .as_cases(&history),
+        );
         Ok(learned)
     }
 

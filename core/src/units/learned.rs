@@ -113,9 +113,8 @@ pub struct LearnedUnits {
 impl LearnedUnits {
     pub fn load(path: &Path) -> Result<Self> {
         let raw = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&raw).map_err(|e| {
-            Error::InvalidInput(format!("learned units {}: {e}", path.display()))
-        })
+        toml::from_str(&raw)
+            .map_err(|e| Error::InvalidInput(format!("learned units {}: {e}", path.display())))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -198,8 +197,8 @@ pub fn learn_units(
                     unit.name = configured.map_or_else(|| unit.id.clone(), |u| u.name.clone());
                     let (district, body) = split_district(directory, &unit.name);
                     unit.kind = aliases.kind_of(body);
-                    unit.district = district
-                        .or_else(|| configured.and_then(|u| u.districts.first().cloned()));
+                    unit.district =
+                        district.or_else(|| configured.and_then(|u| u.districts.first().cloned()));
                 }
             }
         }
@@ -222,7 +221,11 @@ pub fn split_district<'n>(directory: &UnitDirectory, name: &'n str) -> (Option<S
         let next = directory
             .districts
             .iter()
-            .flat_map(|d| std::iter::once(&d.name).chain(&d.aliases).map(move |n| (d, n)))
+            .flat_map(|d| {
+                std::iter::once(&d.name)
+                    .chain(&d.aliases)
+                    .map(move |n| (d, n))
+            })
             .filter(|(_, n)| !n.is_empty() && rest.starts_with(n.as_str()))
             .max_by_key(|(_, n)| n.len());
         match next {

@@ -8,7 +8,9 @@ pub mod learned;
 pub mod route;
 
 pub use learned::{LearnedUnit, LearnedUnits};
-pub use route::{CategoryProb, RouteQuery, RouteUnit, Router, UnitEvidence, UnitNeighbor, UnitSource};
+pub use route::{
+    CategoryProb, RouteQuery, RouteUnit, Router, UnitEvidence, UnitNeighbor, UnitSource,
+};
 
 use crate::reply_units::UnitKind;
 use crate::{Error, Result};

@@ -504,12 +504,10 @@ impl Router {
         let probs = softmax(&scored.rows, &self.weights);
         let mut order: Vec<usize> = (0..scored.units.len()).collect();
         order.sort_by(|&a, &b| {
-            probs[b]
-                .total_cmp(&probs[a])
-                .then_with(|| {
-                    let id = |c: usize| &scored.unit(self, scored.units[c]).id;
-                    id(a).cmp(id(b))
-                })
+            probs[b].total_cmp(&probs[a]).then_with(|| {
+                let id = |c: usize| &scored.unit(self, scored.units[c]).id;
+                id(a).cmp(id(b))
+            })
         });
         let lang = Lang::of(query.text);
         order
@@ -632,7 +630,12 @@ impl Router {
         }
         if lineage.is_empty() {
             // No district: the units of the top-level districts (cities) may still apply.
-            for d in self.directory.districts.iter().filter(|d| d.parent.is_none()) {
+            for d in self
+                .directory
+                .districts
+                .iter()
+                .filter(|d| d.parent.is_none())
+            {
                 for &i in self.by_district.get(&d.name).into_iter().flatten() {
                     add(i, &mut candidates);
                 }
@@ -710,7 +713,8 @@ impl Router {
             .iter()
             .any(|u| u.kind == UnitKind::DistrictGovernment && u.cases > 0);
         if let (true, Some(d)) = (governments, query.district) {
-            let (id, name) = crate::reply_units::district_government(d, &self.directory, &self.aliases);
+            let (id, name) =
+                crate::reply_units::district_government(d, &self.directory, &self.aliases);
             let i = match self.by_id.get(&id) {
                 Some(&i) => Some(i),
                 None if extra.iter().any(|e| e.id == id) => None,
@@ -812,9 +816,7 @@ impl Router {
                 }
                 if let Some(d) = district {
                     let n = unit.case_districts.get(d).copied().unwrap_or(0) as f32
-                        - mine
-                            .filter(|o| o.district == Some(d))
-                            .map_or(0.0, |_| 1.0);
+                        - mine.filter(|o| o.district == Some(d)).map_or(0.0, |_| 1.0);
                     if district_total > 0.0 && n > 0.0 {
                         set(Feature::HistoryDistrict, n / district_total);
                     }
@@ -835,8 +837,7 @@ impl Router {
                 // Districts.
                 if unit.districts.is_empty() {
                     set(Feature::Everywhere, 1.0);
-                } else if let Some(level) =
-                    lineage.iter().position(|d| unit.districts.contains(d))
+                } else if let Some(level) = lineage.iter().position(|d| unit.districts.contains(d))
                 {
                     set(
                         if level == 0 {
@@ -1113,10 +1114,16 @@ mod tests {
             .unwrap_or_else(|| panic!("{units:?}"));
         assert_eq!(street.source, Some(UnitSource::Named));
         assert!(
-            street.evidence.iter().any(|e| e.text() == "投诉地点在三里屯街道"),
+            street
+                .evidence
+                .iter()
+                .any(|e| e.text() == "投诉地点在三里屯街道"),
             "{street:?}"
         );
-        assert!(router.resolve("朝阳区三里屯街道").is_none(), "not added to the directory");
+        assert!(
+            router.resolve("朝阳区三里屯街道").is_none(),
+            "not added to the directory"
+        );
     }
 
     #[test]
@@ -1213,10 +1220,7 @@ mod tests {
         let model = fit_model(&router, &cases);
         assert_eq!(model.fit.cases, 40);
         assert_eq!(model.fit.loo_top1, Some(1.0));
-        let fitted = LearnedUnits {
-            model,
-            ..learned
-        };
+        let fitted = LearnedUnits { model, ..learned };
         let router = Router::new(&directory, &fitted, &UnitAliases::builtin());
         let top = &router.suggest(&query, 1)[0];
         assert_eq!(top.unit_id, "海淀区人民政府");

@@ -308,7 +308,11 @@ async fn a_units_correction_counts_at_once_and_units_say_where_they_come_from() 
             .as_array()
             .unwrap()
             .iter()
-            .all(|u| u["evidence"].as_array().unwrap().iter().all(|e| e["kind"] != "similar_cases")),
+            .all(|u| u["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["kind"] != "similar_cases")),
         "{before}"
     );
     // A call-taker routes such a complaint to the bus company: the next one hears of it.
@@ -336,7 +340,10 @@ async fn a_units_correction_counts_at_once_and_units_say_where_they_come_from() 
         .unwrap_or_else(|| panic!("{bus}"));
     assert_eq!(similar["count"], 1);
     assert!(
-        similar["text"].as_str().unwrap().starts_with("处理过 1 件相似案件"),
+        similar["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("处理过 1 件相似案件"),
         "{similar}"
     );
     // An unknown unit is refused, not stored.

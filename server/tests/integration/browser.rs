@@ -359,8 +359,14 @@ fn call_taker_page_in_headless_chromium() {
         Duration::from_secs(60),
     );
     let shown = shown.as_str().unwrap();
-    assert!(shown.contains("从历史答复中学到"), "marked as learned: {shown}");
-    assert!(shown.contains("投诉地点在"), "the place as evidence: {shown}");
+    assert!(
+        shown.contains("从历史答复中学到"),
+        "marked as learned: {shown}"
+    );
+    assert!(
+        shown.contains("投诉地点在"),
+        "the place as evidence: {shown}"
+    );
 }
 
 #[test]
