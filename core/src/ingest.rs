@@ -441,15 +441,21 @@ impl Importer<'_> {
     }
 }
 
-/// Fills in what a record lacks and the directory can tell: the unit its reply names and the
-/// district its text names.
-pub fn enrich(case: &mut Case, units: &crate::units::UnitDirectory) {
+/// Fills in what a record lacks and the directory can tell: the unit its reply names as handling
+/// it (the first handler `reply_units` finds; none when no reply names one with confidence) and
+/// the district its text names.
+pub fn enrich(
+    case: &mut Case,
+    units: &crate::units::UnitDirectory,
+    aliases: &crate::reply_units::UnitAliases,
+) {
     if case.unit.is_none() {
-        case.unit = case
-            .reply
-            .as_deref()
-            .and_then(|r| units.find_named_unit(r))
-            .map(|u| u.id.clone());
+        if let Some(reply) = case.reply.as_deref() {
+            let named = crate::reply_units::extract_units(reply, &case.full_text(), units, aliases);
+            case.unit = crate::reply_units::handlers(&named)
+                .next()
+                .map(|u| u.id.clone());
+        }
     }
     if case.district.is_none() {
         case.district = units

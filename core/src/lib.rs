@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod places;
 pub mod prompt;
 pub mod reply;
+pub mod reply_units;
 pub mod store;
 pub mod taxonomy;
 #[cfg(test)]

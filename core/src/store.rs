@@ -19,6 +19,8 @@ pub struct CaseFilter {
     pub labeled_only: bool,
     /// Only cases with a `reply`.
     pub with_reply: bool,
+    /// Only cases with a `unit` (the unit that handled them): the history unit routing learns from.
+    pub with_unit: bool,
 }
 
 /// A similar case and its cosine similarity to the query.

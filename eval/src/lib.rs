@@ -94,6 +94,24 @@ pub fn summary_table(report: &Report) -> String {
             b["macro_f1"].as_f64().unwrap_or(0.0)
         );
     }
+    if let (Some(top1), Some(top3)) = (report.unit_top1, report.unit_top3) {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>6} {:>9.4} {:>9} {:>8.4}   (units: top-1, top-3)",
+            "units", report.unit_n, top1, "", top3
+        );
+        for (name, m) in &report.unit_baselines {
+            let _ = writeln!(
+                out,
+                "{:<12} {:>6} {:>9.4} {:>9} {:>8.4}",
+                format!("  {name}"),
+                report.unit_n,
+                m.top1,
+                "",
+                m.top3
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "throughput {:.1} cases/s; skipped {} lines; unknown labels {:?}",
@@ -144,11 +162,35 @@ fn markdown(r: &Report) -> String {
     if let Some(t) = &r.at_threshold {
         let _ = writeln!(md, "| at the classifier's threshold {:.3} | coverage {}, accuracy {} | what the service does today |", t.threshold, pct(t.coverage), pct(t.accuracy));
     }
-    if let Some(u) = r.unit_accuracy {
+    if let (Some(top1), Some(top3)) = (r.unit_top1, r.unit_top3) {
         let _ = writeln!(
             md,
-            "| unit accuracy | {u:.4} | share routed to the right unit (cases with a gold unit) |"
+            "| unit top-1 | {top1:.4} | share of the {} cases with a gold unit whose first suggested unit handled them |",
+            r.unit_n
         );
+        let _ = writeln!(
+            md,
+            "| unit top-3 | {top3:.4} | share whose unit is among the first three suggested |"
+        );
+        if let Some(e) = r.unit_ece {
+            let _ = writeln!(
+                md,
+                "| unit ECE | {e:.4} | calibration of the first unit's score (15 bins) |"
+            );
+        }
+        for (name, m) in &r.unit_baselines {
+            let _ = writeln!(
+                md,
+                "| unit baseline `{name}` | top-1 {:.4}, top-3 {:.4} | {} |",
+                m.top1,
+                m.top3,
+                match name.as_str() {
+                    "directory_rule" => "the directory's rule from the predicted category and extracted district alone",
+                    "nearest_case" => "the unit of the most similar past case with one",
+                    _ => "a simpler router, same cases",
+                }
+            );
+        }
     }
     if let Some(d) = r.duplicate_precision {
         let _ = writeln!(

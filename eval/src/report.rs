@@ -5,15 +5,22 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use triage_core::classify::calibrate::threshold_for_accuracy;
 
-/// What the system said about one labeled test case.
+/// What the system said about one test case (with a category label, a gold unit, or both).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub id: String,
+    /// The gold category; empty (with no `methods`) when the case has no label.
     pub gold: String,
     /// Per method (and "ensemble"): (label, probability), in any order (sorted here, best first).
     pub methods: BTreeMap<String, Vec<(String, f32)>>,
-    pub gold_unit: Option<String>,
-    pub predicted_unit: Option<String>,
+    /// The units that handled the case (its `unit`, or the handlers its reply names); empty when
+    /// unknown. A suggestion naming any of them is right.
+    pub gold_units: Vec<String>,
+    /// The router's units, best first, and the top one's probability.
+    pub predicted_units: Vec<String>,
+    pub unit_probability: Option<f32>,
+    /// The baselines' units, best first, by baseline name.
+    pub baseline_units: BTreeMap<String, Vec<String>>,
     pub duplicate_flag: Option<bool>,
     pub duplicate_gold: Option<bool>,
     pub stage_ms: BTreeMap<String, f64>,
@@ -66,6 +73,13 @@ pub struct MethodMetrics {
     pub coverage_curve: Vec<(f64, f64)>,
 }
 
+/// How often the right unit is the first, or among the first three, suggested.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitMetrics {
+    pub top1: f64,
+    pub top3: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub n: usize,
@@ -82,7 +96,17 @@ pub struct Report {
     pub latency_ms: BTreeMap<String, Latency>,
     pub throughput_per_s: f64,
     pub methods: BTreeMap<String, MethodMetrics>,
-    pub unit_accuracy: Option<f64>,
+    /// Share of the test cases with a gold unit whose first (first three) suggested units
+    /// include it, over `unit_n` such cases; absent when none has one.
+    pub unit_top1: Option<f64>,
+    pub unit_top3: Option<f64>,
+    pub unit_n: usize,
+    /// Calibration of the top unit's score (15 bins), as `ece` for categories.
+    pub unit_ece: Option<f64>,
+    /// The same for the baselines of the same run: `directory_rule` (the directory's rule from
+    /// the predicted category and extracted district) and `nearest_case` (the unit of the most
+    /// similar past case with one).
+    pub unit_baselines: BTreeMap<String, UnitMetrics>,
     pub duplicate_precision: Option<f64>,
     pub skipped: Vec<Skipped>,
     /// Gold labels of the test set that the training data never had, with counts.
@@ -244,9 +268,54 @@ pub fn build_report(
             (s, l)
         })
         .collect();
-    let units: Vec<bool> = records
+    let with_unit: Vec<&EvalRecord> = records
         .iter()
-        .filter_map(|r| Some(r.predicted_unit.as_deref() == Some(r.gold_unit.as_deref()?)))
+        .filter(|r| !r.gold_units.is_empty())
+        .collect();
+    let unit_metrics = |predicted: &dyn Fn(&EvalRecord) -> &[String]| -> Option<UnitMetrics> {
+        if with_unit.is_empty() {
+            return None;
+        }
+        let n = with_unit.len() as f64;
+        let hit = |r: &EvalRecord, k: usize| {
+            predicted(r)
+                .iter()
+                .take(k)
+                .any(|u| r.gold_units.contains(u))
+        };
+        Some(UnitMetrics {
+            top1: with_unit.iter().filter(|r| hit(r, 1)).count() as f64 / n,
+            top3: with_unit.iter().filter(|r| hit(r, 3)).count() as f64 / n,
+        })
+    };
+    let router = unit_metrics(&|r| &r.predicted_units);
+    let mut baseline_names: Vec<&String> = with_unit
+        .iter()
+        .flat_map(|r| r.baseline_units.keys())
+        .collect();
+    baseline_names.sort();
+    baseline_names.dedup();
+    let unit_baselines = baseline_names
+        .into_iter()
+        .filter_map(|name| {
+            let m = unit_metrics(&|r| {
+                r.baseline_units
+                    .get(name)
+                    .map_or(&[] as &[String], |v| v.as_slice())
+            })?;
+            Some((name.clone(), m))
+        })
+        .collect();
+    let unit_confidence: Vec<(f64, bool)> = with_unit
+        .iter()
+        .filter_map(|r| {
+            let p = r.unit_probability?;
+            let right = r
+                .predicted_units
+                .first()
+                .is_some_and(|u| r.gold_units.contains(u));
+            Some((confidence(p), right))
+        })
         .collect();
     let flagged: Vec<bool> = records
         .iter()
@@ -274,7 +343,8 @@ pub fn build_report(
     };
     let head = head.unwrap_or_else(empty);
     Report {
-        n: records.len(),
+        // Cases with a category label (those the category metrics describe).
+        n: records.iter().filter(|r| !r.methods.is_empty()).count(),
         method,
         accuracy: head.accuracy,
         macro_f1: head.macro_f1,
@@ -288,7 +358,11 @@ pub fn build_report(
         latency_ms,
         throughput_per_s: records.len() as f64 / seconds.max(1e-9),
         methods,
-        unit_accuracy: share(&units),
+        unit_top1: router.as_ref().map(|m| m.top1),
+        unit_top3: router.as_ref().map(|m| m.top3),
+        unit_n: with_unit.len(),
+        unit_ece: (!unit_confidence.is_empty()).then(|| metrics::ece(&unit_confidence, ECE_BINS)),
+        unit_baselines,
         duplicate_precision: share(&flagged),
         skipped,
         unknown_labels,
@@ -342,7 +416,8 @@ mod tests {
         // Sorted by confidence: .9 ok, .8 ok, .7 ok, .6 wrong → 95% reachable with 3 of 4.
         let c = r.coverage_at_accuracy["0.95"].as_ref().unwrap();
         assert!((c.coverage - 0.75).abs() < 1e-9 && (c.threshold - 0.7).abs() < 1e-6);
-        assert_eq!(r.unit_accuracy, None);
+        assert_eq!(r.unit_top1, None);
+        assert_eq!(r.unit_n, 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use triage_core::classify::{stratified_folds, ClassifierConfig, ENSEMBLE};
-use triage_core::ingest::{self, parse_case_line};
+use triage_core::ingest::parse_case_line;
 use triage_core::pipeline::{Complaint, Pipeline, PipelineBuilder};
 use triage_core::{Case, CaseStore, EmbedKind};
 
@@ -31,8 +31,39 @@ pub struct Run<'a> {
     pub progress: Progress<'a>,
 }
 
-/// The labeled cases of a JSONL file; lines without a label or that do not parse are `skipped`
-/// with their line number and reason.
+/// The cases of a JSONL file, labeled or not (a test case may carry only a gold unit, or a reply
+/// that names one; a training case without a label is history the pipeline grounds on); lines
+/// that do not parse are `skipped` with their line number and reason.
+pub fn read_cases(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>> {
+    let text = std::fs::read(path).map_err(|source| crate::Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(line) else {
+            skipped.push(Skipped {
+                line: i + 1,
+                reason: "not UTF-8".into(),
+            });
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_case_line(line) {
+            Ok(case) => out.push(case),
+            Err(reason) => skipped.push(Skipped {
+                line: i + 1,
+                reason,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The labeled cases of a JSONL file (cross-validation folds are stratified by label); lines
+/// without a label or that do not parse are `skipped`.
 pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>> {
     let text = std::fs::read(path).map_err(|source| crate::Error::Read {
         path: path.display().to_string(),
@@ -63,6 +94,55 @@ pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>
         }
     }
     Ok(out)
+}
+
+/// A seeded split of `cases`: (the rest, the held-out `fraction`). Cases are ordered by a hash of
+/// the seed and their id, so the split depends on neither the file's order nor the platform.
+pub fn hold_out(cases: Vec<Case>, fraction: f64, seed: u64) -> (Vec<Case>, Vec<Case>) {
+    let mut keyed: Vec<(u64, Case)> = cases
+        .into_iter()
+        .map(|c| {
+            (
+                triage_core::text::stable_hash(&format!("{seed}:{}", c.id)),
+                c,
+            )
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    let held = ((keyed.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+    let mut rest: Vec<Case> = keyed.into_iter().map(|(_, c)| c).collect();
+    let test = rest.drain(..held).collect();
+    (rest, test)
+}
+
+/// The test cases that can be scored (a category label, a gold unit, or both), with their gold
+/// units; how many had neither is noted in `meta`.
+fn scorable(
+    pipeline: &Pipeline,
+    test: &[Case],
+    meta: &mut serde_json::Value,
+) -> Vec<(Case, Vec<String>)> {
+    let mut out = Vec::with_capacity(test.len());
+    let (mut neither, mut given, mut from_reply) = (0usize, 0usize, 0usize);
+    for case in test {
+        let gold = pipeline.gold_units(case);
+        match (&case.unit, gold.is_empty()) {
+            (Some(_), _) => given += 1,
+            (None, false) => from_reply += 1,
+            (None, true) => {}
+        }
+        if case.label.is_none() && gold.is_empty() {
+            neither += 1;
+            continue;
+        }
+        out.push((case.clone(), gold));
+    }
+    meta["unit_gold"] = serde_json::json!({
+        "given": given,
+        "from_reply": from_reply,
+        "not_scored": neither,
+    });
+    out
 }
 
 impl Run<'_> {
@@ -98,7 +178,9 @@ impl Run<'_> {
         Ok((dir, pipeline))
     }
 
-    /// Trains on `train` in a fresh store and scores `test`.
+    /// Stores `train` in a fresh store (labeled cases train the classifier; every case with a
+    /// unit, given or named by its reply, is history the units are learned from) and scores
+    /// `test`: categories on its labeled cases, units on those with a gold unit.
     pub fn train_test(
         &self,
         train: Vec<Case>,
@@ -106,16 +188,22 @@ impl Run<'_> {
         skipped: Vec<Skipped>,
         mut meta: serde_json::Value,
     ) -> Result<Report> {
-        // As the pipeline embeds a complaint.
-        let queries = self.embed_all(test, triage_core::pipeline::COMPLAINT_EMBEDDING, "test")?;
         meta["mode"] = "train/test".into();
         meta["train_cases"] = train.len().into();
         let passages = self.embed_all(&train, EmbedKind::Passage, "train")?;
         let cases: Vec<(Case, Vec<f32>)> = train.into_iter().zip(passages).collect();
         let (_dir, pipeline) = self.fresh_pipeline(&cases)?;
         let c = pipeline.require_classifier()?;
-        meta["classifier"] = serde_json::json!({"version": c.version, "training": c.report});
-        Ok(predict(&pipeline, test, &queries, self.progress)?.report(skipped, meta))
+        meta["classifier"] = serde_json::json!({
+            "version": c.version,
+            "training": c.report,
+            "units": {"learned": c.units.units.len(), "fit": c.units.model.fit},
+        });
+        let test = scorable(&pipeline, test, &mut meta);
+        let cases: Vec<Case> = test.iter().map(|(c, _)| c.clone()).collect();
+        // As the pipeline embeds a complaint.
+        let queries = self.embed_all(&cases, triage_core::pipeline::COMPLAINT_EMBEDDING, "test")?;
+        Ok(predict(&pipeline, &test, &queries, self.progress)?.report(skipped, meta))
     }
 
     /// K-fold cross-validation on `cases` alone (stratified, seeded): one report over the pooled
@@ -156,9 +244,12 @@ impl Run<'_> {
                 .map(|i| (cases[i].clone(), vectors[i].clone()))
                 .collect();
             let held: Vec<usize> = (0..cases.len()).filter(|&i| folds[i] == fold).collect();
-            let held_cases: Vec<Case> = held.iter().map(|&i| cases[i].clone()).collect();
-            let held_vectors: Vec<Vec<f32>> = held.iter().map(|&i| vectors[i].clone()).collect();
             let (_dir, pipeline) = self.fresh_pipeline(&train)?;
+            let held_cases: Vec<(Case, Vec<String>)> = held
+                .iter()
+                .map(|&i| (cases[i].clone(), pipeline.gold_units(&cases[i])))
+                .collect();
+            let held_vectors: Vec<Vec<f32>> = held.iter().map(|&i| vectors[i].clone()).collect();
             folds_predicted.push(predict(
                 &pipeline,
                 &held_cases,
@@ -179,7 +270,8 @@ pub fn current(
     skipped: Vec<Skipped>,
     mut meta: serde_json::Value,
 ) -> Result<Report> {
-    let texts: Vec<String> = test.iter().map(Case::full_text).collect();
+    let test = scorable(pipeline, test, &mut meta);
+    let texts: Vec<String> = test.iter().map(|(c, _)| c.full_text()).collect();
     let bar = progress(test.len(), "test");
     let mut queries = Vec::with_capacity(test.len());
     for chunk in texts.chunks(64) {
@@ -189,7 +281,7 @@ pub fn current(
     }
     bar.finish_and_clear();
     meta["mode"] = "store".into();
-    Ok(predict(pipeline, test, &queries, progress)?.report(skipped, meta))
+    Ok(predict(pipeline, &test, &queries, progress)?.report(skipped, meta))
 }
 
 /// The pipeline's predictions for labeled complaints, before they are scored.
@@ -217,7 +309,7 @@ impl Predictions {
 
 fn predict(
     pipeline: &Pipeline,
-    test: &[Case],
+    test: &[(Case, Vec<String>)],
     queries: &[Vec<f32>],
     progress: Progress,
 ) -> Result<Predictions> {
@@ -226,46 +318,62 @@ fn predict(
     let bar = progress(test.len(), "classify");
     let mut records = Vec::with_capacity(test.len());
     let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
-    for (case, vector) in test.iter().zip(queries) {
-        // What the directory can tell (the unit a reply names: the gold unit; the district).
-        let mut case = case.clone();
-        ingest::enrich(&mut case, pipeline.units());
-        let label = case.label.clone().unwrap_or_default();
-        let gold = pipeline.category_id(&label).unwrap_or(label);
-        if !classifier.report.per_class.contains_key(&gold) {
-            *unknown.entry(gold.clone()).or_default() += 1;
-        }
-        let complaint = Complaint::from(&case);
-        let suggestion = pipeline
-            .analyze_embedded(&complaint, &case.full_text(), vector)?
-            .suggestion;
-        let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
-            .methods
-            .iter()
-            .map(|(m, cats)| {
-                (
-                    m.clone(),
-                    cats.iter().map(|c| (c.id.clone(), c.probability)).collect(),
-                )
-            })
-            .collect();
-        methods.insert(
-            ENSEMBLE.into(),
-            suggestion
-                .categories
-                .iter()
-                .map(|c| (c.id.clone(), c.probability))
-                .collect(),
-        );
+    for ((case, gold_units), vector) in test.iter().zip(queries) {
+        // The complaint alone: its reply (where the gold unit came from) is never shown.
+        let complaint = Complaint::from(case);
+        let analysis = pipeline.analyze_embedded(&complaint, &case.full_text(), vector)?;
+        let suggestion = &analysis.suggestion;
+        let (gold, methods) = match case.label.as_deref() {
+            Some(label) => {
+                let gold = pipeline
+                    .category_id(label)
+                    .unwrap_or_else(|| label.to_string());
+                if !classifier.report.per_class.contains_key(&gold) {
+                    *unknown.entry(gold.clone()).or_default() += 1;
+                }
+                let mut methods: BTreeMap<String, Vec<(String, f32)>> = suggestion
+                    .methods
+                    .iter()
+                    .map(|(m, cats)| {
+                        (
+                            m.clone(),
+                            cats.iter().map(|c| (c.id.clone(), c.probability)).collect(),
+                        )
+                    })
+                    .collect();
+                methods.insert(
+                    ENSEMBLE.into(),
+                    suggestion
+                        .categories
+                        .iter()
+                        .map(|c| (c.id.clone(), c.probability))
+                        .collect(),
+                );
+                (gold, methods)
+            }
+            None => (String::new(), BTreeMap::new()),
+        };
+        let baselines = analysis.unit_baselines();
         records.push(EvalRecord {
             id: case.id.clone(),
             gold,
             methods,
-            gold_unit: case.unit.clone(),
-            predicted_unit: suggestion.units.first().map(|u| u.unit_id.clone()),
+            gold_units: gold_units.clone(),
+            predicted_units: suggestion.units.iter().map(|u| u.unit_id.clone()).collect(),
+            unit_probability: suggestion.units.first().map(|u| u.score),
+            baseline_units: BTreeMap::from([
+                (
+                    "directory_rule".to_string(),
+                    baselines.directory_rule.clone(),
+                ),
+                (
+                    "nearest_case".to_string(),
+                    baselines.nearest_case.iter().cloned().collect(),
+                ),
+            ]),
             duplicate_flag: Some(suggestion.duplicate.is_some()),
             duplicate_gold: None,
-            stage_ms: suggestion.timings_ms,
+            stage_ms: suggestion.timings_ms.clone(),
         });
         bar.inc(1);
     }

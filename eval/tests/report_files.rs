@@ -129,8 +129,14 @@ fn record(i: usize, gold: &str, ranked: &[(&str, f32)]) -> EvalRecord {
         id: format!("case-{i}"),
         gold: gold.into(),
         methods,
-        gold_unit: Some("u1".into()),
-        predicted_unit: Some(if i.is_multiple_of(2) { "u1" } else { "u2" }.into()),
+        gold_units: vec!["u1".into()],
+        predicted_units: if i.is_multiple_of(2) {
+            vec!["u1".into(), "u2".into()]
+        } else {
+            vec!["u2".into(), "u3".into(), "u1".into()]
+        },
+        unit_probability: Some(0.6),
+        baseline_units: BTreeMap::from([("nearest_case".to_string(), vec!["u2".to_string()])]),
         duplicate_flag: Some(i.is_multiple_of(3)),
         duplicate_gold: Some(i.is_multiple_of(2)),
         stage_ms: BTreeMap::from([
@@ -183,7 +189,10 @@ fn report_files_are_complete_and_charts_are_well_formed() {
         "throughput_per_s",
         "method",
         "methods",
-        "unit_accuracy",
+        "unit_top1",
+        "unit_top3",
+        "unit_n",
+        "unit_baselines",
         "duplicate_precision",
         "skipped",
         "unknown_labels",
@@ -194,7 +203,10 @@ fn report_files_are_complete_and_charts_are_well_formed() {
     }
     // Ensemble: 3 of 5 right; the duplicate flags on cases 0 and 3 are right once.
     assert_eq!(json["accuracy"], 0.6);
-    assert_eq!(json["unit_accuracy"], 0.6);
+    assert_eq!(json["unit_top1"], 0.6);
+    assert_eq!(json["unit_top3"], 1.0);
+    assert_eq!(json["unit_n"], 5);
+    assert_eq!(json["unit_baselines"]["nearest_case"]["top1"], 0.0);
     assert_eq!(json["duplicate_precision"], 0.5);
     assert_eq!(json["throughput_per_s"], 10.0);
     assert_eq!(json["latency_ms"]["embed"]["p50"], 12.0);
@@ -208,6 +220,8 @@ fn report_files_are_complete_and_charts_are_well_formed() {
         "## Per class",
         "## Confusion matrix",
         "## Latency",
+        "| unit top-1 | 0.6000 |",
+        "| unit baseline `nearest_case` | top-1 0.0000, top-3 0.0000 |",
         "line 7: expected a JSON object",
     ] {
         assert!(md.contains(part), "report.md lacks {part:?}");

@@ -38,10 +38,14 @@ impl<'a> PayloadConditions<'a> {
         .collect();
         let time =
             (f.time_from.is_some() || f.time_to.is_some()).then_some((f.time_from, f.time_to));
-        let present: Vec<_> = [("label", f.labeled_only), ("reply", f.with_reply)]
-            .into_iter()
-            .filter_map(|(field, wanted)| wanted.then_some(field))
-            .collect();
+        let present: Vec<_> = [
+            ("label", f.labeled_only),
+            ("reply", f.with_reply),
+            ("unit", f.with_unit),
+        ]
+        .into_iter()
+        .filter_map(|(field, wanted)| wanted.then_some(field))
+        .collect();
         let empty = matches.is_empty() && time.is_none() && present.is_empty();
         (!empty).then_some(Self {
             matches,

@@ -180,6 +180,12 @@ pub fn search_and_filters(store: &dyn CaseStore, dim: usize) {
         .len(),
         15
     );
+    let with_unit = only(CaseFilter {
+        with_unit: true,
+        ..Default::default()
+    });
+    assert_eq!(with_unit.len(), 12);
+    assert!(with_unit.iter().all(|h| h.case.unit.is_some()));
     let window = CaseFilter {
         time_from: Some(1_010),
         time_to: Some(1_019),

@@ -181,6 +181,10 @@ pub struct Classifier {
     /// The methods in the ensemble, in the order of the stacker's weights.
     methods: Vec<Trained>,
     stacker: Stacker,
+    /// The units past cases were handled by and the routing model, trained with the classifier
+    /// and saved beside it as `<version>.units.toml` (human-editable, so not in the binary file).
+    #[serde(skip)]
+    pub units: crate::units::LearnedUnits,
 }
 
 /// Scale of cosine similarities in zero-shot when no labeled data calibrates it (tau = 0.02).
@@ -298,6 +302,7 @@ impl Classifier {
             report,
             methods: Vec::new(),
             stacker: Stacker::uniform(0, 0),
+            units: Default::default(),
         };
         let classes = classifier.labels.len();
 
@@ -456,14 +461,22 @@ impl Classifier {
         self.methods.iter().map(Trained::method).collect()
     }
 
+    /// Writes the classifier to `path` (`<version>.bin`) and its learned units beside it
+    /// (`<version>.units.toml`), the units first: a reader that finds the classifier finds them.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.units.save(&Self::units_path(path))?;
         let bytes = bincode::serialize(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
         crate::fsutil::write_atomic(path, &bytes)
     }
 
+    /// Where the learned units of the classifier at `path` live.
+    pub fn units_path(path: &Path) -> std::path::PathBuf {
+        path.with_extension("units.toml")
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let classifier: Classifier = bincode::deserialize(&bytes).map_err(|e| {
+        let mut classifier: Classifier = bincode::deserialize(&bytes).map_err(|e| {
             Error::InvalidInput(format!(
                 "{} is not a classifier file ({e}); run `triage train`",
                 path.display()
@@ -480,6 +493,11 @@ impl Classifier {
             if let Trained::Lexical(lexical) = method {
                 lexical.warm_up();
             }
+        }
+        // A classifier trained before units were learned has none: the directory alone routes.
+        let units = Self::units_path(path);
+        if units.exists() {
+            classifier.units = crate::units::LearnedUnits::load(&units)?;
         }
         Ok(classifier)
     }

@@ -4,7 +4,8 @@ use super::{check_embedder, Pipeline, PipelineConfig};
 use crate::classify::Classifier;
 use crate::embed::BatchingEmbedder;
 use crate::prompt::Prompts;
-use crate::units::UnitDirectory;
+use crate::reply_units::UnitAliases;
+use crate::units::{Router, UnitDirectory};
 use crate::{CaseStore, Embedder, Error, Generator, Result, Taxonomy};
 use std::sync::{Arc, RwLock};
 
@@ -17,6 +18,7 @@ pub struct PipelineBuilder {
     generator: Option<Arc<dyn Generator>>,
     taxonomy: Taxonomy,
     units: UnitDirectory,
+    aliases: Option<Arc<UnitAliases>>,
     prompts: Option<Arc<Prompts>>,
     config: PipelineConfig,
     classifier: Option<Classifier>,
@@ -33,6 +35,7 @@ impl PipelineBuilder {
             generator: None,
             taxonomy: Taxonomy::default(),
             units: UnitDirectory::default(),
+            aliases: None,
             prompts: None,
             config: PipelineConfig::default(),
             classifier: None,
@@ -63,6 +66,13 @@ impl PipelineBuilder {
 
     pub fn units(mut self, units: UnitDirectory) -> Self {
         self.units = units;
+        self
+    }
+
+    /// Unit names and short forms for reading replies (default: the shipped
+    /// `data/unit_aliases.toml`).
+    pub fn aliases(mut self, aliases: UnitAliases) -> Self {
+        self.aliases = Some(Arc::new(aliases));
         self
     }
 
@@ -104,12 +114,21 @@ impl PipelineBuilder {
             Some(prompts) => prompts,
             None => Arc::new(Prompts::load(None)?),
         };
+        let aliases = self
+            .aliases
+            .unwrap_or_else(|| Arc::new(UnitAliases::builtin()));
+        let router = match &self.classifier {
+            Some(c) => Router::new(&self.units, &c.units, &aliases),
+            None => Router::from_directory(&self.units, &aliases),
+        };
         Ok(Pipeline {
             embedder,
             store,
             generator: self.generator,
             taxonomy: self.taxonomy,
             units: self.units,
+            aliases,
+            router: RwLock::new(Arc::new(router)),
             prompts,
             config: self.config,
             classifier: RwLock::new(self.classifier.map(Arc::new)),

@@ -94,7 +94,7 @@ impl Pipeline {
                     }
                 }
             }
-            ingest::enrich(case, &self.units);
+            ingest::enrich(case, &self.units, &self.aliases);
         }
         let vectors = match vectors {
             Some(vectors) => vectors,
@@ -128,11 +128,12 @@ impl Pipeline {
     }
 
     /// Stores the call-taker's decision as a labeled case: it is found by the next similar-case
-    /// search at once and used by the next `train`. Returns the case id.
+    /// search at once (a unit given counts at once among the similar cases the unit suggestions
+    /// read) and used by the next `train`. Returns the case id.
     pub fn record_feedback(&self, feedback: Feedback) -> Result<String> {
         let unit = match feedback.unit.as_deref() {
             Some(unit) => Some(
-                self.units
+                self.router()
                     .resolve(unit)
                     .ok_or_else(|| Error::InvalidInput(format!("unknown unit {unit:?}")))?
                     .id
@@ -212,13 +213,17 @@ impl Pipeline {
 
     /// Trains a classifier on every labeled stored case, with zero-shot profiles of the
     /// taxonomy's categories embedded by this pipeline's embedder (the one that embedded the
-    /// cases). The caller saves it and may `set_classifier` it.
+    /// cases), and learns the units of every stored case with a unit (`train_units`). The
+    /// caller saves it and may `set_classifier` it.
     pub fn train(&self, config: ClassifierConfig) -> Result<Classifier> {
         let labeled = CaseFilter {
             labeled_only: true,
             ..Default::default()
         };
         let cases = self.store.as_ref().all(&labeled)?;
-        train_from_cases(&cases, self.embedder.as_ref(), &self.taxonomy, config)
+        let mut classifier =
+            train_from_cases(&cases, self.embedder.as_ref(), &self.taxonomy, config)?;
+        classifier.units = self.train_units(&classifier)?;
+        Ok(classifier)
     }
 }

@@ -6,6 +6,7 @@ mod builder;
 mod cases;
 mod draft;
 mod insights;
+mod routing;
 
 pub use builder::PipelineBuilder;
 pub use cases::{Feedback, Stored};
@@ -14,12 +15,14 @@ pub use insights::{
     time_bound, AlertReport, AlertRequest, CaseSource, DigestReport, DigestRequest, HotspotReport,
     HotspotRequest, Loaded, Scope,
 };
+pub use routing::{UnitBaselines, UnitListing};
 
 use crate::classify::{ClassScores, Classifier, Neighbor};
 use crate::guard::{self, DraftCheck};
 use crate::prompt::{ChatTemplate, Prompts};
 use crate::reply::{CitationConfig, DraftMethod};
-use crate::units::{UnitDirectory, UnitSuggestion};
+use crate::reply_units::UnitAliases;
+use crate::units::{CategoryProb, RouteQuery, Router, UnitDirectory, UnitNeighbor, UnitSuggestion};
 use crate::work_order::{self, WorkOrder};
 use crate::{
     pii, text, Case, CaseFilter, CaseStore, EmbedKind, Embedder, Error, GenerateParams, Generator,
@@ -167,6 +170,8 @@ pub struct PipelineConfig {
     pub draft: DraftConfig,
     /// Characters of a similar case's text shown as its snippet.
     pub snippet_chars: usize,
+    /// Similar past cases with a unit the unit suggestions read.
+    pub unit_neighbors_k: usize,
 }
 
 impl Default for PipelineConfig {
@@ -178,6 +183,7 @@ impl Default for PipelineConfig {
             duplicate: DuplicateConfig::default(),
             draft: DraftConfig::default(),
             snippet_chars: 120,
+            unit_neighbors_k: 20,
         }
     }
 }
@@ -284,6 +290,7 @@ pub struct Analysis {
     id: Option<String>,
     full: String,
     vector: Vec<f32>,
+    baselines: UnitBaselines,
 }
 
 impl Analysis {
@@ -291,6 +298,11 @@ impl Analysis {
     /// case reuses it instead of embedding the text again.
     pub fn vector(&self) -> &[f32] {
         &self.vector
+    }
+
+    /// What the two simple unit routers would have said (the evaluation's baselines).
+    pub fn unit_baselines(&self) -> &UnitBaselines {
+        &self.baselines
     }
 }
 
@@ -303,6 +315,9 @@ pub struct Pipeline {
     generator: Option<Arc<dyn Generator>>,
     taxonomy: Taxonomy,
     units: UnitDirectory,
+    aliases: Arc<UnitAliases>,
+    /// The configured directory merged with the current classifier's learned units.
+    router: RwLock<Arc<Router>>,
     prompts: Arc<Prompts>,
     config: PipelineConfig,
     classifier: RwLock<Option<Arc<Classifier>>>,
@@ -341,8 +356,15 @@ impl Pipeline {
     /// embedder's vectors.
     pub fn set_classifier(&self, classifier: Classifier) -> Result<()> {
         check_embedder(&classifier, self.embedder.as_ref())?;
+        let router = Router::new(&self.units, &classifier.units, &self.aliases);
+        *self.router.write().expect("router lock") = Arc::new(router);
         *self.classifier.write().expect("classifier lock") = Some(Arc::new(classifier));
         Ok(())
+    }
+
+    /// The units as routing sees them: configured and learned, with the routing model.
+    pub fn router(&self) -> Arc<Router> {
+        self.router.read().expect("router lock").clone()
     }
 
     pub fn classifier(&self) -> Option<Arc<Classifier>> {
@@ -470,6 +492,21 @@ impl Pipeline {
         } else {
             Vec::new()
         };
+        let with_unit = CaseFilter {
+            with_unit: true,
+            ..Default::default()
+        };
+        let handled: Vec<UnitNeighbor> = self
+            .search_others(complaint, vector, self.config.unit_neighbors_k, &with_unit)?
+            .into_iter()
+            .filter_map(|h| {
+                Some(UnitNeighbor {
+                    unit_id: h.case.unit?,
+                    case_id: h.case.id,
+                    similarity: h.score,
+                })
+            })
+            .collect();
         lap("search", &mut timings);
 
         let neighbors: Vec<Neighbor> = labeled
@@ -484,12 +521,8 @@ impl Pipeline {
         let scores = classifier.predict(full, vector, &neighbors);
         lap("classify", &mut timings);
 
-        let handled: Vec<(String, String, f32)> = similar
-            .iter()
-            .chain(&labeled)
-            .filter_map(|h| Some((h.case.id.clone(), h.case.unit.clone()?, h.score)))
-            .collect();
-        let mut suggestion = self.route(&classifier, complaint, full, &scores, &handled);
+        let (mut suggestion, baselines) =
+            self.route(&classifier, complaint, full, &scores, &handled);
         suggestion.duplicate =
             self.duplicate(&similar, suggestion.district.as_deref(), complaint.time);
         suggestion.similar = similar.iter().map(|h| self.similar_case(h)).collect();
@@ -502,6 +535,7 @@ impl Pipeline {
             id: complaint.id.clone(),
             full: full.to_string(),
             vector: vector.to_vec(),
+            baselines,
         })
     }
 
@@ -515,7 +549,7 @@ impl Pipeline {
             Error::NotReady("the classifier has no lexical model (no labeled cases)".into())
         })?;
         // The ensemble's threshold then applies to the lexical model's calibrated probability.
-        let mut suggestion = self.route(&classifier, complaint, &full, &scores, &[]);
+        let (mut suggestion, _) = self.route(&classifier, complaint, &full, &scores, &[]);
         suggestion
             .timings_ms
             .insert("classify".into(), started.elapsed().as_secs_f64() * 1e3);
@@ -549,16 +583,17 @@ impl Pipeline {
     }
 
     /// The routing step both analyses share: top categories and the abstain decision, the
-    /// district, and the units (from the directory's rules and the units that handled `handled`,
-    /// the similar past cases as (case id, unit id, similarity)).
+    /// district, and the units (the router's, from the directory's rules, the units' history,
+    /// the places the text names and `handled`, the similar past cases with a unit), with what
+    /// the two baselines would have said.
     fn route(
         &self,
         classifier: &Classifier,
         complaint: &Complaint,
         full: &str,
         scores: &ClassScores,
-        handled: &[(String, String, f32)],
-    ) -> Suggestion {
+        handled: &[UnitNeighbor],
+    ) -> (Suggestion, UnitBaselines) {
         let k = self.config.categories_k;
         let categories = self.top_categories(classifier, &scores.ensemble, k);
         let confidence = categories.first().map_or(0.0, |c| c.probability);
@@ -571,19 +606,28 @@ impl Pipeline {
             .district
             .clone()
             .or_else(|| self.units.extract_district(full).map(|d| d.name.clone()));
-        let category_probs: Vec<(String, f32)> = classifier
+        let category_probs: Vec<CategoryProb> = classifier
             .labels
             .iter()
-            .cloned()
             .zip(scores.ensemble.iter().copied())
+            .map(|(id, probability)| CategoryProb {
+                id: id.clone(),
+                name: self
+                    .taxonomy
+                    .resolve(id)
+                    .map_or_else(|| id.clone(), |c| c.name.clone()),
+                probability,
+            })
             .collect();
-        let units = self.units.suggest(
-            &category_probs,
-            district.as_deref(),
-            handled,
-            self.config.units_k,
-        );
-        Suggestion {
+        let query = RouteQuery {
+            text: full,
+            categories: &category_probs,
+            district: district.as_deref(),
+            neighbors: handled,
+        };
+        let units = self.router().suggest(&query, self.config.units_k);
+        let baselines = UnitBaselines::new(&self.units, &query);
+        let suggestion = Suggestion {
             abstain: confidence < classifier.threshold,
             threshold: classifier.threshold,
             categories,
@@ -598,7 +642,8 @@ impl Pipeline {
             draft_checks: Vec::new(),
             classifier_version: classifier.version.clone(),
             timings_ms: BTreeMap::new(),
-        }
+        };
+        (suggestion, baselines)
     }
 
     /// The `k` most similar stored cases other than the complaint itself (its stored `id`).

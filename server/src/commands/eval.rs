@@ -11,12 +11,18 @@ use triage_eval::run::{self, Run};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Labeled JSONL files to build the store and classifier from
+    /// JSONL files to build the store and classifier from: labeled cases train the classifier,
+    /// cases with a unit (or a reply naming one) teach the units
     #[arg(long, num_args = 1.., required_unless_present_any = ["cv", "current"])]
     train: Vec<PathBuf>,
-    /// Labeled JSONL file to evaluate on
+    /// JSONL file to evaluate on: categories on its labeled cases, units on those with a gold
+    /// unit (a `unit` field, or the handler their `reply` names)
     #[arg(long)]
     test: PathBuf,
+    /// Hold out this share of --test (seeded by --seed) and add the rest to the training cases,
+    /// e.g. `--test replies.jsonl --hold-out 0.5` grounds on half the replies and scores the other
+    #[arg(long, conflicts_with_all = ["cv", "current"], requires = "train")]
+    hold_out: Option<f64>,
     /// Output directory for report.json, report.md and the SVG charts
     #[arg(long, default_value = "report")]
     out: PathBuf,
@@ -33,7 +39,7 @@ pub struct EvalArgs {
     /// source tree it was built in]
     #[arg(long, env = "TRIAGE_BASELINE_SCRIPT")]
     baseline_script: Option<PathBuf>,
-    /// Seed of the cross-validation folds
+    /// Seed of the cross-validation folds and of --hold-out's split
     #[arg(long, default_value_t = 17)]
     seed: u64,
 }
@@ -46,11 +52,19 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     )
 }
 
-/// Reads a labeled file, saying on stderr how many lines it skipped (for training files, whose
-/// skipped lines are not in the report).
-fn read(path: &Path, skipped: &mut Vec<triage_eval::Skipped>) -> Result<Vec<triage_core::Case>> {
+/// Reads a case file (only its labeled cases when `labeled`), saying on stderr how many lines it
+/// skipped (for training files, whose skipped lines are not in the report).
+fn read(
+    path: &Path,
+    labeled: bool,
+    skipped: &mut Vec<triage_eval::Skipped>,
+) -> Result<Vec<triage_core::Case>> {
     let before = skipped.len();
-    let cases = run::read_labeled(path, skipped)?;
+    let cases = if labeled {
+        run::read_labeled(path, skipped)?
+    } else {
+        run::read_cases(path, skipped)?
+    };
     if let Some(first) = skipped.get(before) {
         eprintln!(
             "{}: {} lines skipped (first: line {}: {})",
@@ -66,9 +80,16 @@ fn read(path: &Path, skipped: &mut Vec<triage_eval::Skipped>) -> Result<Vec<tria
 pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     let started = Instant::now();
     let mut skipped = Vec::new();
-    let test = read(&args.test, &mut skipped)?;
+    let mut test = read(&args.test, args.cv.is_some(), &mut skipped)?;
     if test.is_empty() {
-        bail!("no labeled cases in {}", args.test.display());
+        bail!("no cases to evaluate in {}", args.test.display());
+    }
+    let mut held_back = Vec::new();
+    if let Some(fraction) = args.hold_out {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            bail!("--hold-out must be between 0 and 1, got {fraction}");
+        }
+        (held_back, test) = run::hold_out(test, fraction, args.seed);
     }
     let mut meta = serde_json::json!({
         "test": args.test.display().to_string(),
@@ -92,7 +113,16 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
             None => {
                 let mut train = Vec::new();
                 for path in &args.train {
-                    train.extend(read(path, &mut Vec::new())?);
+                    train.extend(read(path, false, &mut Vec::new())?);
+                }
+                if let Some(fraction) = args.hold_out {
+                    meta["hold_out"] = serde_json::json!({
+                        "fraction": fraction,
+                        "seed": args.seed,
+                        "held_out": test.len(),
+                        "added_to_train": held_back.len(),
+                    });
+                    train.append(&mut held_back);
                 }
                 meta["train"] = args
                     .train

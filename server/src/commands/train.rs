@@ -41,6 +41,25 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
             .unwrap_or_default();
         println!("  out-of-fold accuracy {method:<10} {acc:.4}{weight}");
     }
+    let units = &classifier.units;
+    let fit = &units.model.fit;
+    let learned = units
+        .units
+        .iter()
+        .filter(|u| pipeline.units().resolve(&u.id).is_none())
+        .count();
+    println!(
+        "units: {} with history ({learned} learned, the rest configured) from {} past cases with a unit, in {}",
+        units.units.len(),
+        fit.cases,
+        triage_core::classify::Classifier::units_path(&dir.join(format!("{}.bin", classifier.version)))
+            .display()
+    );
+    if let (Some(top1), Some(top3)) = (fit.loo_top1, fit.loo_top3) {
+        println!(
+            "  unit suggestions fitted on them, each left out in turn: top-1 {top1:.3}, top-3 {top3:.3}"
+        );
+    }
     match r.coverage {
         Some(c) => println!(
             "abstain below confidence {:.3}: {:.1}% of cases routed automatically at {:.0}% accuracy",

@@ -431,10 +431,14 @@ async fn taxonomy(State(state): Shared) -> AppResult<Json<Value>> {
     Ok(Json(json!(state.pipeline()?.taxonomy())))
 }
 
+/// Configured and learned units, each with its `source` and the history it has (`cases`,
+/// `case_categories`, `case_districts`), and the districts of the directory.
 async fn units(State(state): Shared) -> AppResult<Json<Value>> {
     let p = state.pipeline()?;
-    let units = p.units();
-    Ok(Json(
-        json!({"districts": units.districts, "units": units.units}),
-    ))
+    let router = p.router();
+    Ok(Json(json!({
+        "districts": p.units().districts,
+        "units": router.units(),
+        "routing": router.fit(),
+    })))
 }

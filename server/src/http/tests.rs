@@ -306,6 +306,73 @@ async fn triage_search_feedback_and_cases() {
 }
 
 #[tokio::test]
+async fn a_units_correction_counts_at_once_and_units_say_where_they_come_from() {
+    let state = ready_state(HashMap::new(), Limits::default());
+    let (status, body) = send(&state, "GET", "/v1/units", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["units"][0]["id"], "bus");
+    assert_eq!(body["units"][0]["source"], "configured");
+    assert_eq!(body["units"][0]["cases"], 0);
+
+    // The directory's rule: the bus company handles transport, not a school's complaint.
+    let complaint = r#"{"text": "学校门口的校车总是乱停乱放", "draft": false}"#;
+    let (_, before) = send(&state, "POST", "/v1/triage", Some(complaint), None).await;
+    assert!(
+        before["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["kind"] != "similar_cases")),
+        "{before}"
+    );
+    // A call-taker routes such a complaint to the bus company: the next one hears of it.
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/feedback",
+        Some(r#"{"text": "学校门口的校车总是乱停", "category": "教育文体", "unit": "公交集团"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, after) = send(&state, "POST", "/v1/triage", Some(complaint), None).await;
+    let bus = after["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit_id"] == "bus")
+        .unwrap_or_else(|| panic!("{after}"));
+    let similar = bus["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "similar_cases")
+        .unwrap_or_else(|| panic!("{bus}"));
+    assert_eq!(similar["count"], 1);
+    assert!(
+        similar["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("处理过 1 件相似案件"),
+        "{similar}"
+    );
+    // An unknown unit is refused, not stored.
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/v1/feedback",
+        Some(r#"{"text": "校车", "category": "教育文体", "unit": "不存在的单位"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
 async fn errors_share_one_shape() {
     let limits = Limits {
         max_body_bytes: 2048,

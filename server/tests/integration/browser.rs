@@ -290,6 +290,32 @@ fn call_taker_page_in_headless_chromium() {
     );
     let units = driver.eval("return document.querySelectorAll('#units .unit').length");
     assert!(units.as_u64().unwrap() > 0, "units are suggested");
+    // Each suggested unit says why, in the call-taker's language, and follows the language switch.
+    let evidence = |lang: &str| {
+        let script = format!(
+            "const s = document.getElementById('lang'); s.value = '{lang}'; s.dispatchEvent(new Event('change'));\
+             return [...document.querySelectorAll('#units .evidence li')].map((e) => e.textContent).join('|')"
+        );
+        driver.eval(&script).as_str().unwrap().to_string()
+    };
+    let english = evidence("en");
+    assert!(
+        ["handles ", "handled ", "the complaint names "]
+            .iter()
+            .any(|w| english.contains(w)),
+        "evidence in English: {english}"
+    );
+    let chinese = evidence("zh");
+    assert!(
+        ["负责", "处理过", "投诉地点在"]
+            .iter()
+            .any(|w| chinese.contains(w)),
+        "evidence in Chinese: {chinese}"
+    );
+    assert!(
+        chinese.contains("负责A2区的城乡建设") || chinese.contains("相似案件"),
+        "the rule or the similar cases of the street-light complaint: {chinese}"
+    );
 
     // The work order is pre-filled from the call, in fields the call-taker can edit.
     let order = driver.eval(
@@ -380,6 +406,27 @@ fn call_taker_page_in_headless_chromium() {
     );
     let (status, _) = http(&server.addr, "DELETE", &format!("/v1/cases/{id}"), None);
     assert_eq!(status, 204);
+
+    // The units the sample's replies name are learned by `triage train` and listed with their
+    // source and history.
+    let listed = parse(&http(&server.addr, "GET", "/v1/units", None).1);
+    let learned: Vec<&Value> = listed["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["source"] == "learned")
+        .collect();
+    assert!(!learned.is_empty(), "units learned from replies: {listed}");
+    assert!(
+        learned.iter().all(|u| u["cases"].as_u64().unwrap() > 0),
+        "a learned unit handled past cases: {listed}"
+    );
+    assert!(
+        learned
+            .iter()
+            .any(|u| matches!(u["kind"].as_str(), Some("street" | "town"))),
+        "a learned street or town: {listed}"
+    );
 }
 
 #[test]

@@ -4,6 +4,15 @@
 //! handle and the districts they cover, and templates that stamp out one unit per district
 //! (e.g. "{district}教育局"). See `data/units.toml` for the shipped example.
 
+pub mod learned;
+pub mod route;
+
+pub use learned::{LearnedUnit, LearnedUnits};
+pub use route::{
+    CategoryProb, RouteQuery, RouteUnit, Router, UnitEvidence, UnitNeighbor, UnitSource,
+};
+
+use crate::reply_units::UnitKind;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -65,13 +74,26 @@ pub struct UnitDirectory {
 pub struct UnitSuggestion {
     pub unit_id: String,
     pub name: String,
+    /// The unit's probability among the candidates (calibrated on held-out history once
+    /// `triage train` has fitted the routing model).
     pub score: f32,
-    /// The rule that matched, e.g. "handles 教育文体 in A7县".
+    /// The directory's rule that matched, e.g. "handles 教育文体 in A7县" (for programs; the
+    /// call-taker reads `evidence`).
     pub rule: Option<String>,
     /// Ids of similar past cases this unit handled.
     pub similar_cases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<UnitKind>,
+    /// Configured (units.toml) or learned from past cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<UnitSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district: Option<String>,
+    /// Why, in the call-taker's language: "处理过 3 件相似案件（最相似 0.93）", "投诉地点在洋湖街道".
+    #[serde(default)]
+    pub evidence: Vec<UnitEvidence>,
 }
 
 impl UnitDirectory {
@@ -192,7 +214,7 @@ impl UnitDirectory {
     }
 
     /// The district and its ancestors, most specific first.
-    fn lineage(&self, district: &str) -> Vec<String> {
+    pub fn lineage(&self, district: &str) -> Vec<String> {
         let mut out = vec![district.to_string()];
         while let Some(parent) = self
             .districts
@@ -208,8 +230,9 @@ impl UnitDirectory {
         out
     }
 
-    /// Top-`k` units for a complaint. `categories` are (category id, probability), `district`
-    /// the extracted one, `similar` the (case id, unit id, similarity) of similar past cases.
+    /// Top-`k` units by the directory's rules alone (the baseline the evaluation compares the
+    /// router with). `categories` are (category id, probability), `district` the extracted one,
+    /// `similar` the (case id, unit id, similarity) of similar past cases.
     /// A unit's score is the probability of the categories it handles, discounted by how far its
     /// coverage is from the complaint's district, plus a share from similar cases it handled.
     pub fn suggest(
@@ -253,6 +276,10 @@ impl UnitDirectory {
                     rule: Some(format!("handles {category} in {place}")),
                     similar_cases: Vec::new(),
                     contact: unit.contact.clone(),
+                    kind: None,
+                    source: Some(UnitSource::Configured),
+                    district: unit.districts.first().cloned(),
+                    evidence: Vec::new(),
                 },
             );
         }
@@ -268,6 +295,10 @@ impl UnitDirectory {
                 rule: None,
                 similar_cases: Vec::new(),
                 contact: unit.contact.clone(),
+                kind: None,
+                source: Some(UnitSource::Configured),
+                district: unit.districts.first().cloned(),
+                evidence: Vec::new(),
             });
             entry.score += SIMILAR_WEIGHT * similarity.max(0.0) / total_similarity.max(1e-6);
             entry.similar_cases.push(case_id.clone());
