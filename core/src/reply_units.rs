@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// What sort of unit a name is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitKind {

@@ -278,6 +278,7 @@ static WITH_REPLY: CaseFilter = CaseFilter {
     time_to: None,
     labeled_only: false,
     with_reply: true,
+    with_unit: false,
 };
 
 /// What has been passed to the caller: only checked text, and only while it is a beginning of

@@ -400,7 +400,7 @@ impl Pipeline {
                 input.read = cases.len();
                 let mut kept: Vec<(Case, Vec<f32>)> = Vec::with_capacity(cases.len());
                 for (mut case, vector) in cases {
-                    ingest::enrich(&mut case, &self.units);
+                    ingest::enrich(&mut case, &self.units, &self.aliases);
                     // Labels count by category id, as stored cases' do.
                     if let Some(id) = case.label.as_deref().and_then(|l| self.category_id(l)) {
                         case.label = Some(id);

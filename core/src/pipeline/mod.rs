@@ -497,7 +497,12 @@ impl Pipeline {
             ..Default::default()
         };
         let handled: Vec<UnitNeighbor> = self
-            .search_others(complaint, vector, self.config.unit_neighbors_k, &with_unit)?
+            .search_others(
+                complaint.id.as_deref(),
+                vector,
+                self.config.unit_neighbors_k,
+                &with_unit,
+            )?
             .into_iter()
             .filter_map(|h| {
                 Some(UnitNeighbor {

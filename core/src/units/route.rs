@@ -165,6 +165,7 @@ impl Weights {
 }
 
 /// Whether a unit comes from the configured directory or was learned from past cases.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitSource {
@@ -210,6 +211,7 @@ struct Own<'a> {
 }
 
 /// Why a unit is suggested, in words a call-taker reads and in fields a page can render.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UnitEvidence {
