@@ -405,19 +405,26 @@ fn kill_during(dir: &Path, args: &[&str], after: Duration) -> bool {
 fn kill_9_during_train_leaves_the_previous_classifier_current_and_usable() {
     let dir = copy_of_demo();
     let current = || std::fs::read_to_string(dir.path().join("classifier/current")).unwrap();
-    let before = current();
-    let mut killed = 0;
+    let mut kept = 0;
     for ms in [300, 1500, 4000] {
+        let before = current();
         if kill_during(dir.path(), &["train"], Duration::from_millis(ms)) {
-            killed += 1;
-            assert_eq!(current(), before, "killed after {ms} ms");
+            // Train saves the new classifier, then switches `current` to it, then still prints
+            // and flushes: a kill after the switch leaves the new, complete classifier current
+            // (classify and store check below load it). Before the switch, the previous one stays.
+            if current() == before {
+                kept += 1;
+            }
         }
         run_ok(cmd(dir.path()).args(["classify", "--no-draft", "公交车不按站停车"]));
         let check = store_check(dir.path());
         assert!(check.status.success(), "{}", text(&check));
         assert_eq!(cases_read_back(&check), 1300, "{}", text(&check));
     }
-    assert!(killed > 0, "train always finished before the kill");
+    assert!(
+        kept > 0,
+        "no kill landed before train switched to its new classifier"
+    );
 }
 
 #[test]
