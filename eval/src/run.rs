@@ -35,36 +35,18 @@ pub struct Run<'a> {
 /// that names one; a training case without a label is history the pipeline grounds on); lines
 /// that do not parse are `skipped` with their line number and reason.
 pub fn read_cases(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>> {
-    let text = std::fs::read(path).map_err(|source| crate::Error::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        let Ok(line) = std::str::from_utf8(line) else {
-            skipped.push(Skipped {
-                line: i + 1,
-                reason: "not UTF-8".into(),
-            });
-            continue;
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_case_line(line) {
-            Ok(case) => out.push(case),
-            Err(reason) => skipped.push(Skipped {
-                line: i + 1,
-                reason,
-            }),
-        }
-    }
-    Ok(out)
+    read_jsonl(path, skipped, false)
 }
 
 /// The labeled cases of a JSONL file (cross-validation folds are stratified by label); lines
 /// without a label or that do not parse are `skipped`.
 pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>> {
+    read_jsonl(path, skipped, true)
+}
+
+/// The one JSONL reader of both: every line that is not UTF-8, does not parse or (with
+/// `require_label`) has no label is `skipped` with its 1-based line number.
+fn read_jsonl(path: &Path, skipped: &mut Vec<Skipped>, require_label: bool) -> Result<Vec<Case>> {
     let text = std::fs::read(path).map_err(|source| crate::Error::Read {
         path: path.display().to_string(),
         source,
@@ -82,7 +64,7 @@ pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>
             continue;
         }
         match parse_case_line(line) {
-            Ok(case) if case.label.is_none() => skipped.push(Skipped {
+            Ok(case) if require_label && case.label.is_none() => skipped.push(Skipped {
                 line: i + 1,
                 reason: "no \"label\"".into(),
             }),
