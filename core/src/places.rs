@@ -517,11 +517,12 @@ pub fn extract(text: &str, directory: &UnitDirectory) -> Vec<Place> {
     let mut candidates: Vec<(usize, usize, PlaceLevel, Need)> = SUFFIX_RE
         .find_iter(text)
         .map(|m| {
+            let (suffix, end) = shorter_before_word(text, m.as_str(), m.end());
             let (_, level, need) = SUFFIXES
                 .iter()
-                .find(|s| s.0 == m.as_str())
+                .find(|s| s.0 == suffix)
                 .expect("matched suffix is listed");
-            (m.start(), m.end(), *level, *need)
+            (m.start(), end, *level, *need)
         })
         .collect();
     candidates.extend(NUMBERED_SCHOOL_RE.find_iter(text).map(|m| {
@@ -827,6 +828,29 @@ fn closes_a_word(text: &str, tokens: &[Token], s: usize, e: usize, level: PlaceL
     continues(token.word)
 }
 
+/// The suffix matched at `end` (its end), or a shorter listed suffix it starts with when its last
+/// character makes a word with the character after it: "坪塘街道办理" is 坪塘街道 + 办理, not
+/// 坪塘街道办 (a street office) + 理; "…宿舍区域" is …宿舍 + 区域. The longest match alone read
+/// every "拟转交A7县泉塘街道办理" as a street office no source names.
+fn shorter_before_word<'a>(text: &str, suffix: &'a str, end: usize) -> (&'a str, usize) {
+    let Some((last_at, last)) = suffix.char_indices().last() else {
+        return (suffix, end);
+    };
+    let shorter = &suffix[..last_at];
+    if last_at == 0 || !SUFFIXES.iter().any(|s| s.0 == shorter) {
+        return (suffix, end);
+    }
+    let Some(next) = text[end..].chars().next() else {
+        return (suffix, end);
+    };
+    let pair = format!("{last}{next}");
+    if jieba().has_word(&pair) {
+        (shorter, end - last.len_utf8())
+    } else {
+        (suffix, end)
+    }
+}
+
 /// Whether jieba's dictionary knows `word` as a verb, adverb, preposition, pronoun, conjunction
 /// or particle (and not also as a name).
 fn is_function_word(word: &str) -> bool {
@@ -1060,6 +1084,19 @@ mod tests {
         let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
         assert!(names.contains(&"舞水家园"), "{got:?}");
         assert!(names.iter().any(|n| n.ends_with("小学")), "{got:?}");
+    }
+
+    #[test]
+    fn a_street_before_a_verb_is_the_street() {
+        use PlaceLevel::*;
+        // 街道 + 办理, not 街道办 (a street office) + 理.
+        let got = names("该问题拟转交A7县泉塘街道办理，请坪塘街道办尽快解决");
+        assert!(
+            got.contains(&("A7县泉塘街道".into(), StreetTown)),
+            "{got:?}"
+        );
+        assert!(got.contains(&("坪塘街道办".into(), StreetTown)), "{got:?}");
+        assert!(!got.iter().any(|g| g.0.ends_with("泉塘街道办")), "{got:?}");
     }
 
     #[test]

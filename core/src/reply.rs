@@ -462,6 +462,32 @@ mod tests {
         }
     }
 
+    /// Unit routing suggests learned units too (street offices, towns, communities, companies,
+    /// named by their district): their names in "拟转交…办理" must read as the unit, not as a
+    /// street office "…街道办" + "理" that no source names (issue 13's regression after issue 14).
+    #[test]
+    fn the_template_names_every_kind_of_unit_without_unsupported_facts() {
+        let d = directory();
+        let complaint = "小区门口的路灯已经坏了两个多月，晚上一片漆黑，希望尽快维修。";
+        for unit in [
+            "A7县泉塘街道",
+            "A3区坪塘街道办事处",
+            "A7县黄兴镇",
+            "A7县榔梨镇人民政府",
+            "A2区东塘社区",
+            "A市供水有限公司",
+            "A市住房公积金管理中心",
+            "A5区东山街道",
+        ] {
+            let (clean, draft) = template_draft(complaint, unit, &[]);
+            let sources = guard::Sources::new(&clean, &d, &[]).with_extra(&[unit]);
+            let checked = guard::check_draft(&draft, &sources);
+            assert_eq!(checked.changes, vec![], "{draft}");
+            assert_eq!(checked.text, draft);
+            assert!(draft.contains(&format!("拟转交{unit}办理")), "{draft}");
+        }
+    }
+
     #[test]
     fn an_untrusted_complaint_creates_no_slot_citation_or_section() {
         let d = directory();
