@@ -593,7 +593,8 @@ impl<'a> Engine<'a> {
         };
         let need = ((cluster.groups.len() as f32 * self.params.key_coverage).ceil() as u16).max(2);
         count.groups >= need
-            && count.docs as f32 >= self.params.key_specificity * self.span_df(cluster, t, to) as f32
+            && count.docs as f32
+                >= self.params.key_specificity * self.span_df(cluster, t, to) as f32
     }
 
     /// A core term: a signature term in as many groups as any term is (the place's name).

@@ -273,7 +273,12 @@ mod tests {
     #[test]
     fn timeline_counts_a_term_within_a_time_range() {
         let mut tl = TermTimeline::default();
-        for (time, terms) in [(10, vec![1, 2]), (20, vec![1]), (20, vec![2]), (35, vec![1, 2])] {
+        for (time, terms) in [
+            (10, vec![1, 2]),
+            (20, vec![1]),
+            (20, vec![2]),
+            (35, vec![1, 2]),
+        ] {
             tl.add(time, &terms);
         }
         assert_eq!(tl.count(1, i64::MIN, i64::MAX), 3);
