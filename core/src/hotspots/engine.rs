@@ -8,8 +8,8 @@
 //! window's contents, not by the history.
 
 use super::terms::{
-    idf, ngram_spans, ngrams, term_chars, variant_keys, DocFreq, Term, TermMap, VariantKey,
-    VariantMap,
+    idf, ngram_spans, ngrams, term_chars, variant_keys, DocFreq, Term, TermMap, TermTimeline,
+    VariantKey, VariantMap,
 };
 use super::{category, heat, likes, rfc3339, Hotspot, HotspotParams};
 use crate::vector::dot;
@@ -54,6 +54,8 @@ struct Group {
 struct Cluster {
     docs: Vec<u32>,
     groups: Vec<Group>,
+    /// Time of its first and last message.
+    first: i64,
     last: i64,
     open: bool,
     /// Per distinctive term, how many of the cluster's groups and messages contain it (built
@@ -93,9 +95,11 @@ pub struct Engine<'a> {
     params: &'a HotspotParams,
     /// Document frequencies for weights: the whole input's (batch) or those seen so far.
     df: DocFreq,
-    /// Document frequencies of the messages seen so far (batch mode only; streaming uses `df`),
-    /// for how specific a term is to a cluster at the time.
-    seen: Option<DocFreq>,
+    /// Which messages contain each term, by time (batch: every message up front; streaming: those
+    /// seen so far), for how specific a term is to a cluster over the cluster's own time span.
+    timeline: TermTimeline,
+    /// Batch mode: frequencies are the whole input's (a term seen once in all is not distinctive).
+    batch: bool,
     /// Terms of every case in batch mode, computed up front.
     precomputed: Option<Vec<Vec<Term>>>,
     docs: Vec<Doc>,
@@ -121,7 +125,25 @@ impl<'a> Engine<'a> {
         }
         let mut engine = Self::streaming(cases, params);
         engine.df = df;
-        engine.seen = Some(DocFreq::default());
+        engine.batch = true;
+        // Only distinctive terms are ever looked up again (as candidates, in the index or as a
+        // cluster's terms), so each message keeps only those: on 100,000 messages the common
+        // terms would be most of the memory.
+        let max_df = engine.max_df();
+        let df = &engine.df;
+        let terms: Vec<Vec<Term>> = terms
+            .into_par_iter()
+            .map(|ts| {
+                ts.into_iter()
+                    .filter(|&t| (2..=max_df).contains(&df.get(t)))
+                    .collect()
+            })
+            .collect();
+        let mut timeline = TermTimeline::with_capacity(df, |n| (2..=max_df).contains(&n));
+        for i in time_order(cases) {
+            timeline.add(cases[i].0.time.unwrap_or(i64::MIN + 1), &terms[i]);
+        }
+        engine.timeline = timeline;
         engine.precomputed = Some(terms);
         engine
     }
@@ -131,7 +153,8 @@ impl<'a> Engine<'a> {
             cases,
             params,
             df: DocFreq::default(),
-            seen: None,
+            timeline: TermTimeline::default(),
+            batch: false,
             precomputed: None,
             docs: Vec::new(),
             postings: TermMap::default(),
@@ -151,9 +174,18 @@ impl<'a> Engine<'a> {
             .max(2)
     }
 
-    /// How many messages seen so far contain `t`.
-    fn seen_df(&self, t: Term) -> u32 {
-        self.seen.as_ref().unwrap_or(&self.df).get(t)
+    /// How many messages from `window_days` before the cluster's first message up to `to`
+    /// contain `t`: the messages a term specific to the cluster would mostly be in. Whole-history
+    /// frequencies would not do: a place that complains in several separate episodes (every
+    /// year; or a history of recycled texts) is in every episode's messages, and no one episode
+    /// would hold most of them.
+    fn span_df(&self, cluster: &Cluster, t: Term, to: i64) -> u32 {
+        let from = cluster.first.saturating_sub(self.window_secs());
+        self.timeline.count(t, from, to)
+    }
+
+    fn window_secs(&self) -> i64 {
+        (self.params.window_days * 86_400.0) as i64
     }
 
     /// Adds case `i` (callers go in time order) and returns where it went.
@@ -171,15 +203,15 @@ impl<'a> Engine<'a> {
             Some(all) => all[i].clone(),
             None => case_terms(case, self.params),
         };
-        match &mut self.seen {
-            Some(seen) => seen.add(&terms),
-            None => self.df.add(&terms),
+        if !self.batch {
+            self.df.add(&terms);
+            self.timeline.add(time, &terms);
         }
         let max_df = self.max_df();
         let docs_total = self.df.docs();
         // Distinctive: not common, and (with the whole input's frequencies) shared with another
         // message. Streaming, a term seen only here is kept: the next message may share it.
-        let min_df = if self.seen.is_some() { 2 } else { 1 };
+        let min_df = if self.batch { 2 } else { 1 };
         let distinctive: Vec<(Term, f32)> = terms
             .iter()
             .filter_map(|&t| {
@@ -320,6 +352,7 @@ impl<'a> Engine<'a> {
                     }
                 };
                 cluster.docs.push(this_doc);
+                cluster.first = cluster.first.min(time);
                 cluster.last = cluster.last.max(time);
                 if let Some(d) = &case.district {
                     *cluster.districts.entry(d.clone()).or_insert(0) += 1;
@@ -345,6 +378,7 @@ impl<'a> Engine<'a> {
                         time: case.time,
                         likes,
                     }],
+                    first: time,
                     last: time,
                     open: true,
                     terms: TermMap::default(),
@@ -414,6 +448,7 @@ impl<'a> Engine<'a> {
             Cluster {
                 docs: Vec::new(),
                 groups: Vec::new(),
+                first: i64::MAX,
                 last: i64::MIN,
                 open: false,
                 terms: TermMap::default(),
@@ -451,6 +486,7 @@ impl<'a> Engine<'a> {
         for (x, v) in t.sum.iter_mut().zip(&moved.sum) {
             *x += v;
         }
+        t.first = t.first.min(moved.first);
         t.last = t.last.max(moved.last);
     }
 
@@ -544,15 +580,21 @@ impl<'a> Engine<'a> {
     }
 
     /// A signature term of a cluster: in at least `key_coverage` of its distinct messages (and
-    /// two), and mostly found inside it (`key_specificity` of the messages seen so far that contain
-    /// it are members). In practice: the place's or the group's name, and the problem's own words.
+    /// two), and mostly found inside it (`key_specificity` of the messages that contain it, from
+    /// `window_days` before the cluster began up to now, are members). In practice: the place's
+    /// or the group's name, and the problem's own words.
     fn is_signature(&self, cluster: &Cluster, t: Term) -> bool {
+        self.is_signature_until(cluster, t, self.now)
+    }
+
+    fn is_signature_until(&self, cluster: &Cluster, t: Term, to: i64) -> bool {
         let Some(count) = cluster.terms.get(&t) else {
             return false;
         };
         let need = ((cluster.groups.len() as f32 * self.params.key_coverage).ceil() as u16).max(2);
         count.groups >= need
-            && count.docs as f32 >= self.params.key_specificity * self.seen_df(t) as f32
+            && count.docs as f32
+                >= self.params.key_specificity * self.span_df(cluster, t, to) as f32
     }
 
     /// A core term: a signature term in as many groups as any term is (the place's name).
@@ -564,17 +606,12 @@ impl<'a> Engine<'a> {
             && self.is_signature(cluster, t)
     }
 
-    /// A signature term as the whole input sees it: `is_signature` with the document frequency of
-    /// every message (batch; in a replay, of those seen so far). A term that looked specific to
-    /// the cluster while it grew but is common over the period (a writer's stock phrases) is not
-    /// one.
+    /// A signature term over the cluster's whole span: `is_signature` counting the messages up to
+    /// `window_days` after its last one too (batch: the input's; in a replay, those seen so far).
+    /// A term that looked specific to the cluster while it grew but is common around it (a
+    /// writer's stock phrases) is not one.
     fn is_final_signature(&self, cluster: &Cluster, t: Term) -> bool {
-        let Some(count) = cluster.terms.get(&t) else {
-            return false;
-        };
-        let need = ((cluster.groups.len() as f32 * self.params.key_coverage).ceil() as u16).max(2);
-        count.groups >= need
-            && count.docs as f32 >= self.params.key_specificity * self.df.get(t) as f32
+        self.is_signature_until(cluster, t, cluster.last.saturating_add(self.window_secs()))
     }
 
     /// Equal, or one contains the other (a county and its city).
@@ -659,7 +696,7 @@ impl<'a> Engine<'a> {
     /// `key_from` or more distinct messages without a signature term: no one place or group
     /// holds it together, so it is a broad theme, not a hotspot.
     ///
-    /// Its signature terms are taken as the whole input sees them (`is_final_signature`), and
+    /// Its signature terms are taken over its whole span (`is_final_signature`), and
     /// only the groups that name one of them are reported: a message that joined through a
     /// phrase which turned out common over the period is not about the place.
     pub fn hotspot(&self, c: u32) -> Option<Hotspot> {

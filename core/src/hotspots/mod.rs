@@ -23,10 +23,14 @@
 //!    the cluster's, and, once the cluster has `key_from` distinct messages, it contains one of
 //!    the cluster's *signature terms*: distinctive terms that at least `key_coverage` of the
 //!    cluster's distinct messages contain and that are found mostly inside the cluster (at least
-//!    `key_specificity` of the messages containing them so far are members). In practice these
-//!    are the place's or group's name and the problem's own words. Shared template wording does
-//!    not qualify: near-copies count once toward coverage, so a copy of a member with the place
-//!    swapped shares only the member's wording, which no other distinct member has.
+//!    `key_specificity` of the messages containing them are members, counted over the cluster's
+//!    own span: from `window_days` before its first message up to now, and when it closes up to
+//!    `window_days` after its last). Not over the whole history: a place that complains in
+//!    separate episodes is named in all of them, and no one episode would hold most of its
+//!    mentions. In practice these are the place's or group's name and the problem's own words.
+//!    Shared template wording does not qualify: near-copies count once toward coverage, so a
+//!    copy of a member with the place swapped shares only the member's wording, which no other
+//!    distinct member has.
 //!
 //! A cluster of `key_from` distinct messages or more without any signature term has no one place
 //! holding it together: it takes no newcomers and is not reported (a broad theme).
@@ -85,7 +89,8 @@ pub struct HotspotParams {
     pub near_copy_jaccard: f32,
     /// Share of a cluster's distinct messages a signature term is in.
     pub key_coverage: f32,
-    /// Share of the messages containing a signature term (so far) that are in the cluster.
+    /// Share of the messages containing a signature term (over the cluster's span, `window_days`
+    /// before its first message on) that are in the cluster.
     pub key_specificity: f32,
     /// Distinct messages a cluster needs before newcomers must contain a signature term (and
     /// before a cluster without one is a broad theme rather than a hotspot).

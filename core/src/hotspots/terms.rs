@@ -183,6 +183,52 @@ impl DocFreq {
     }
 }
 
+/// Which messages contain each term, in time order: how many messages of a time range contain a
+/// term (`count`). Messages are added in time order (an untimed one takes the time of the one
+/// before); each is a rank into `times`, so a posting costs 4 bytes.
+#[derive(Debug, Default, Clone)]
+pub struct TermTimeline {
+    times: Vec<i64>,
+    postings: TermMap<Vec<u32>>,
+}
+
+impl TermTimeline {
+    /// An empty timeline with room for the terms of `df` whose frequency passes `keep` (their
+    /// lists sized exactly; only those terms may be added).
+    pub fn with_capacity(df: &DocFreq, keep: impl Fn(u32) -> bool) -> Self {
+        let mut postings = TermMap::default();
+        for (&t, &n) in &df.counts {
+            if keep(n) {
+                postings.insert(t, Vec::with_capacity(n as usize));
+            }
+        }
+        Self {
+            times: Vec::with_capacity(df.docs as usize),
+            postings,
+        }
+    }
+
+    /// Adds the next message (times must not decrease; a smaller one is taken as the last).
+    pub fn add(&mut self, time: i64, terms: &[Term]) {
+        let time = self.times.last().map_or(time, |&last| time.max(last));
+        let rank = self.times.len() as u32;
+        self.times.push(time);
+        for &t in terms {
+            self.postings.entry(t).or_default().push(rank);
+        }
+    }
+
+    /// Messages with a time in `from..=to` that contain `t`.
+    pub fn count(&self, t: Term, from: i64, to: i64) -> u32 {
+        let Some(list) = self.postings.get(&t) else {
+            return 0;
+        };
+        let lo = self.times.partition_point(|&x| x < from) as u32;
+        let hi = self.times.partition_point(|&x| x <= to) as u32;
+        (list.partition_point(|&r| r < hi) - list.partition_point(|&r| r < lo)) as u32
+    }
+}
+
 /// `ln(N / df)`, with `df` at least 1.
 pub fn idf(df: u32, docs: u32) -> f32 {
     ((docs.max(1) as f32) / (df.max(1) as f32)).ln().max(0.0)
@@ -222,6 +268,24 @@ mod tests {
         assert_eq!(shared("高铁线路", "高铁铁路"), 0);
         // Unrelated strings share none.
         assert_eq!(shared("伊景园滨河苑", "丽发新城小区"), 0);
+    }
+
+    #[test]
+    fn timeline_counts_a_term_within_a_time_range() {
+        let mut tl = TermTimeline::default();
+        for (time, terms) in [
+            (10, vec![1, 2]),
+            (20, vec![1]),
+            (20, vec![2]),
+            (35, vec![1, 2]),
+        ] {
+            tl.add(time, &terms);
+        }
+        assert_eq!(tl.count(1, i64::MIN, i64::MAX), 3);
+        assert_eq!(tl.count(1, 11, 35), 2);
+        assert_eq!(tl.count(2, 20, 20), 1);
+        assert_eq!(tl.count(2, 21, 34), 0);
+        assert_eq!(tl.count(3, i64::MIN, i64::MAX), 0);
     }
 
     #[test]

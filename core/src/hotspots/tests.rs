@@ -291,3 +291,40 @@ fn mining_and_the_replay_stop_at_a_passed_deadline() {
     // No deadline: the same work finishes.
     assert!(mine_within(&cases, &params, &Deadline::none()).is_ok());
 }
+
+#[test]
+fn a_place_that_recurs_in_separate_episodes_is_a_hotspot_each_time() {
+    // The same complaint about one compound in six separate years (as in a long history, or a
+    // history of recycled texts): each episode is a hotspot of its own. Counted over the whole
+    // history, no one episode holds most of the messages naming the place.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let years = 6;
+    let mut cases = fillers(&mut rng, 80 * years, 365.0 * years as f64);
+    let topic = random_unit(&mut rng);
+    let wording: Vec<Vec<f32>> = (0..4)
+        .map(|_| mix(&topic, &random_unit(&mut rng), 0.15))
+        .collect();
+    for year in 0..years {
+        for (k, w) in FUMES.iter().enumerate() {
+            let v = mix(&wording[k], &random_unit(&mut rng), 0.02);
+            cases.push((
+                case(
+                    &format!("y{year}-{k}"),
+                    &w.replace("{}", "青松苑"),
+                    365.0 * year as f64 + 100.0 + 2.0 * k as f64,
+                    0,
+                    None,
+                ),
+                v,
+            ));
+        }
+    }
+    let found = mine(&cases, &HotspotParams::default());
+    assert_eq!(found.len(), years, "{found:#?}");
+    for h in &found {
+        assert_eq!(h.n, 4, "{h:#?}");
+        assert!(h.place.contains("青松苑"), "{}", h.place);
+        let year = &h.ids[0][..2];
+        assert!(h.ids.iter().all(|id| id.starts_with(year)), "{:?}", h.ids);
+    }
+}
