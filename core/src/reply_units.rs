@@ -1415,6 +1415,22 @@ const OBJECT_OF: &[&str] = &[
     "组织", "召集", "邀请", "要求", "协调", "督促", "责成", "安排", "通知",
 ];
 
+/// A unit's staff ("A5区教育局工作人员…"): what they did on the case is the unit's doing.
+const STAFF: &[&str] = &[
+    "工作人员",
+    "执法人员",
+    "执法队员",
+    "相关人员",
+    "相关负责人",
+    "负责人",
+    "领导",
+];
+
+/// Going to the place of the complaint, after a unit's staff.
+const ON_SITE: &[&str] = &[
+    "上门", "到现场", "赶赴", "赴现场", "来到", "前往现场", "到达现场", "深入现场",
+];
+
 /// Marks of an action done, for [`ACT`].
 const DONE: &[&str] = &[
     "已", "了", "立即", "当即", "随即", "迅速", "及时", "现场", "多次", "日",
@@ -1688,6 +1704,11 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
         || ((right.starts_with('对') || right.starts_with("已对"))
             && (right.contains("进行") || right.contains("开展"))
             && investigates(&right))
+        // "A9市X街道工作人员对…进行了检查", "X局执法人员上门核实": its staff acted on the case.
+        || (STAFF.iter().any(|w| right.starts_with(w))
+            && (ON_SITE.iter().any(|v| acted_now.starts_with(v))
+                || ((acted_now.starts_with('对') || acted_now.starts_with("已对"))
+                    && investigates(&acted_now))))
         || (left.ends_with("现将")
             && [
                 "调查", "处理", "核实", "办理", "答复", "回复", "核查", "办复",
