@@ -1706,7 +1706,10 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
             && investigates(&right))
         // "A9市X街道工作人员对…进行了检查", "X局执法人员上门核实": its staff acted on the case.
         || (STAFF.iter().any(|w| right.starts_with(w))
-            && (ON_SITE.iter().any(|v| acted_now.starts_with(v))
+            // ("上门" is no time: `acted`, before times are stripped, is read too.)
+            && (ON_SITE
+                .iter()
+                .any(|v| acted.starts_with(v) || acted_now.starts_with(v))
                 || ((acted_now.starts_with('对') || acted_now.starts_with("已对"))
                     && investigates(&acted_now))))
         || (left.ends_with("现将")
@@ -2169,6 +2172,30 @@ mod tests {
         assert!(handler_names(
             "感谢您的关心。安沙镇人民政府 2015年4月29日",
             "咨询A市安沙发展规划"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_units_staff_acting_on_the_case_make_it_the_handler() {
+        assert_eq!(
+            handler_names(
+                "14日，A3区洋湖街道工作人员对该麻将馆进行了检查，责令其整改。",
+                "投诉A3区某小区麻将馆扰民"
+            ),
+            ["A3区洋湖街道"]
+        );
+        assert_eq!(
+            handler_names(
+                "A5区教育局执法人员上门核实，该机构未取得办学许可。",
+                "举报A5区某培训机构无证办学"
+            ),
+            ["A5区教育局"]
+        );
+        // Staff named beside a plan, not an action on this case: no handler.
+        assert!(handler_names(
+            "A3区教育局工作人员将于下月开展培训。",
+            "咨询A3区教师培训"
         )
         .is_empty());
     }
