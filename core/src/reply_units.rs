@@ -1428,7 +1428,14 @@ const STAFF: &[&str] = &[
 
 /// Going to the place of the complaint, after a unit's staff.
 const ON_SITE: &[&str] = &[
-    "上门", "到现场", "赶赴", "赴现场", "来到", "前往现场", "到达现场", "深入现场",
+    "上门",
+    "到现场",
+    "赶赴",
+    "赴现场",
+    "来到",
+    "前往现场",
+    "到达现场",
+    "深入现场",
 ];
 
 /// Marks of an action done, for [`ACT`].
@@ -2193,11 +2200,9 @@ mod tests {
             ["A5区教育局"]
         );
         // Staff named beside a plan, not an action on this case: no handler.
-        assert!(handler_names(
-            "A3区教育局工作人员将于下月开展培训。",
-            "咨询A3区教师培训"
-        )
-        .is_empty());
+        assert!(
+            handler_names("A3区教育局工作人员将于下月开展培训。", "咨询A3区教师培训").is_empty()
+        );
     }
 
     #[test]
