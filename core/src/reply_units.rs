@@ -1718,7 +1718,7 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
                 .iter()
                 .any(|v| acted.starts_with(v) || acted_now.starts_with(v))
                 || ((acted_now.starts_with('对') || acted_now.starts_with("已对"))
-                    && investigates(&acted_now))))
+                    && investigates(acted_now))))
         || (left.ends_with("现将")
             && [
                 "调查", "处理", "核实", "办理", "答复", "回复", "核查", "办复",
