@@ -1415,6 +1415,29 @@ const OBJECT_OF: &[&str] = &[
     "组织", "召集", "邀请", "要求", "协调", "督促", "责成", "安排", "通知",
 ];
 
+/// A unit's staff ("A5区教育局工作人员…"): what they did on the case is the unit's doing.
+const STAFF: &[&str] = &[
+    "工作人员",
+    "执法人员",
+    "执法队员",
+    "相关人员",
+    "相关负责人",
+    "负责人",
+    "领导",
+];
+
+/// Going to the place of the complaint, after a unit's staff.
+const ON_SITE: &[&str] = &[
+    "上门",
+    "到现场",
+    "赶赴",
+    "赴现场",
+    "来到",
+    "前往现场",
+    "到达现场",
+    "深入现场",
+];
+
 /// Marks of an action done, for [`ACT`].
 const DONE: &[&str] = &[
     "已", "了", "立即", "当即", "随即", "迅速", "及时", "现场", "多次", "日",
@@ -1688,6 +1711,14 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
         || ((right.starts_with('对') || right.starts_with("已对"))
             && (right.contains("进行") || right.contains("开展"))
             && investigates(&right))
+        // "A9市X街道工作人员对…进行了检查", "X局执法人员上门核实": its staff acted on the case.
+        || (STAFF.iter().any(|w| right.starts_with(w))
+            // ("上门" is no time: `acted`, before times are stripped, is read too.)
+            && (ON_SITE
+                .iter()
+                .any(|v| acted.starts_with(v) || acted_now.starts_with(v))
+                || ((acted_now.starts_with('对') || acted_now.starts_with("已对"))
+                    && investigates(acted_now))))
         || (left.ends_with("现将")
             && [
                 "调查", "处理", "核实", "办理", "答复", "回复", "核查", "办复",
@@ -2150,6 +2181,28 @@ mod tests {
             "咨询A市安沙发展规划"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_units_staff_acting_on_the_case_make_it_the_handler() {
+        assert_eq!(
+            handler_names(
+                "14日，A3区洋湖街道工作人员对该麻将馆进行了检查，责令其整改。",
+                "投诉A3区某小区麻将馆扰民"
+            ),
+            ["A3区洋湖街道"]
+        );
+        assert_eq!(
+            handler_names(
+                "A5区教育局执法人员上门核实，该机构未取得办学许可。",
+                "举报A5区某培训机构无证办学"
+            ),
+            ["A5区教育局"]
+        );
+        // Staff named beside a plan, not an action on this case: no handler.
+        assert!(
+            handler_names("A3区教育局工作人员将于下月开展培训。", "咨询A3区教师培训").is_empty()
+        );
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub enum Error {
     Core(#[from] triage_core::Error),
 }
 
-/// Writes `report.json`, `report.md` and the charts into `dir`.
+/// Writes `report.json`, `report.md`, `units.jsonl` (cases with a gold unit) and the charts into
+/// `dir`.
 pub fn write_report(dir: &Path, report: &Report) -> Result<(), Error> {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -52,6 +53,24 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<(), Error> {
         &serde_json::to_string_pretty(report).expect("report serialises"),
     )?;
     write("report.md", &markdown(report))?;
+    if !report.unit_records.is_empty() {
+        let lines: String = report
+            .unit_records
+            .iter()
+            .map(|r| {
+                let line = serde_json::json!({
+                    "id": r.id,
+                    "gold": r.gold,
+                    "gold_units": r.gold_units,
+                    "predicted_units": r.predicted_units,
+                    "unit_probability": r.unit_probability,
+                    "baseline_units": r.baseline_units,
+                });
+                format!("{line}\n")
+            })
+            .collect();
+        write("units.jsonl", &lines)?;
+    }
     write("confusion.svg", &charts::confusion_heatmap(report))?;
     write("reliability.svg", &charts::reliability_diagram(report))?;
     write("coverage.svg", &charts::coverage_curve(report))?;

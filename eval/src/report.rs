@@ -107,6 +107,10 @@ pub struct Report {
     /// the predicted category and extracted district) and `nearest_case` (the unit of the most
     /// similar past case with one).
     pub unit_baselines: BTreeMap<String, UnitMetrics>,
+    /// The records of the cases with a gold unit (gold, router and baselines per case), written
+    /// as `units.jsonl` beside the report to see where routing fails; not in `report.json`.
+    #[serde(skip)]
+    pub unit_records: Vec<EvalRecord>,
     pub duplicate_precision: Option<f64>,
     pub skipped: Vec<Skipped>,
     /// Gold labels of the test set that the training data never had, with counts.
@@ -363,6 +367,7 @@ pub fn build_report(
         unit_n: with_unit.len(),
         unit_ece: (!unit_confidence.is_empty()).then(|| metrics::ece(&unit_confidence, ECE_BINS)),
         unit_baselines,
+        unit_records: with_unit.iter().map(|r| (*r).clone()).collect(),
         duplicate_precision: share(&flagged),
         skipped,
         unknown_labels,

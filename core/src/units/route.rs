@@ -31,6 +31,9 @@ pub enum Feature {
     HistoryCategory,
     /// Share of the complaint district's past cases it handled.
     HistoryDistrict,
+    /// Share of the district's past cases in the complaint's likely categories it handled: a
+    /// learned P(unit | category, district).
+    HistoryCell,
     /// Its share of the similar past cases (similarity-weighted).
     SimilarShare,
     /// It handled the most similar past case.
@@ -63,13 +66,14 @@ pub enum Feature {
     OtherKind,
 }
 
-const FEATURES: usize = 20;
+const FEATURES: usize = 21;
 
 impl Feature {
     pub const ALL: [Feature; FEATURES] = [
         Feature::Rule,
         Feature::HistoryCategory,
         Feature::HistoryDistrict,
+        Feature::HistoryCell,
         Feature::SimilarShare,
         Feature::SimilarTop,
         Feature::SimilarCount,
@@ -94,6 +98,7 @@ impl Feature {
             Feature::Rule => "rule",
             Feature::HistoryCategory => "history_category",
             Feature::HistoryDistrict => "history_district",
+            Feature::HistoryCell => "history_cell",
             Feature::SimilarShare => "similar_share",
             Feature::SimilarTop => "similar_top",
             Feature::SimilarCount => "similar_count",
@@ -366,6 +371,10 @@ pub struct Router {
     places: Vec<usize>,
     /// Past cases with a unit, per district of the case.
     district_cases: HashMap<String, u32>,
+    /// Past cases with a unit, per (district, category) of the case. A unit keeps its category
+    /// and district counts apart, so each unit's cases are spread over its districts in
+    /// proportion (exact for the usual unit of one district).
+    cell_cases: HashMap<(String, String), f32>,
     /// For reading the units a complaint names.
     aliases: UnitAliases,
     weights: Weights,
@@ -449,6 +458,7 @@ impl Router {
         let mut by_district: HashMap<String, Vec<usize>> = HashMap::new();
         let (mut everywhere, mut places) = (Vec::new(), Vec::new());
         let mut district_cases: HashMap<String, u32> = HashMap::new();
+        let mut cell_cases: HashMap<(String, String), f32> = HashMap::new();
         for (i, unit) in units.iter_mut().enumerate() {
             by_id.entry(unit.id.clone()).or_insert(i);
             if unit.districts.is_empty() {
@@ -459,6 +469,10 @@ impl Router {
             }
             for (d, n) in &unit.case_districts {
                 *district_cases.entry(d.clone()).or_default() += n;
+                for (c, m) in &unit.case_categories {
+                    *cell_cases.entry((d.clone(), c.clone())).or_default() +=
+                        (*n as f32) * (*m as f32) / unit.cases.max(1) as f32;
+                }
             }
             unit.place = place_of_unit(directory, aliases, unit);
             if unit.place.is_some() {
@@ -473,6 +487,7 @@ impl Router {
             everywhere,
             places,
             district_cases,
+            cell_cases,
             aliases: aliases.clone(),
             weights: learned.model.weights(),
             fit: learned.model.fit.clone(),
@@ -610,8 +625,30 @@ impl Router {
     /// The candidates of a complaint and their features. `own` takes a training case's own
     /// contribution out of the counts (and its similar cases are given without it).
     fn score(&self, query: &RouteQuery, own: Option<Own>) -> Scored {
-        let lineage = query
-            .district
+        // No district in the text: the district of the places it names in full, when the known
+        // street and town units named after them all lie in one district.
+        let inferred = match query.district {
+            Some(_) => None,
+            None => {
+                let districts: std::collections::BTreeSet<&String> = self
+                    .places
+                    .iter()
+                    .map(|&i| &self.units[i])
+                    .filter(|u| {
+                        u.place
+                            .as_ref()
+                            .is_some_and(|(full, _)| query.text.contains(full.as_str()))
+                    })
+                    .flat_map(|u| &u.districts)
+                    .collect();
+                match districts.len() {
+                    1 => districts.into_iter().next().cloned(),
+                    _ => None,
+                }
+            }
+        };
+        let district = query.district.or(inferred.as_deref());
+        let lineage = district
             .map(|d| self.directory.lineage(d))
             .unwrap_or_default();
         let mut candidates: Vec<usize> = Vec::new();
@@ -714,7 +751,7 @@ impl Router {
             .units
             .iter()
             .any(|u| u.kind == UnitKind::DistrictGovernment && u.cases > 0);
-        if let (true, Some(d)) = (governments, query.district) {
+        if let (true, Some(d)) = (governments, district) {
             let (id, name) =
                 crate::reply_units::district_government(d, &self.directory, &self.aliases);
             let i = match self.by_id.get(&id) {
@@ -764,7 +801,6 @@ impl Router {
         }
         let top_unit = query.neighbors.first().map(|n| n.unit_id.as_str());
         // History of the complaint's district, less a training case's own.
-        let district = query.district;
         let own_in = |unit: &str| own.filter(|o| o.unit == unit);
         let district_total = district.map_or(0.0, |d| {
             let n = self.district_cases.get(d).copied().unwrap_or(0) as f32;
@@ -821,6 +857,39 @@ impl Router {
                         - mine.filter(|o| o.district == Some(d)).map_or(0.0, |_| 1.0);
                     if district_total > 0.0 && n > 0.0 {
                         set(Feature::HistoryDistrict, n / district_total);
+                    }
+                    // P(unit | category, district): of the district's past cases in each likely
+                    // category, the share this unit handled (less the case's own).
+                    if n > 0.0 && cases > 0.0 {
+                        let cell: f32 = query
+                            .categories
+                            .iter()
+                            .map(|c| {
+                                let own_cell = own
+                                    .filter(|o| {
+                                        o.district == Some(d) && o.category == Some(c.id.as_str())
+                                    })
+                                    .map_or(0.0, |_| 1.0);
+                                let all = self
+                                    .cell_cases
+                                    .get(&(d.to_string(), c.id.clone()))
+                                    .copied()
+                                    .unwrap_or(0.0)
+                                    - own_cell;
+                                let m = unit.case_categories.get(&c.id).copied().unwrap_or(0)
+                                    as f32
+                                    - mine
+                                        .filter(|o| o.category == Some(c.id.as_str()))
+                                        .map_or(0.0, |_| 1.0);
+                                let mine_cell = (m.max(0.0) * n / cases).min(all);
+                                if all > 0.0 {
+                                    c.probability * mine_cell / all
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .sum();
+                        set(Feature::HistoryCell, cell.min(1.0));
                     }
                 }
                 // Similar cases.
@@ -1183,6 +1252,88 @@ mod tests {
             en[0].evidence[0].text(),
             "handled 3 similar past cases (most similar 0.93)"
         );
+    }
+
+    #[test]
+    fn the_learned_prior_of_a_category_in_a_district_and_a_district_read_from_a_known_place() {
+        // 朝阳区's past traffic cases went to its street, its education cases to the bureau.
+        let directory = beijing();
+        let learned = LearnedUnits {
+            units: vec![
+                LearnedUnit {
+                    id: "朝阳区望京街道".into(),
+                    name: "朝阳区望京街道".into(),
+                    kind: UnitKind::Street,
+                    district: Some("朝阳区".into()),
+                    parent: Some("北京市".into()),
+                    cases: 6,
+                    categories: [("transport".to_string(), 6)].into(),
+                    districts: [("朝阳区".to_string(), 6)].into(),
+                },
+                LearnedUnit {
+                    id: "cy-edu".into(),
+                    cases: 4,
+                    categories: [("education".to_string(), 4)].into(),
+                    districts: [("朝阳区".to_string(), 4)].into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let router = Router::new(&directory, &learned, &UnitAliases::builtin());
+        let categories = cats(&[("transport", 1.0)]);
+        let scored = router.score(
+            &RouteQuery {
+                text: "路口红绿灯时间太短",
+                categories: &categories,
+                district: Some("朝阳区"),
+                neighbors: &[],
+            },
+            None,
+        );
+        let cell = |id: &str| {
+            let i = scored
+                .units
+                .iter()
+                .position(|&u| scored.unit(&router, u).id == id)
+                .unwrap_or_else(|| panic!("{id} is a candidate"));
+            scored.rows[i][Feature::HistoryCell.index()]
+        };
+        assert!((cell("朝阳区望京街道") - 1.0).abs() < 1e-6);
+        assert_eq!(cell("cy-edu"), 0.0);
+        // Left out of its own counts, a case is the only one of its cell no more.
+        let categories = cats(&[("education", 1.0)]);
+        let query = RouteQuery {
+            text: "小学乱收费",
+            categories: &categories,
+            district: Some("朝阳区"),
+            neighbors: &[],
+        };
+        let own = Own {
+            unit: "cy-edu",
+            category: Some("education"),
+            district: Some("朝阳区"),
+        };
+        let scored = router.score(&query, Some(own));
+        let i = scored
+            .units
+            .iter()
+            .position(|&u| scored.unit(&router, u).id == "cy-edu")
+            .unwrap();
+        assert!((scored.rows[i][Feature::HistoryCell.index()] - 1.0).abs() < 1e-6);
+        // No district in the text, but a street the history knows in one district: its district.
+        let categories = cats(&[("education", 1.0)]);
+        let units = router.suggest(
+            &RouteQuery {
+                text: "望京街道某小学乱收费",
+                categories: &categories,
+                district: None,
+                neighbors: &[],
+            },
+            3,
+        );
+        assert!(units.iter().any(|u| u.unit_id == "cy-edu"), "{units:?}");
+        assert!(units.iter().all(|u| u.unit_id != "hd-edu"), "{units:?}");
     }
 
     #[test]
