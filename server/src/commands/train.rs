@@ -2,6 +2,7 @@
 
 use crate::app::{progress_bar, GlobalArgs};
 use anyhow::{bail, Result};
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use triage_core::adapt::{AdaptConfig, AdaptMode, AdaptProgress};
 use triage_core::classify::{AdaptReport, ClassifierConfig};
@@ -78,10 +79,40 @@ impl AdaptArgs {
 }
 
 /// Shows how a fine-tuning goes: a progress bar on a terminal, and a line per epoch on stderr
-/// (so logs show it too).
+/// (so logs show it too); without a terminal also a line at every tenth of each stage.
 pub fn adapt_progress() -> impl Fn(&AdaptProgress) + Sync {
     let bar: Mutex<Option<(String, indicatif::ProgressBar)>> = Mutex::new(None);
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    // The stage and tenth of it last logged.
+    let logged: Mutex<(String, usize)> = Mutex::new((String::new(), 0));
     move |p: &AdaptProgress| {
+        if !terminal {
+            let tenth = |stage: String, done: usize, total: usize| {
+                let tenth = done * 10 / total.max(1);
+                let mut logged = logged.lock().expect("progress lock");
+                let new = logged.0 != stage || logged.1 != tenth;
+                *logged = (stage, tenth);
+                new
+            };
+            match p {
+                AdaptProgress::Encoding { done, total } if tenth("encoding".into(), *done, *total) => eprintln!(
+                    "adapting the encoder: lower layers over {done}/{total} texts ({:.0} s)",
+                    started.elapsed().as_secs_f32()
+                ),
+                AdaptProgress::Step {
+                    epoch,
+                    epochs,
+                    step,
+                    steps,
+                    loss,
+                } if tenth(format!("epoch {epoch}"), *step, *steps) => eprintln!(
+                    "adapting the encoder: epoch {epoch}/{epochs}, step {step}/{steps}, loss {loss:.4} ({:.0} s)",
+                    started.elapsed().as_secs_f32()
+                ),
+                _ => {}
+            }
+        }
         let mut bar = bar.lock().expect("progress lock");
         let (name, done, total) = match p {
             AdaptProgress::Encoding { done, total } => ("encoding".to_string(), *done, *total),
