@@ -578,8 +578,10 @@ impl AdamW {
         let mut norm2 = 0f32;
         let mut gs = Vec::with_capacity(vars.len());
         for (v, _, _) in vars {
+            // Detached: a gradient records the ops that made it (and through them the step's
+            // activations), and the moments built from it would keep every step's graph alive.
             let g = match grads.get(v.as_tensor()) {
-                Some(g) => g.clone(),
+                Some(g) => g.detach(),
                 None => v.as_tensor().zeros_like()?,
             };
             norm2 += g.sqr()?.sum_all()?.to_scalar::<f32>()?;
@@ -591,8 +593,8 @@ impl AdamW {
         for (i, ((v, decay, head), g)) in vars.iter().zip(gs).enumerate() {
             let lr = if *head { head_lr } else { lr };
             let g = (g * clip)?;
-            self.m[i] = ((&self.m[i] * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            self.m[i] = ((&self.m[i] * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
+            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + ADAM_EPS)?)?;
             let mut theta = v.as_tensor().clone();
             if *decay {
