@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use triage_core::adapt::{AdaptConfig, AdaptJob, AdaptMode, AdaptProgress, Adapted};
 use triage_core::{EmbedKind, Embedder};
-use triage_models::{default_device, BertEmbedder};
+use triage_models::{default_device, BertEmbedder, Precision};
 
 fn load(name: &str) -> BertEmbedder {
     BertEmbedder::load(&models_dir().join(name), &default_device().unwrap())
@@ -153,6 +153,36 @@ fn adapted_pass_scores_held_out_cases_and_keeps_the_vectors() {
     let err = minilm.load_head(&bytes).unwrap_err().to_string();
     assert!(err.contains("fitted on"), "{err}");
     assert!(model.load_head(b"not safetensors").is_err());
+
+    // An int8 encoder refuses both the head and adapting: the adapted layers are f32 copies
+    // trained on the f32 layers' hidden states. (Without int8 SIMD, int8 loads as f32 and the
+    // head is taken as from any f32 encoder.)
+    let int8 = BertEmbedder::load_with(
+        &models_dir().join("multilingual-e5-small"),
+        &default_device().unwrap(),
+        Precision::Int8,
+    )
+    .unwrap()
+    .with_max_tokens(48)
+    .unwrap();
+    if int8.precision() == Precision::Int8 {
+        let err = int8.load_head(&bytes).unwrap_err().to_string();
+        assert!(err.contains("--embedder-precision f32"), "{err}");
+        let Err(err) = adapt(
+            &int8,
+            (&texts, &gold, &held_out),
+            &config(1),
+            None,
+            None,
+            None,
+        ) else {
+            panic!("an int8 encoder adapted");
+        };
+        let err = err.to_string();
+        assert!(err.contains("--embedder-precision f32"), "{err}");
+    } else {
+        int8.load_head(&bytes).unwrap();
+    }
 }
 
 #[test]
