@@ -34,6 +34,9 @@ const FORMAT: &str = "triage-adapted-top/1";
 /// Padded tokens of one batch when computing hidden states (as the embedder batches).
 const TOKEN_BUDGET: usize = 8192;
 
+/// A saved tensor: its name, f32 values and shape.
+type NamedTensor = (String, Vec<f32>, Vec<usize>);
+
 /// Adapted top layers (f32, whatever the shared encoder's precision) and a linear head, branching
 /// off a BERT encoder after `split` layers.
 pub struct AdaptedTop {
@@ -118,7 +121,7 @@ impl AdaptedTop {
         out
     }
 
-    fn tensors(&self) -> Result<Vec<(String, Vec<f32>, Vec<usize>)>> {
+    fn tensors(&self) -> Result<Vec<NamedTensor>> {
         let (h, f) = (self.hidden, self.inter);
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
