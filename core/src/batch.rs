@@ -557,8 +557,8 @@ fn process(
         .map(|job| {
             let (complaint, full, vector) = job?;
             let result = match vector {
-                Some(v) => pipeline
-                    .analyze_embedded(&complaint, &full, &v)
+                Some(embedded) => pipeline
+                    .analyze_embedded(&complaint, &full, &embedded)
                     .map(Analyzed::Full),
                 None => pipeline.analyze_fast(&complaint).map(Analyzed::Fast),
             };

@@ -1,5 +1,6 @@
 //! The embedding seam.
 
+use crate::adapt::{AdaptJob, Adapted, Embedded, EncoderHead};
 use crate::{Error, Result};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -25,6 +26,39 @@ pub trait Embedder: Send + Sync {
     /// Embeds a batch. The result has one vector per text, in input order. Implementations
     /// batch internally (by length, under a token budget), so callers may pass many texts.
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>>;
+
+    /// Whether this embedder can fine-tune its top layers (`adapt`, see `crate::adapt`).
+    fn can_adapt(&self) -> bool {
+        false
+    }
+
+    /// Fine-tunes a copy of the top layers and a classification head on labeled texts.
+    fn adapt(&self, _job: &AdaptJob) -> Result<Adapted> {
+        Err(cannot_adapt(self.model_id()))
+    }
+
+    /// An adapted head from the bytes `EncoderHead::to_bytes` wrote; refused when it was fitted
+    /// on another model.
+    fn load_head(&self, _bytes: &[u8]) -> Result<Arc<dyn EncoderHead>> {
+        Err(cannot_adapt(self.model_id()))
+    }
+
+    /// `embed`, and in the same encoder pass the raw class scores of `head`. The vectors are
+    /// exactly those `embed` gives.
+    fn embed_scored(
+        &self,
+        _texts: &[&str],
+        _kind: EmbedKind,
+        _head: &Arc<dyn EncoderHead>,
+    ) -> Result<Vec<Embedded>> {
+        Err(cannot_adapt(self.model_id()))
+    }
+}
+
+fn cannot_adapt(model_id: &str) -> Error {
+    Error::InvalidInput(format!(
+        "the embedder {model_id} cannot adapt its layers to the categories (train without --adapt)"
+    ))
 }
 
 /// Coalesces concurrent `embed` calls into one batch of the wrapped model (dynamic batching, as
@@ -38,7 +72,21 @@ pub struct BatchingEmbedder {
 struct Request {
     texts: Vec<String>,
     kind: EmbedKind,
-    reply: mpsc::Sender<Result<Vec<Vec<f32>>>>,
+    /// The adapted head to score with in the same pass, if any.
+    head: Option<Arc<dyn EncoderHead>>,
+    reply: mpsc::Sender<Result<Vec<Embedded>>>,
+}
+
+impl Request {
+    /// Requests of one group are answered by one model call.
+    fn same_group(&self, kind: EmbedKind, head: Option<&Arc<dyn EncoderHead>>) -> bool {
+        self.kind == kind
+            && match (&self.head, head) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl BatchingEmbedder {
@@ -57,12 +105,23 @@ impl BatchingEmbedder {
                         texts += next.texts.len();
                         batch.push(next);
                     }
-                    for kind in [EmbedKind::Query, EmbedKind::Passage] {
-                        let group: Vec<&Request> =
-                            batch.iter().filter(|r| r.kind == kind).collect();
-                        if !group.is_empty() {
-                            embed_group(model.as_ref(), kind, &group);
+                    // One model call per (kind, head) among the waiting requests.
+                    let mut done = vec![false; batch.len()];
+                    for i in 0..batch.len() {
+                        if done[i] {
+                            continue;
                         }
+                        let (kind, head) = (batch[i].kind, batch[i].head.clone());
+                        let group: Vec<&Request> = batch
+                            .iter()
+                            .zip(done.iter_mut())
+                            .filter(|(r, _)| r.same_group(kind, head.as_ref()))
+                            .map(|(r, d)| {
+                                *d = true;
+                                r
+                            })
+                            .collect();
+                        embed_group(model.as_ref(), kind, head.as_ref(), &group);
                     }
                 }
             })
@@ -75,12 +134,23 @@ impl BatchingEmbedder {
 }
 
 /// One model call for a group of requests; each gets its own vectors (or the error) back.
-fn embed_group(model: &dyn Embedder, kind: EmbedKind, group: &[&Request]) {
+fn embed_group(
+    model: &dyn Embedder,
+    kind: EmbedKind,
+    head: Option<&Arc<dyn EncoderHead>>,
+    group: &[&Request],
+) {
     let texts: Vec<&str> = group
         .iter()
         .flat_map(|r| r.texts.iter().map(String::as_str))
         .collect();
-    match model.embed(&texts, kind) {
+    let result = match head {
+        Some(head) => model.embed_scored(&texts, kind, head),
+        None => model
+            .embed(&texts, kind)
+            .map(|vs| vs.into_iter().map(Embedded::from).collect()),
+    };
+    match result {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();
             for request in group {
@@ -111,10 +181,40 @@ impl Embedder for BatchingEmbedder {
         self.inner.max_tokens()
     }
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>> {
+        let embedded = self.submit(texts, kind, None)?;
+        Ok(embedded.into_iter().map(|e| e.vector).collect())
+    }
+    fn can_adapt(&self) -> bool {
+        self.inner.can_adapt()
+    }
+    fn adapt(&self, job: &AdaptJob) -> Result<Adapted> {
+        self.inner.adapt(job)
+    }
+    fn load_head(&self, bytes: &[u8]) -> Result<Arc<dyn EncoderHead>> {
+        self.inner.load_head(bytes)
+    }
+    fn embed_scored(
+        &self,
+        texts: &[&str],
+        kind: EmbedKind,
+        head: &Arc<dyn EncoderHead>,
+    ) -> Result<Vec<Embedded>> {
+        self.submit(texts, kind, Some(head.clone()))
+    }
+}
+
+impl BatchingEmbedder {
+    fn submit(
+        &self,
+        texts: &[&str],
+        kind: EmbedKind,
+        head: Option<Arc<dyn EncoderHead>>,
+    ) -> Result<Vec<Embedded>> {
         let (reply, answer) = mpsc::channel();
         let request = Request {
             texts: texts.iter().map(|t| t.to_string()).collect(),
             kind,
+            head,
             reply,
         };
         let stopped = || Error::Model("the embedding thread stopped".into());

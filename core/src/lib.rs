@@ -1,6 +1,7 @@
 //! Hotline Triage's domain: the types a complaint becomes, the seams to models and storage
 //! (`Embedder`, `Generator`, `CaseStore`) and the logic between them. No HTTP, candle or Qdrant here.
 
+pub mod adapt;
 pub mod audit;
 pub mod batch;
 pub mod case;
@@ -28,6 +29,7 @@ pub mod units;
 pub mod vector;
 pub mod work_order;
 
+pub use adapt::{Embedded, EncoderHead};
 pub use case::{Case, Prediction};
 pub use embed::{EmbedKind, Embedder};
 pub use error::{Error, Result};

@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use triage_core::adapt::AdaptProgress;
 use triage_core::classify::{stratified_folds, ClassifierConfig, ENSEMBLE};
 use triage_core::ingest::parse_case_line;
-use triage_core::pipeline::{Complaint, Pipeline, PipelineBuilder};
-use triage_core::{Case, CaseStore, EmbedKind};
+use triage_core::pipeline::{Complaint, Pipeline, PipelineBuilder, TrainOptions};
+use triage_core::{Case, CaseStore, EmbedKind, Embedded};
 
 pub type Result<T> = std::result::Result<T, crate::Error>;
 
@@ -29,6 +30,10 @@ pub struct Run<'a> {
     pub builder: PipelineBuilder,
     pub open_store: OpenStore<'a>,
     pub progress: Progress<'a>,
+    /// How each classifier is trained (with or without adapting the encoder).
+    pub classifier: ClassifierConfig,
+    /// Who hears how an adaptation of the encoder goes.
+    pub adapt_progress: Option<&'a (dyn Fn(&AdaptProgress) + Sync)>,
 }
 
 /// The cases of a JSONL file, labeled or not (a test case may carry only a gold unit, or a reply
@@ -156,8 +161,32 @@ impl Run<'_> {
             pipeline.store_embedded(chunk.to_vec())?;
         }
         pipeline.optimize()?;
-        pipeline.set_classifier(pipeline.train(ClassifierConfig::default())?)?;
+        let options = TrainOptions {
+            progress: self.adapt_progress,
+            ..Default::default()
+        };
+        pipeline.set_classifier(pipeline.train_with(self.classifier.clone(), options)?)?;
         Ok((dir, pipeline))
+    }
+
+    /// Test cases as the pipeline analyses them: their complaint vectors (`vectors` when the caller
+    /// has them, embedded here otherwise), unless the classifier has adapted encoder layers (then
+    /// the pipeline embeds them, for the adapted scores of the same pass).
+    fn embedded(
+        &self,
+        pipeline: &Pipeline,
+        cases: &[Case],
+        vectors: Option<Vec<Vec<f32>>>,
+    ) -> Result<Vec<Embedded>> {
+        if pipeline.require_classifier()?.head().is_some() {
+            return embed_with(pipeline, cases, self.progress);
+        }
+        let vectors = match vectors {
+            Some(vectors) => vectors,
+            // As the pipeline embeds a complaint.
+            None => self.embed_all(cases, triage_core::pipeline::COMPLAINT_EMBEDDING, "test")?,
+        };
+        Ok(vectors.into_iter().map(Embedded::from).collect())
     }
 
     /// Stores `train` in a fresh store (labeled cases train the classifier; every case with a
@@ -183,8 +212,7 @@ impl Run<'_> {
         });
         let test = scorable(&pipeline, test, &mut meta);
         let cases: Vec<Case> = test.iter().map(|(c, _)| c.clone()).collect();
-        // As the pipeline embeds a complaint.
-        let queries = self.embed_all(&cases, triage_core::pipeline::COMPLAINT_EMBEDDING, "test")?;
+        let queries = self.embedded(&pipeline, &cases, None)?;
         Ok(predict(&pipeline, &test, &queries, self.progress)?.report(skipped, meta))
     }
 
@@ -232,6 +260,8 @@ impl Run<'_> {
                 .map(|&i| (cases[i].clone(), pipeline.gold_units(&cases[i])))
                 .collect();
             let held_vectors: Vec<Vec<f32>> = held.iter().map(|&i| vectors[i].clone()).collect();
+            let plain: Vec<Case> = held_cases.iter().map(|(c, _)| c.clone()).collect();
+            let held_vectors = self.embedded(&pipeline, &plain, Some(held_vectors))?;
             folds_predicted.push(predict(
                 &pipeline,
                 &held_cases,
@@ -253,17 +283,24 @@ pub fn current(
     mut meta: serde_json::Value,
 ) -> Result<Report> {
     let test = scorable(pipeline, test, &mut meta);
-    let texts: Vec<String> = test.iter().map(|(c, _)| c.full_text()).collect();
-    let bar = progress(test.len(), "test");
-    let mut queries = Vec::with_capacity(test.len());
+    let cases: Vec<Case> = test.iter().map(|(c, _)| c.clone()).collect();
+    let queries = embed_with(pipeline, &cases, progress)?;
+    meta["mode"] = "store".into();
+    Ok(predict(pipeline, &test, &queries, progress)?.report(skipped, meta))
+}
+
+/// Embeds cases as the pipeline analyses complaints (with the adapted scores, when it has them).
+fn embed_with(pipeline: &Pipeline, cases: &[Case], progress: Progress) -> Result<Vec<Embedded>> {
+    let texts: Vec<String> = cases.iter().map(Case::full_text).collect();
+    let bar = progress(cases.len(), "test");
+    let mut out = Vec::with_capacity(cases.len());
     for chunk in texts.chunks(64) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        queries.extend(pipeline.embed_complaints(&refs)?);
+        out.extend(pipeline.embed_complaints(&refs)?);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    meta["mode"] = "store".into();
-    Ok(predict(pipeline, &test, &queries, progress)?.report(skipped, meta))
+    Ok(out)
 }
 
 /// The pipeline's predictions for labeled complaints, before they are scored.
@@ -292,7 +329,7 @@ impl Predictions {
 fn predict(
     pipeline: &Pipeline,
     test: &[(Case, Vec<String>)],
-    queries: &[Vec<f32>],
+    queries: &[Embedded],
     progress: Progress,
 ) -> Result<Predictions> {
     let classifier = pipeline.require_classifier()?;
@@ -300,10 +337,10 @@ fn predict(
     let bar = progress(test.len(), "classify");
     let mut records = Vec::with_capacity(test.len());
     let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
-    for ((case, gold_units), vector) in test.iter().zip(queries) {
+    for ((case, gold_units), embedded) in test.iter().zip(queries) {
         // The complaint alone: its reply (where the gold unit came from) is never shown.
         let complaint = Complaint::from(case);
-        let analysis = pipeline.analyze_embedded(&complaint, &case.full_text(), vector)?;
+        let analysis = pipeline.analyze_embedded(&complaint, &case.full_text(), embedded)?;
         let suggestion = &analysis.suggestion;
         let (gold, methods) = match case.label.as_deref() {
             Some(label) => {

@@ -102,7 +102,7 @@ impl std::str::FromStr for Precision {
 }
 
 /// A dense layer's weight, k inputs × n outputs.
-enum Matrix {
+pub(crate) enum Matrix {
     /// Stored input-major (k × n), the layout gemm reads fastest.
     F32 {
         w: Vec<f32>,
@@ -113,10 +113,18 @@ enum Matrix {
 }
 
 impl Matrix {
-    fn new(w: Vec<f32>, k: usize, n: usize, precision: Precision) -> Self {
+    pub(crate) fn new(w: Vec<f32>, k: usize, n: usize, precision: Precision) -> Self {
         match precision {
             Precision::F32 => Matrix::F32 { w, k, n },
             Precision::Int8 => Matrix::Int8(PackedWeights::quantize(&w, k, n, Isa::detect())),
+        }
+    }
+
+    /// The f32 weights (k × n, input-major), or `None` when they were quantized at load time.
+    pub(crate) fn f32_weights(&self) -> Option<&[f32]> {
+        match self {
+            Matrix::F32 { w, .. } => Some(w),
+            Matrix::Int8(_) => None,
         }
     }
 
@@ -149,17 +157,20 @@ impl Matrix {
     }
 }
 
-struct Layer {
-    qkv: Matrix,
-    qkv_bias: Vec<f32>,
-    attn_out: Matrix,
-    attn_out_bias: Vec<f32>,
-    attn_norm: (Vec<f32>, Vec<f32>),
-    up: Matrix,
-    up_bias: Vec<f32>,
-    down: Matrix,
-    down_bias: Vec<f32>,
-    out_norm: (Vec<f32>, Vec<f32>),
+/// One encoder layer. `adapt.rs` trains f32 copies of the top layers and runs them as layers
+/// of this same kind (`Bert::run_layers`).
+pub(crate) struct Layer {
+    /// hidden × 3·hidden, with the query, key and value columns side by side.
+    pub(crate) qkv: Matrix,
+    pub(crate) qkv_bias: Vec<f32>,
+    pub(crate) attn_out: Matrix,
+    pub(crate) attn_out_bias: Vec<f32>,
+    pub(crate) attn_norm: (Vec<f32>, Vec<f32>),
+    pub(crate) up: Matrix,
+    pub(crate) up_bias: Vec<f32>,
+    pub(crate) down: Matrix,
+    pub(crate) down_bias: Vec<f32>,
+    pub(crate) out_norm: (Vec<f32>, Vec<f32>),
 }
 
 /// The word embedding table stays in the memory map (250k rows for an XLM-R vocabulary); rows
@@ -340,6 +351,7 @@ impl Bert {
                     qkv.extend_from_slice(&m[i * h..(i + 1) * h]);
                 }
             }
+            // Row i of qkv is [q_i | k_i | v_i]: the (h × 3h) matrix of the three projections.
             let mut qkv_bias = read(&format!("{p}attention.self.query.bias"), &[h])?;
             qkv_bias.extend(read(&format!("{p}attention.self.key.bias"), &[h])?);
             qkv_bias.extend(read(&format!("{p}attention.self.value.bias"), &[h])?);
@@ -392,6 +404,18 @@ impl Bert {
         self.hidden
     }
 
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    pub fn layer_norm_eps(&self) -> f32 {
+        self.eps
+    }
+
+    pub(crate) fn activation(&self) -> Activation {
+        self.act
+    }
+
     /// Longest sequence the position table holds.
     pub fn max_positions(&self) -> usize {
         self.positions
@@ -402,6 +426,11 @@ impl Bert {
         self.layers.len()
     }
 
+    /// The transformer layers themselves, bottom first (`run_layers` runs a slice of them).
+    pub(crate) fn encoder_layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
     /// The arithmetic of the dense layers, as loaded.
     pub fn precision(&self) -> Precision {
         self.precision
@@ -409,31 +438,9 @@ impl Bert {
 
     /// One pooled (not normalised) vector per token sequence.
     pub fn embed(&self, seqs: &[&[u32]], pooling: Pooling) -> Result<Vec<Vec<f32>>> {
-        let h = self.hidden;
         let states = self.forward(seqs)?;
-        let mut rows = states.chunks_exact(h);
-        Ok(seqs
-            .iter()
-            .map(|seq| {
-                let mut seq_rows = rows.by_ref().take(seq.len());
-                match pooling {
-                    Pooling::Cls => {
-                        let first = seq_rows.next().unwrap_or(&[]).to_vec();
-                        seq_rows.for_each(drop);
-                        first
-                    }
-                    Pooling::Mean => {
-                        let mut sum = vec![0f32; h];
-                        for row in seq_rows {
-                            sum.iter_mut().zip(row).for_each(|(s, x)| *s += x);
-                        }
-                        let scale = 1.0 / seq.len() as f32;
-                        sum.iter_mut().for_each(|s| *s *= scale);
-                        sum
-                    }
-                }
-            })
-            .collect())
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        Ok(pool(&states, &lens, self.hidden, pooling))
     }
 
     /// The last hidden states of the sequences packed one after another: (Σ lengths) × hidden,
@@ -450,7 +457,14 @@ impl Bert {
             "the encoder has {} layers",
             self.layers.len()
         );
-        let (h, f) = (self.hidden, self.inter);
+        let (mut x, spans) = self.embed_tokens(seqs)?;
+        self.run_layers(&mut x, &spans, &self.layers[..layers]);
+        Ok(x)
+    }
+
+    /// The embedding layer's output for the packed sequences, and each one's (start, length).
+    pub(crate) fn embed_tokens(&self, seqs: &[&[u32]]) -> Result<(Vec<f32>, Spans)> {
+        let h = self.hidden;
         let mut tokens = Vec::new();
         let mut spans = Vec::with_capacity(seqs.len());
         for seq in seqs {
@@ -482,6 +496,14 @@ impl Bert {
                     .for_each(|(x, p)| *x += p);
                 layer_norm(row, &self.embed_norm, self.eps);
             });
+        Ok((x, spans))
+    }
+
+    /// Runs `layers` (a slice of this encoder's, or adapted f32 copies of its top ones) over the
+    /// packed hidden states `x` in place, whatever precision each layer's matrices have.
+    pub(crate) fn run_layers(&self, x: &mut Vec<f32>, spans: &Spans, layers: &[Layer]) {
+        let (h, f) = (self.hidden, self.inter);
+        let total = x.len() / h;
         let mut qkv = vec![0f32; total * 3 * h];
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
@@ -492,39 +514,38 @@ impl Bert {
             bias,
             residual: None,
         };
-        for layer in &self.layers[..layers] {
+        for layer in layers {
             layer
                 .qkv
-                .apply(&mut qkv, &x, bias(&layer.qkv_bias), &|_| {}, &mut q8);
-            self.attention(&qkv, &mut ctx, &spans);
+                .apply(&mut qkv, x, bias(&layer.qkv_bias), &|_| {}, &mut q8);
+            self.attention(&qkv, &mut ctx, spans);
             let residual = Base {
                 bias: &layer.attn_out_bias,
-                residual: Some(&x),
+                residual: Some(x),
             };
             let norm = |row: &mut [f32]| layer_norm(row, &layer.attn_norm, eps);
             layer
                 .attn_out
                 .apply(&mut tmp, &ctx, residual, &norm, &mut q8);
-            std::mem::swap(&mut x, &mut tmp);
+            std::mem::swap(x, &mut tmp);
 
             let gelu = |row: &mut [f32]| activate(row, act);
             layer
                 .up
-                .apply(&mut up, &x, bias(&layer.up_bias), &gelu, &mut q8);
+                .apply(&mut up, x, bias(&layer.up_bias), &gelu, &mut q8);
             let residual = Base {
                 bias: &layer.down_bias,
-                residual: Some(&x),
+                residual: Some(x),
             };
             let norm = |row: &mut [f32]| layer_norm(row, &layer.out_norm, eps);
             layer.down.apply(&mut tmp, &up, residual, &norm, &mut q8);
-            std::mem::swap(&mut x, &mut tmp);
+            std::mem::swap(x, &mut tmp);
         }
-        Ok(x)
     }
 
     /// Scaled dot-product attention of every (sequence, head) pair, in parallel, reading Q, K and
     /// V in place from the packed `qkv` rows and writing each head's columns of `ctx`.
-    fn attention(&self, qkv: &[f32], ctx: &mut [f32], spans: &[(usize, usize)]) {
+    fn attention(&self, qkv: &[f32], ctx: &mut [f32], spans: &Spans) {
         let (h, heads) = (self.hidden, self.heads);
         let d = h / heads;
         let row = 3 * h;
@@ -601,6 +622,40 @@ impl Bert {
             },
         );
     }
+}
+
+/// (start row, length) of each sequence packed in a hidden-state matrix.
+pub(crate) type Spans = Vec<(usize, usize)>;
+
+/// One vector per sequence of the packed `states` (`lens` rows each, `hidden` wide).
+pub(crate) fn pool(
+    states: &[f32],
+    lens: &[usize],
+    hidden: usize,
+    pooling: Pooling,
+) -> Vec<Vec<f32>> {
+    let mut rows = states.chunks_exact(hidden);
+    lens.iter()
+        .map(|&len| {
+            let mut seq_rows = rows.by_ref().take(len);
+            match pooling {
+                Pooling::Cls => {
+                    let first = seq_rows.next().unwrap_or(&[]).to_vec();
+                    seq_rows.for_each(drop);
+                    first
+                }
+                Pooling::Mean => {
+                    let mut sum = vec![0f32; hidden];
+                    for row in seq_rows {
+                        sum.iter_mut().zip(row).for_each(|(s, x)| *s += x);
+                    }
+                    let scale = 1.0 / len.max(1) as f32;
+                    sum.iter_mut().for_each(|s| *s *= scale);
+                    sum
+                }
+            }
+        })
+        .collect()
 }
 
 /// The context matrix, written by the attention tasks at disjoint (rows, columns) blocks.

@@ -6,15 +6,18 @@
 //! cut into batches under a token budget. On the CPU a batch is packed without any padding (see
 //! `bert`); on other devices candle's `BertModel` pads each batch to its own longest text.
 
-use crate::bert::{Bert, BertConfig, Pooling, Precision};
+use crate::adapt::{self, AdaptedTop};
+use crate::bert::{pool, Bert, BertConfig, Pooling, Precision};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
-use triage_core::{EmbedKind, Embedder};
+use triage_core::adapt::{AdaptJob, Adapted};
+use triage_core::{EmbedKind, Embedded, Embedder, EncoderHead};
 
 /// How a model wants its inputs prepared and its outputs pooled. Part of the model, not the
 /// caller: e5 needs `query: `/`passage: ` prefixes and mean pooling, bge uses the CLS token.
@@ -221,13 +224,75 @@ impl BertEmbedder {
             }
             Encoder::Candle(model) => self.forward_candle(model, batch)?,
         };
+        self.normalize(&mut pooled);
+        Ok(pooled)
+    }
+
+    fn normalize(&self, pooled: &mut [Vec<f32>]) {
         if self.spec.normalize {
-            for v in &mut pooled {
+            for v in pooled {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                 v.iter_mut().for_each(|x| *x /= norm);
             }
         }
-        Ok(pooled)
+    }
+
+    /// One pass for both outputs: the lower layers once, then the original top layers for the
+    /// vector (exactly as `forward` computes it) and the adapted ones for the class scores.
+    fn forward_scored(&self, top: &AdaptedTop, batch: &[&Vec<u32>]) -> Result<Vec<Embedded>> {
+        let Encoder::Packed(bert) = &self.encoder else {
+            return Err(Error::bad(
+                "adapted layers",
+                "they run on the CPU encoder only",
+            ));
+        };
+        let seqs: Vec<&[u32]> = batch.iter().map(|ids| ids.as_slice()).collect();
+        let (mut x, spans) = bert.embed_tokens(&seqs)?;
+        let layers = bert.encoder_layers();
+        bert.run_layers(&mut x, &spans, &layers[..top.split()]);
+        let mid = x.clone();
+        bert.run_layers(&mut x, &spans, &layers[top.split()..]);
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let mut vectors = pool(&x, &lens, bert.hidden_size(), self.spec.pooling);
+        self.normalize(&mut vectors);
+        let scores = top.scores(bert, mid, &spans);
+        Ok(vectors
+            .into_iter()
+            .zip(scores)
+            .map(|(vector, scores)| Embedded {
+                vector,
+                scores: Some(scores),
+            })
+            .collect())
+    }
+
+    /// `f` over batches of `ids` (sorted by length, cut under the token budget), results back
+    /// in input order.
+    fn in_batches<T: Clone + Default>(
+        &self,
+        ids: &[Vec<u32>],
+        mut f: impl FnMut(&[&Vec<u32>]) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        // Longest first, so the first batch shows the memory high-water mark at once.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![T::default(); ids.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let longest = ids[order[start]].len().max(1);
+            let size = (TOKEN_BUDGET / longest)
+                .clamp(1, MAX_BATCH)
+                .min(order.len() - start);
+            let batch: Vec<&Vec<u32>> = order[start..start + size]
+                .iter()
+                .map(|&i| &ids[i])
+                .collect();
+            for (k, item) in f(&batch)?.into_iter().enumerate() {
+                out[order[start + k]] = item;
+            }
+            start += size;
+        }
+        Ok(out)
     }
 
     fn forward_candle(&self, model: &BertModel, batch: &[&Vec<u32>]) -> Result<Vec<Vec<f32>>> {
@@ -290,26 +355,41 @@ impl Embedder for BertEmbedder {
 
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> triage_core::Result<Vec<Vec<f32>>> {
         let ids = self.tokenize(texts, kind)?;
+        Ok(self.in_batches(&ids, |batch| self.forward(batch))?)
+    }
 
-        // Longest first, so the first batch shows the memory high-water mark at once.
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        let mut out = vec![Vec::new(); ids.len()];
-        let mut start = 0;
-        while start < order.len() {
-            let longest = ids[order[start]].len().max(1);
-            let size = (TOKEN_BUDGET / longest)
-                .clamp(1, MAX_BATCH)
-                .min(order.len() - start);
-            let batch: Vec<&Vec<u32>> = order[start..start + size]
-                .iter()
-                .map(|&i| &ids[i])
-                .collect();
-            for (k, vector) in self.forward(&batch)?.into_iter().enumerate() {
-                out[order[start + k]] = vector;
-            }
-            start += size;
-        }
-        Ok(out)
+    fn can_adapt(&self) -> bool {
+        matches!(self.encoder, Encoder::Packed(_))
+    }
+
+    fn adapt(&self, job: &AdaptJob) -> triage_core::Result<Adapted> {
+        let Encoder::Packed(bert) = &self.encoder else {
+            return Err(Error::bad("adaptation", "it runs on the CPU encoder only").into());
+        };
+        let ids = self.tokenize(job.texts, job.kind)?;
+        Ok(adapt::fit(bert, &self.spec.model_id, &ids, job)?)
+    }
+
+    fn load_head(&self, bytes: &[u8]) -> triage_core::Result<Arc<dyn EncoderHead>> {
+        let Encoder::Packed(bert) = &self.encoder else {
+            return Err(Error::bad("adapted layers", "they run on the CPU encoder only").into());
+        };
+        let top = AdaptedTop::from_bytes(bytes)?;
+        top.check(bert, &self.spec.model_id)?;
+        Ok(Arc::new(top))
+    }
+
+    fn embed_scored(
+        &self,
+        texts: &[&str],
+        kind: EmbedKind,
+        head: &Arc<dyn EncoderHead>,
+    ) -> triage_core::Result<Vec<Embedded>> {
+        let top = head
+            .as_any()
+            .downcast_ref::<AdaptedTop>()
+            .ok_or_else(|| Error::bad("adapted layers", "not made by this embedder"))?;
+        let ids = self.tokenize(texts, kind)?;
+        Ok(self.in_batches(&ids, |batch| self.forward_scored(top, batch))?)
     }
 }

@@ -1,5 +1,6 @@
 //! Local models on candle: BERT-family sentence embedders and GGUF text generators.
 
+pub mod adapt;
 pub mod bert;
 pub mod e5s1;
 pub mod embedder;
@@ -10,6 +11,7 @@ pub mod gguf_tokenizer;
 mod kernels;
 mod q8_0;
 
+pub use adapt::AdaptedTop;
 pub use bert::{Pooling, Precision};
 pub use e5s1::convert_e5s1;
 pub use embedder::{default_device, BertEmbedder, EmbedderSpec};

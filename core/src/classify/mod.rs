@@ -7,11 +7,16 @@
 //! - `zero_shot`: similarity between the complaint and each category's description, so a city with
 //!   a taxonomy and no labeled history still gets suggestions.
 //!
+//! - `adapted`: the class scores of the encoder's own top layers fine-tuned to the categories
+//!   (issue 16; computed in the same encoder pass as the vector, see `crate::adapt`).
+//!
 //! Training computes out-of-fold predictions for every labeled case (K folds), calibrates each
 //! method on them (temperature scaling), fits the ensemble on them, and picks the abstain threshold
 //! that reaches the target accuracy on them. The final methods are then refitted on all cases.
-//! Each method lives in its own file; `Classifier::train` orchestrates them.
+//! The adapted encoder is too slow to fine-tune K times: it is held out on one fold instead (see
+//! `adapted.rs`). Each method lives in its own file; `Classifier::train` orchestrates them.
 
+mod adapted;
 pub mod calibrate;
 mod embedding;
 mod knn;
@@ -21,8 +26,10 @@ pub mod stack;
 pub mod svm;
 mod zero_shot;
 
+use crate::adapt::{AdaptConfig, AdaptJob, AdaptMode, AdaptProgress, EncoderHead};
 pub use crate::vector::dot;
-use crate::{Error, Result, Taxonomy};
+use crate::{Embedder, Error, Result, Taxonomy};
+pub use adapted::{AdaptReport, EnsembleCheck};
 use calibrate::{fit_scale, log_softmax, threshold_for_accuracy};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use rayon::prelude::*;
@@ -30,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use sparse::SparseVec;
 use stack::Stacker;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use svm::LinearOvr;
 
 /// The name of the ensemble's scores in reports (beside each `Method`'s).
@@ -38,12 +47,14 @@ pub const ENSEMBLE: &str = "ensemble";
 
 /// Format of the saved file; bump when `Classifier`'s layout changes.
 /// 2: the lexical featuriser counts words too. 3: methods are an enum, each with its model.
-const FILE_FORMAT: u32 = 3;
+/// 4: the adapted encoder method and its training report.
+const FILE_FORMAT: u32 = 4;
 
 /// The classification methods. Their order is the order of the ensemble's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
+    Adapted,
     Embedding,
     Knn,
     Lexical,
@@ -53,6 +64,7 @@ pub enum Method {
 impl Method {
     pub fn name(self) -> &'static str {
         match self {
+            Method::Adapted => "adapted",
             Method::Embedding => "embedding",
             Method::Knn => "knn",
             Method::Lexical => "lexical",
@@ -91,6 +103,8 @@ pub struct ClassifierConfig {
     /// Fewer labeled cases than this: zero-shot only (cold start).
     pub min_labeled: usize,
     pub seed: u64,
+    /// Fine-tuning the encoder's top layers (the `adapted` method); off unless asked for.
+    pub adapt: AdaptConfig,
 }
 
 impl Default for ClassifierConfig {
@@ -109,6 +123,7 @@ impl Default for ClassifierConfig {
             target_accuracy: 0.95,
             min_labeled: 20,
             seed: 17,
+            adapt: AdaptConfig::default(),
         }
     }
 }
@@ -145,11 +160,14 @@ pub struct TrainingReport {
     /// Share of cases confident enough to be routed without review at `target_accuracy`.
     pub coverage: Option<f32>,
     pub seconds: f32,
+    /// What adapting the encoder gave, when it was tried.
+    pub adapt: Option<AdaptReport>,
 }
 
 /// A trained method: its kind and its model, in one value (so an active method always has one).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Trained {
+    Adapted(adapted::AdaptedMethod),
     Embedding(embedding::EmbeddingHead),
     Knn(knn::Knn),
     Lexical(lexical::Lexical),
@@ -159,6 +177,7 @@ enum Trained {
 impl Trained {
     fn method(&self) -> Method {
         match self {
+            Trained::Adapted(_) => Method::Adapted,
             Trained::Embedding(_) => Method::Embedding,
             Trained::Knn(_) => Method::Knn,
             Trained::Lexical(_) => Method::Lexical,
@@ -185,6 +204,33 @@ pub struct Classifier {
     /// and saved beside it as `<version>.units.toml` (human-editable, so not in the binary file).
     #[serde(skip)]
     pub units: crate::units::LearnedUnits,
+    /// The adapted encoder top of `Method::Adapted`, once bound to the embedder that runs it.
+    #[serde(skip)]
+    head: Option<Arc<dyn EncoderHead>>,
+    /// Its weights as saved beside the classifier file (read by `load`, turned into `head` by
+    /// `bind`).
+    #[serde(skip)]
+    head_bytes: Option<HeadBytes>,
+}
+
+/// The saved weights of an adapted encoder top (printed by size, not content).
+#[derive(Clone)]
+struct HeadBytes(Arc<Vec<u8>>);
+
+impl std::fmt::Debug for HeadBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
+}
+
+/// The embedder a training run may adapt (issue 16), where its checkpoints go (so a killed run
+/// resumes), who hears its progress, and a flag that stops it after the next checkpoint.
+#[derive(Clone, Copy)]
+pub struct Adaptation<'a> {
+    pub embedder: &'a dyn Embedder,
+    pub work_dir: Option<&'a Path>,
+    pub progress: Option<&'a (dyn Fn(&AdaptProgress) + Sync)>,
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// Scale of cosine similarities in zero-shot when no labeled data calibrates it (tau = 0.02).
@@ -274,6 +320,19 @@ impl Classifier {
         embedder: &str,
         config: ClassifierConfig,
     ) -> Result<Self> {
+        Self::train_adapting(examples, taxonomy, profiles, embedder, config, None)
+    }
+
+    /// `train`, adapting the encoder's top layers as `config.adapt` says when `adaptation` gives
+    /// an embedder that can.
+    pub fn train_adapting(
+        examples: &[LabeledExample],
+        taxonomy: &Taxonomy,
+        profiles: Option<&[Vec<f32>]>,
+        embedder: &str,
+        config: ClassifierConfig,
+        adaptation: Option<Adaptation>,
+    ) -> Result<Self> {
         let started = std::time::Instant::now();
         let labels = label_space(taxonomy, examples);
         let index: BTreeMap<&str, usize> = labels
@@ -303,6 +362,8 @@ impl Classifier {
             methods: Vec::new(),
             stacker: Stacker::uniform(0, 0),
             units: Default::default(),
+            head: None,
+            head_bytes: None,
         };
         let classes = classifier.labels.len();
 
@@ -376,43 +437,98 @@ impl Classifier {
                 (lp[best].exp(), best == g)
             })
             .collect();
-        match threshold_for_accuracy(&confidence_correct, config.target_accuracy) {
-            Some((threshold, coverage)) => {
-                classifier.threshold = threshold;
-                classifier.report.coverage = Some(coverage);
+        classifier.set_threshold(&confidence_correct);
+
+        // The adapted encoder, held out on one fold; it joins the ensemble when that pays.
+        let mut stacker = stacker;
+        let mut adapted_method = None;
+        if config.adapt.mode != AdaptMode::Off {
+            let (report, chosen) = match adaptation {
+                None => (AdaptReport::skipped("no embedder to adapt was given"), None),
+                Some(a) if !a.embedder.can_adapt() => (
+                    AdaptReport::skipped(format!("the embedder {embedder} cannot be adapted")),
+                    None,
+                ),
+                Some(_) if examples.len() < config.adapt.min_cases => (
+                    AdaptReport::skipped(format!(
+                        "{} labeled cases, fewer than the {} adaptation needs",
+                        examples.len(),
+                        config.adapt.min_cases
+                    )),
+                    None,
+                ),
+                Some(a) => adapt_encoder(a, examples, &folds, &inputs, &config)?,
+            };
+            if let Some(chosen) = chosen {
+                classifier
+                    .report
+                    .oof_accuracy
+                    .insert(Method::Adapted.to_string(), report.accuracy);
+                classifier
+                    .report
+                    .oof_accuracy
+                    .insert(ENSEMBLE.to_string(), report.with.accuracy);
+                classifier.report.method_weights.clear();
+                let mut methods = vec![Method::Adapted];
+                methods.extend(&active);
+                for (m, w) in methods.iter().zip(chosen.stacker.method_weights()) {
+                    classifier.report.method_weights.insert(m.to_string(), w);
+                }
+                classifier.set_threshold(&chosen.confidence_correct);
+                stacker = chosen.stacker;
+                classifier.head_bytes = Some(HeadBytes(Arc::new(chosen.head.to_bytes()?)));
+                classifier.head = Some(chosen.head);
+                adapted_method = Some(Trained::Adapted(adapted::AdaptedMethod {
+                    scale: chosen.scale,
+                }));
             }
-            None => {
-                classifier.threshold = 1.0;
-                classifier.report.coverage = Some(0.0);
-            }
+            classifier.report.adapt = Some(report);
         }
 
         // Final models on all labeled cases, in `Method` order: the order of `raw`'s keys, and
         // so of the stacker's inputs.
         let scale = |m: Method| scales[&m];
-        classifier.methods = vec![
+        classifier.methods = adapted_method.into_iter().collect();
+        classifier.methods.extend([
             Trained::Embedding(embedding.fit_all(&folds, &config, scale(Method::Embedding))),
             Trained::Knn(knn::Knn {
                 scale: scale(Method::Knn),
             }),
             Trained::Lexical(lexical.fit_all(&folds, &config, scale(Method::Lexical))),
-        ];
+        ]);
         if let Some(mut zero_shot) = zero_shot {
             zero_shot.scale = scale(Method::ZeroShot);
             classifier.methods.push(Trained::ZeroShot(zero_shot));
         }
-        debug_assert_eq!(classifier.methods(), active);
+        debug_assert_eq!(stacker.weights.len(), classifier.methods.len());
         classifier.stacker = stacker;
         classifier.report.seconds = started.elapsed().as_secs_f32();
         Ok(classifier)
     }
 
-    /// Scores one complaint. `neighbors` are the labeled similar cases found in the store.
-    pub fn predict(&self, text: &str, vector: &[f32], neighbors: &[Neighbor]) -> ClassScores {
+    /// Scores one complaint. `neighbors` are the labeled similar cases found in the store;
+    /// `adapted` the raw scores of the adapted encoder (`Embedded::scores`), which a classifier
+    /// with that method needs.
+    pub fn predict(
+        &self,
+        text: &str,
+        vector: &[f32],
+        adapted: Option<&[f32]>,
+        neighbors: &[Neighbor],
+    ) -> Result<ClassScores> {
         let mut methods = BTreeMap::new();
         let mut inputs = Vec::with_capacity(self.methods.len());
         for trained in &self.methods {
             let (raw, scale) = match trained {
+                Trained::Adapted(m) => match adapted {
+                    Some(scores) if scores.len() == self.labels.len() => (scores.to_vec(), m.scale),
+                    _ => {
+                        return Err(Error::InvalidInput(
+                            "this classifier needs the adapted encoder's scores of the complaint"
+                                .into(),
+                        ))
+                    }
+                },
                 Trained::Lexical(m) => (m.raw_scores(text), m.scale),
                 Trained::Embedding(m) => (m.raw_scores(vector), m.scale),
                 Trained::Knn(m) => (m.raw_scores(neighbors, &self.labels, &self.config), m.scale),
@@ -431,7 +547,55 @@ impl Classifier {
             .into_iter()
             .map(f32::exp)
             .collect();
-        ClassScores { ensemble, methods }
+        Ok(ClassScores { ensemble, methods })
+    }
+
+    /// The adapted encoder top the pipeline must run for each complaint, if the ensemble has one.
+    pub fn head(&self) -> Option<&Arc<dyn EncoderHead>> {
+        self.head.as_ref()
+    }
+
+    /// Makes the adapted encoder top from its saved weights with the embedder that runs it (a
+    /// loaded classifier; a freshly trained one already has it). Refused when the weights were
+    /// fitted on another embedder.
+    pub fn bind(&mut self, embedder: &dyn Embedder) -> Result<()> {
+        if self.head.is_some() || !self.methods().contains(&Method::Adapted) {
+            return Ok(());
+        }
+        let bytes = self.head_bytes.as_ref().ok_or_else(|| {
+            Error::InvalidInput("the classifier's adapted encoder layers were not loaded".into())
+        })?;
+        let head = embedder.load_head(&bytes.0)?;
+        if head.classes() != self.labels.len() {
+            return Err(Error::InvalidInput(format!(
+                "the adapted encoder layers score {} classes, the classifier has {}: run `triage train`",
+                head.classes(),
+                self.labels.len()
+            )));
+        }
+        self.head = Some(head);
+        Ok(())
+    }
+
+    /// Where the adapted encoder layers of the classifier saved at `path` are kept: beside it,
+    /// `<version>.adapt.safetensors`.
+    pub fn adapt_path(path: &Path) -> PathBuf {
+        path.with_extension("adapt.safetensors")
+    }
+
+    /// The threshold (and its coverage) that reaches the target accuracy on held-out
+    /// (confidence, correct) pairs.
+    fn set_threshold(&mut self, confidence_correct: &[(f32, bool)]) {
+        match threshold_for_accuracy(confidence_correct, self.config.target_accuracy) {
+            Some((threshold, coverage)) => {
+                self.threshold = threshold;
+                self.report.coverage = Some(coverage);
+            }
+            None => {
+                self.threshold = 1.0;
+                self.report.coverage = Some(0.0);
+            }
+        }
     }
 
     /// Scores with the lexical model alone: no embedding or search needed (batch `--fast`).
@@ -461,10 +625,19 @@ impl Classifier {
         self.methods.iter().map(Trained::method).collect()
     }
 
-    /// Writes the classifier to `path` (`<version>.bin`) and its learned units beside it
-    /// (`<version>.units.toml`), the units first: a reader that finds the classifier finds them.
+    /// Writes the classifier to `path` (`<version>.bin`), its learned units beside it
+    /// (`<version>.units.toml`) and its adapted encoder layers (`<version>.adapt.safetensors`),
+    /// those first: a reader that finds the classifier finds them.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.units.save(&Self::units_path(path))?;
+        let head_bytes = match (&self.head_bytes, &self.head) {
+            (Some(bytes), _) => Some(bytes.0.clone()),
+            (None, Some(head)) => Some(Arc::new(head.to_bytes()?)),
+            (None, None) => None,
+        };
+        if let Some(bytes) = head_bytes {
+            crate::fsutil::write_atomic(&Self::adapt_path(path), &bytes)?;
+        }
         let bytes = bincode::serialize(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
         crate::fsutil::write_atomic(path, &bytes)
     }
@@ -476,7 +649,7 @@ impl Classifier {
 
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let mut classifier: Classifier = bincode::deserialize(&bytes).map_err(|e| {
+        let classifier: Classifier = bincode::deserialize(&bytes).map_err(|e| {
             Error::InvalidInput(format!(
                 "{} is not a classifier file ({e}); run `triage train`",
                 path.display()
@@ -489,6 +662,7 @@ impl Classifier {
                 classifier.format
             )));
         }
+        let mut classifier = classifier;
         for method in &classifier.methods {
             if let Trained::Lexical(lexical) = method {
                 lexical.warm_up();
@@ -499,8 +673,115 @@ impl Classifier {
         if units.exists() {
             classifier.units = crate::units::LearnedUnits::load(&units)?;
         }
+        if classifier.methods().contains(&Method::Adapted) {
+            let adapt = Self::adapt_path(path);
+            let bytes = std::fs::read(&adapt).map_err(|e| Error::io(&adapt, e))?;
+            classifier.head_bytes = Some(HeadBytes(Arc::new(bytes)));
+        }
         Ok(classifier)
     }
+}
+
+/// What the adapted method brings to the ensemble when it is used.
+struct Chosen {
+    head: Arc<dyn EncoderHead>,
+    scale: f32,
+    /// Fitted on the held-out fold, with the adapted method's log-probabilities first.
+    stacker: Stacker,
+    /// (confidence, correct) of the ensemble on the held-out fold, cross-validated: for the
+    /// threshold.
+    confidence_correct: Vec<(f32, bool)>,
+}
+
+/// Fine-tunes the encoder on every fold but the held-out one and compares the ensembles with and
+/// without its predictions there. `inputs[i]` are the other methods' calibrated out-of-fold
+/// log-probabilities of case i (in the order of the stacker without the adapted method).
+fn adapt_encoder(
+    a: Adaptation,
+    examples: &[LabeledExample],
+    folds: &Folds,
+    inputs: &[Vec<Vec<f32>>],
+    config: &ClassifierConfig,
+) -> Result<(AdaptReport, Option<Chosen>)> {
+    let n = examples.len();
+    let held_out: Vec<bool> = folds
+        .fold
+        .iter()
+        .map(|&f| f == adapted::HELD_OUT_FOLD)
+        .collect();
+    let held: Vec<usize> = (0..n).filter(|&i| held_out[i]).collect();
+    let texts: Vec<&str> = examples.iter().map(|e| e.text).collect();
+    let job = AdaptJob {
+        texts: &texts,
+        kind: crate::pipeline::COMPLAINT_EMBEDDING,
+        gold: &folds.gold,
+        classes: folds.classes,
+        held_out: &held_out,
+        config: &config.adapt,
+        work_dir: a.work_dir.map(Path::to_path_buf),
+        progress: a.progress,
+        stop: a.stop,
+    };
+    let fitted = a.embedder.adapt(&job)?;
+    let gold_held: Vec<usize> = held.iter().map(|&i| folds.gold[i]).collect();
+    let scale = fit_scale(&fitted.held_out_scores, &gold_held);
+    let with_inputs: Vec<Vec<Vec<f32>>> = held
+        .iter()
+        .zip(adapted::calibrated(&fitted.held_out_scores, scale))
+        .map(|(&i, own)| {
+            std::iter::once(own)
+                .chain(inputs[i].iter().cloned())
+                .collect()
+        })
+        .collect();
+    let classes = folds.classes;
+    let positions: Vec<usize> = (0..held.len()).collect();
+    let others = |total: usize, test: &[usize]| {
+        let mut keep = vec![true; total];
+        test.iter().for_each(|&i| keep[i] = false);
+        (0..total).filter(|&i| keep[i]).collect::<Vec<_>>()
+    };
+    // With it: fitted on the other held-out cases (the only ones with its predictions).
+    let with_lp = adapted::cross_validated(
+        &with_inputs,
+        &gold_held,
+        classes,
+        &positions,
+        config.seed,
+        |test| others(held.len(), test),
+    );
+    // Without it: fitted on every other case, as the ensemble without adaptation is.
+    let without_lp =
+        adapted::cross_validated(inputs, &folds.gold, classes, &held, config.seed, |test| {
+            others(n, test)
+        });
+    let with = adapted::check(&with_lp, &gold_held, config.target_accuracy);
+    let without = adapted::check(&without_lp, &gold_held, config.target_accuracy);
+    let used = config.adapt.mode == AdaptMode::On || with.log_loss < without.log_loss;
+    let report = AdaptReport {
+        skipped: None,
+        trained_on: n - held.len(),
+        held_out: held.len(),
+        seconds: fitted.seconds,
+        accuracy: accuracy(&fitted.held_out_scores, &gold_held),
+        with,
+        without,
+        used,
+    };
+    let chosen = used.then(|| Chosen {
+        head: fitted.head,
+        scale,
+        stacker: Stacker::fit(&with_inputs, &gold_held, classes),
+        confidence_correct: with_lp
+            .iter()
+            .zip(&gold_held)
+            .map(|(lp, &g)| {
+                let best = argmax(lp);
+                (lp[best].exp(), best == g)
+            })
+            .collect(),
+    });
+    Ok((report, chosen))
 }
 
 /// Taxonomy categories first (in their order), then labels seen in data that it lacks.
@@ -559,6 +840,7 @@ pub fn train_from_cases(
     embedder: &dyn crate::Embedder,
     taxonomy: &Taxonomy,
     config: ClassifierConfig,
+    adaptation: Option<Adaptation>,
 ) -> Result<Classifier> {
     // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
     let labels: Vec<String> = cases
@@ -588,12 +870,13 @@ pub fn train_from_cases(
     } else {
         Some(embedder.embed(&profile_refs, crate::EmbedKind::Passage)?)
     };
-    Classifier::train(
+    Classifier::train_adapting(
         &examples,
         taxonomy,
         profile_vectors.as_deref(),
         embedder.model_id(),
         config,
+        adaptation,
     )
 }
 
@@ -643,7 +926,9 @@ mod tests {
             c.methods(),
             [Method::Embedding, Method::Knn, Method::Lexical]
         );
-        let scores = c.predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], &[]);
+        let scores = c
+            .predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], None, &[])
+            .unwrap();
         assert_eq!(c.labels[argmax(&scores.ensemble)], "教育");
         assert!((scores.ensemble.iter().sum::<f32>() - 1.0).abs() < 1e-4);
 
@@ -654,7 +939,8 @@ mod tests {
         assert_eq!(loaded.version, c.version);
         assert_eq!(
             loaded
-                .predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], &[])
+                .predict("学校老师乱收学费", &[0.0, 1.0, 0.0, 0.0], None, &[])
+                .unwrap()
                 .ensemble,
             scores.ensemble
         );
@@ -677,11 +963,215 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.methods(), [Method::ZeroShot]);
-        let s = c.predict("", &[0.1, 0.2, 0.97, 0.0], &[]);
+        let s = c.predict("", &[0.1, 0.2, 0.97, 0.0], None, &[]).unwrap();
         assert_eq!(c.labels[argmax(&s.ensemble)], "环境");
         assert!(
             Classifier::train(&[], &taxonomy, None, "toy", ClassifierConfig::default()).is_err()
         );
+    }
+
+    /// An embedder whose "adapted encoder" is a stand-in: its held-out scores point at the gold
+    /// class (`informative`) or at a class unrelated to it. The real one is tested in
+    /// triage-models and end to end in the server's tests; this checks the classifier's side.
+    struct StandIn {
+        informative: bool,
+    }
+
+    #[derive(Debug)]
+    struct StandInHead(usize);
+
+    impl EncoderHead for StandInHead {
+        fn to_bytes(&self) -> Result<Vec<u8>> {
+            Ok(vec![self.0 as u8])
+        }
+        fn classes(&self) -> usize {
+            self.0
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    impl Embedder for StandIn {
+        fn model_id(&self) -> &str {
+            "toy"
+        }
+        fn dim(&self) -> usize {
+            4
+        }
+        fn max_tokens(&self) -> usize {
+            8
+        }
+        fn embed(&self, texts: &[&str], _: crate::EmbedKind) -> Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|_| vec![0.5; 4]).collect())
+        }
+        fn can_adapt(&self) -> bool {
+            true
+        }
+        fn adapt(&self, job: &AdaptJob) -> Result<crate::adapt::Adapted> {
+            let held_out_scores = (0..job.texts.len())
+                .filter(|&i| job.held_out[i])
+                .map(|i| {
+                    let class = if self.informative {
+                        job.gold[i]
+                    } else {
+                        (i * 7 / 3) % job.classes
+                    };
+                    let mut s = vec![0.0; job.classes];
+                    s[class] = 3.0;
+                    s
+                })
+                .collect();
+            Ok(crate::adapt::Adapted {
+                head: Arc::new(StandInHead(job.classes)),
+                held_out_scores,
+                seconds: 0.0,
+            })
+        }
+        fn load_head(&self, bytes: &[u8]) -> Result<Arc<dyn EncoderHead>> {
+            Ok(Arc::new(StandInHead(bytes[0] as usize)))
+        }
+    }
+
+    /// An embedder without adaptation.
+    struct Plain;
+
+    impl Embedder for Plain {
+        fn model_id(&self) -> &str {
+            "toy"
+        }
+        fn dim(&self) -> usize {
+            4
+        }
+        fn max_tokens(&self) -> usize {
+            8
+        }
+        fn embed(&self, texts: &[&str], _: crate::EmbedKind) -> Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|_| vec![0.5; 4]).collect())
+        }
+    }
+
+    fn train_with_stand_in(informative: bool, mode: AdaptMode) -> Classifier {
+        let (mut rows, taxonomy) = toy();
+        // Texts and vectors that say nothing, so the adapted scores are worth having.
+        rows.iter_mut().enumerate().for_each(|(i, r)| {
+            r.0 = format!("问题{i}");
+            r.1 = vec![0.5; 4];
+        });
+        let examples: Vec<LabeledExample> = rows
+            .iter()
+            .map(|(t, v, l)| LabeledExample {
+                text: t,
+                vector: v,
+                label: l,
+            })
+            .collect();
+        let config = ClassifierConfig {
+            ngram_bits: 12,
+            adapt: AdaptConfig {
+                mode,
+                min_cases: 10,
+                ..AdaptConfig::default()
+            },
+            ..Default::default()
+        };
+        let embedder = StandIn { informative };
+        let adaptation = Adaptation {
+            embedder: &embedder,
+            work_dir: None,
+            progress: None,
+            stop: None,
+        };
+        Classifier::train_adapting(&examples, &taxonomy, None, "toy", config, Some(adaptation))
+            .unwrap()
+    }
+
+    #[test]
+    fn adapted_method_joins_when_it_pays_and_travels_with_the_classifier() {
+        let c = train_with_stand_in(true, AdaptMode::Auto);
+        let report = c.report.adapt.as_ref().unwrap();
+        assert!(report.used, "{report:?}");
+        assert_eq!((report.held_out, report.trained_on), (12, 48));
+        assert!(report.with.log_loss < report.without.log_loss, "{report:?}");
+        assert_eq!(
+            c.methods(),
+            [
+                Method::Adapted,
+                Method::Embedding,
+                Method::Knn,
+                Method::Lexical
+            ]
+        );
+        assert!(c.head().is_some());
+        let own = [0.0, 3.0, 0.0];
+        let scores = c.predict("", &[0.5; 4], Some(&own), &[]).unwrap();
+        assert_eq!(argmax(&scores.ensemble), 1);
+        let err = c.predict("", &[0.5; 4], None, &[]).unwrap_err().to_string();
+        assert!(err.contains("adapted encoder"), "{err}");
+
+        // Saved with its weights beside it; loaded, it needs binding to an embedder first.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.bin");
+        c.save(&path).unwrap();
+        assert!(dir.path().join("v1.adapt.safetensors").exists());
+        let mut loaded = Classifier::load(&path).unwrap();
+        assert!(loaded.head().is_none());
+        loaded.bind(&StandIn { informative: true }).unwrap();
+        assert_eq!(
+            loaded
+                .predict("", &[0.5; 4], Some(&own), &[])
+                .unwrap()
+                .ensemble,
+            scores.ensemble
+        );
+        std::fs::remove_file(dir.path().join("v1.adapt.safetensors")).unwrap();
+        let err = Classifier::load(&path).unwrap_err().to_string();
+        assert!(err.contains("v1.adapt.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn adapted_method_stays_out_when_it_does_not_pay() {
+        let c = train_with_stand_in(false, AdaptMode::Auto);
+        let report = c.report.adapt.as_ref().unwrap();
+        assert!(!report.used, "{report:?}");
+        assert_eq!(
+            c.methods(),
+            [Method::Embedding, Method::Knn, Method::Lexical]
+        );
+        assert!(c.head().is_none());
+        // Forced, it is kept anyway.
+        let forced = train_with_stand_in(false, AdaptMode::On);
+        assert_eq!(forced.methods()[0], Method::Adapted);
+        // And an embedder that cannot adapt says so.
+        let (rows, taxonomy) = toy();
+        let examples: Vec<LabeledExample> = rows
+            .iter()
+            .map(|(t, v, l)| LabeledExample {
+                text: t,
+                vector: v,
+                label: l,
+            })
+            .collect();
+        let plain = Plain;
+        let config = ClassifierConfig {
+            ngram_bits: 12,
+            adapt: AdaptConfig {
+                mode: AdaptMode::Auto,
+                ..AdaptConfig::default()
+            },
+            ..Default::default()
+        };
+        let adaptation = Adaptation {
+            embedder: &plain,
+            work_dir: None,
+            progress: None,
+            stop: None,
+        };
+        let c =
+            Classifier::train_adapting(&examples, &taxonomy, None, "toy", config, Some(adaptation))
+                .unwrap();
+        let skipped = c.report.adapt.unwrap().skipped.unwrap();
+        assert!(skipped.contains("cannot be adapted"), "{skipped}");
     }
 
     #[test]

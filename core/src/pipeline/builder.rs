@@ -103,8 +103,10 @@ impl PipelineBuilder {
         let store = self.store.ok_or_else(|| {
             Error::InvalidInput("a pipeline needs a case store (PipelineBuilder::store)".into())
         })?;
-        if let Some(classifier) = &self.classifier {
+        let mut classifier = self.classifier;
+        if let Some(classifier) = &mut classifier {
             check_embedder(classifier, self.embedder.as_ref())?;
+            classifier.bind(self.embedder.as_ref())?;
         }
         let embedder: Arc<dyn Embedder> = match self.batch_embeddings {
             Some(max_texts) => Arc::new(BatchingEmbedder::new(self.embedder, max_texts)),
@@ -117,7 +119,7 @@ impl PipelineBuilder {
         let aliases = self
             .aliases
             .unwrap_or_else(|| Arc::new(UnitAliases::builtin()));
-        let router = match &self.classifier {
+        let router = match &classifier {
             Some(c) => Router::new(&self.units, &c.units, &aliases),
             None => Router::from_directory(&self.units, &aliases),
         };
@@ -131,7 +133,7 @@ impl PipelineBuilder {
             router: RwLock::new(Arc::new(router)),
             prompts,
             config: self.config,
-            classifier: RwLock::new(self.classifier.map(Arc::new)),
+            classifier: RwLock::new(classifier.map(Arc::new)),
         })
     }
 }

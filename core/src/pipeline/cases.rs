@@ -1,10 +1,13 @@
 //! The use cases on stored cases: store, import, search, feedback, train.
 
 use super::{Pipeline, SimilarCase};
-use crate::classify::{train_from_cases, Classifier, ClassifierConfig};
+use crate::adapt::AdaptProgress;
+use crate::classify::{train_from_cases, Adaptation, Classifier, ClassifierConfig};
 use crate::{ingest, text, Case, CaseFilter, EmbedKind, Error, Pages, Result};
 use serde::Deserialize;
 use serde_json::json;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 /// How many of the cases written were new and how many replaced a case with the same id.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +44,16 @@ pub struct Feedback {
     /// to the suggestion in the audit trail.
     #[serde(default)]
     pub suggestion_request_id: Option<String>,
+}
+
+/// How a training run that adapts the encoder (`ClassifierConfig::adapt`) keeps its work: where
+/// its checkpoints go (a killed run resumes from them), who hears its progress, and a flag that
+/// stops it after the next checkpoint.
+#[derive(Default, Clone, Copy)]
+pub struct TrainOptions<'a> {
+    pub work_dir: Option<&'a Path>,
+    pub progress: Option<&'a (dyn Fn(&AdaptProgress) + Sync)>,
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// What to do with a label no known category has.
@@ -216,13 +229,34 @@ impl Pipeline {
     /// cases), and learns the units of every stored case with a unit (`train_units`). The
     /// caller saves it and may `set_classifier` it.
     pub fn train(&self, config: ClassifierConfig) -> Result<Classifier> {
+        self.train_with(config, TrainOptions::default())
+    }
+
+    /// `train`, with where an adaptation of the encoder keeps its checkpoints and reports its
+    /// progress.
+    pub fn train_with(
+        &self,
+        config: ClassifierConfig,
+        options: TrainOptions,
+    ) -> Result<Classifier> {
         let labeled = CaseFilter {
             labeled_only: true,
             ..Default::default()
         };
         let cases = self.store.as_ref().all(&labeled)?;
-        let mut classifier =
-            train_from_cases(&cases, self.embedder.as_ref(), &self.taxonomy, config)?;
+        let adaptation = Adaptation {
+            embedder: self.embedder.as_ref(),
+            work_dir: options.work_dir,
+            progress: options.progress,
+            stop: options.stop,
+        };
+        let mut classifier = train_from_cases(
+            &cases,
+            self.embedder.as_ref(),
+            &self.taxonomy,
+            config,
+            Some(adaptation),
+        )?;
         classifier.units = self.train_units(&classifier)?;
         Ok(classifier)
     }

@@ -436,8 +436,8 @@ impl Pipeline {
                 .map_err(|_| timed_out("embedding the cases"))?;
             let texts: Vec<String> = chunk.iter().map(|&i| cases[i].0.full_text()).collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            for (&i, vector) in chunk.iter().zip(self.embed_complaints(&refs)?) {
-                cases[i].1 = vector;
+            for (&i, embedded) in chunk.iter().zip(self.embed_complaints(&refs)?) {
+                cases[i].1 = embedded.vector;
             }
         }
         Ok(missing.len())

@@ -9,7 +9,7 @@ mod insights;
 mod routing;
 
 pub use builder::PipelineBuilder;
-pub use cases::{Feedback, Stored};
+pub use cases::{Feedback, Stored, TrainOptions};
 pub use draft::postprocess_draft;
 pub use insights::{
     time_bound, AlertReport, AlertRequest, CaseSource, DigestReport, DigestRequest, HotspotReport,
@@ -25,8 +25,8 @@ use crate::reply_units::UnitAliases;
 use crate::units::{CategoryProb, RouteQuery, Router, UnitDirectory, UnitNeighbor, UnitSuggestion};
 use crate::work_order::{self, WorkOrder};
 use crate::{
-    pii, text, Case, CaseFilter, CaseStore, EmbedKind, Embedder, Error, GenerateParams, Generator,
-    Hit, Result, Taxonomy,
+    pii, text, Case, CaseFilter, CaseStore, EmbedKind, Embedded, Embedder, Error, GenerateParams,
+    Generator, Hit, Result, Taxonomy,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -353,9 +353,10 @@ impl Pipeline {
     }
 
     /// Replaces the classifier (a newly trained one); refused when it was trained on another
-    /// embedder's vectors.
-    pub fn set_classifier(&self, classifier: Classifier) -> Result<()> {
+    /// embedder's vectors. Its adapted encoder layers, if any, are bound to this embedder.
+    pub fn set_classifier(&self, mut classifier: Classifier) -> Result<()> {
         check_embedder(&classifier, self.embedder.as_ref())?;
+        classifier.bind(self.embedder.as_ref())?;
         let router = Router::new(&self.units, &classifier.units, &self.aliases);
         *self.router.write().expect("router lock") = Arc::new(router);
         *self.classifier.write().expect("classifier lock") = Some(Arc::new(classifier));
@@ -434,22 +435,33 @@ impl Pipeline {
         Ok(full)
     }
 
-    /// Embeds complaints (their `complaint_text`) as the pipeline analyses them; batch jobs
-    /// embed a chunk at once and then call `analyze_embedded` for each.
-    pub fn embed_complaints(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.embedder.embed(texts, COMPLAINT_EMBEDDING)
+    /// Embeds complaints (their `complaint_text`) as the pipeline analyses them: the vector, and
+    /// in the same encoder pass the adapted layers' class scores when the classifier has them.
+    /// Batch jobs embed a chunk at once and then call `analyze_embedded` for each.
+    pub fn embed_complaints(&self, texts: &[&str]) -> Result<Vec<Embedded>> {
+        match self.classifier().as_ref().and_then(|c| c.head().cloned()) {
+            Some(head) => self
+                .embedder
+                .embed_scored(texts, COMPLAINT_EMBEDDING, &head),
+            None => Ok(self
+                .embedder
+                .embed(texts, COMPLAINT_EMBEDDING)?
+                .into_iter()
+                .map(Embedded::from)
+                .collect()),
+        }
     }
 
     /// Everything but the draft: categories, units, similar cases, duplicate flag.
     pub fn analyze(&self, complaint: &Complaint) -> Result<Analysis> {
         let full = Self::complaint_text(complaint)?;
         let started = Instant::now();
-        let vector = self
+        let embedded = self
             .embed_complaints(&[full.as_str()])?
             .pop()
             .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?;
         let embed_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut analysis = self.analyze_embedded(complaint, &full, &vector)?;
+        let mut analysis = self.analyze_embedded(complaint, &full, &embedded)?;
         analysis
             .suggestion
             .timings_ms
@@ -457,14 +469,16 @@ impl Pipeline {
         Ok(analysis)
     }
 
-    /// `analyze` for a complaint already embedded (as a passage): batch jobs embed many at once.
+    /// `analyze` for a complaint already embedded (by `embed_complaints`): batch jobs embed many
+    /// at once.
     pub fn analyze_embedded(
         &self,
         complaint: &Complaint,
         full: &str,
-        vector: &[f32],
+        embedded: &Embedded,
     ) -> Result<Analysis> {
         let classifier = self.require_classifier()?;
+        let vector = embedded.vector.as_slice();
         let mut timings = BTreeMap::new();
         let mut clock = Instant::now();
         let mut lap = |name: &str, timings: &mut BTreeMap<String, f64>| {
@@ -523,7 +537,7 @@ impl Pipeline {
                 })
             })
             .collect();
-        let scores = classifier.predict(full, vector, &neighbors);
+        let scores = classifier.predict(full, vector, embedded.scores.as_deref(), &neighbors)?;
         lap("classify", &mut timings);
 
         let (mut suggestion, baselines) =

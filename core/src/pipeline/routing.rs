@@ -88,8 +88,25 @@ impl Pipeline {
             labeled_only: true,
             ..Default::default()
         };
+        // A classifier with adapted encoder layers scores a case from their pass over its text
+        // too (a stored vector is the frozen encoder's alone).
+        let adapted: Vec<Option<Vec<f32>>> = match classifier.head() {
+            None => vec![None; cases.len()],
+            Some(head) => {
+                let mut out = Vec::with_capacity(cases.len());
+                for chunk in cases.chunks(64) {
+                    let texts: Vec<String> = chunk.iter().map(|(c, _)| c.full_text()).collect();
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let embedded =
+                        self.embedder
+                            .embed_scored(&refs, super::COMPLAINT_EMBEDDING, head)?;
+                    out.extend(embedded.into_iter().map(|e| e.scores));
+                }
+                out
+            }
+        };
         let mut history: Vec<HistoryCase> = Vec::with_capacity(cases.len());
-        for (case, vector) in &cases {
+        for ((case, vector), adapted) in cases.iter().zip(&adapted) {
             let Some(unit) = case.unit.as_deref() else {
                 continue;
             };
@@ -113,7 +130,7 @@ impl Pipeline {
                     })
                 })
                 .collect();
-            let scores = classifier.predict(&text, vector, &votes);
+            let scores = classifier.predict(&text, vector, adapted.as_deref(), &votes)?;
             let categories: Vec<(String, f32)> = classifier
                 .labels
                 .iter()

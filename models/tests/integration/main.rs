@@ -1,5 +1,6 @@
 //! Integration tests of triage-models with the real model files (one test binary for the crate).
 
+mod adapt;
 mod bert;
 mod converter;
 mod embedder;

@@ -42,6 +42,8 @@ pub struct EvalArgs {
     /// Seed of the cross-validation folds and of --hold-out's split
     #[arg(long, default_value_t = 17)]
     seed: u64,
+    #[command(flatten)]
+    adapt: crate::commands::train::AdaptArgs,
 }
 
 fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
@@ -78,6 +80,7 @@ fn read(
 }
 
 pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
+    args.adapt.check(global)?;
     let started = Instant::now();
     let mut skipped = Vec::new();
     let mut test = read(&args.test, args.cv.is_some(), &mut skipped)?;
@@ -103,10 +106,16 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
     } else {
         let embedder = global.load_embedder()?;
         describe_embedder(&mut meta, embedder.model_id(), embedder.max_tokens());
+        let progress = crate::commands::train::adapt_progress();
         let run = Run {
             builder: global.parts(embedder)?,
             open_store: &temporary_store,
             progress: &bar,
+            classifier: triage_core::classify::ClassifierConfig {
+                adapt: args.adapt.config(),
+                ..Default::default()
+            },
+            adapt_progress: Some(&progress),
         };
         match args.cv {
             Some(k) => run.cross_validate(&test, k, args.seed, skipped, meta)?,

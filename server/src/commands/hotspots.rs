@@ -280,7 +280,8 @@ fn embed_cached(global: &GlobalArgs, pipeline: &Pipeline, cases: &[Case]) -> Res
     let mut bytes = Vec::with_capacity(texts.len() * dim * 4);
     for chunk in texts.chunks(64) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        for v in pipeline.embed_complaints(&refs)? {
+        for embedded in pipeline.embed_complaints(&refs)? {
+            let v = embedded.vector;
             for x in &v {
                 bytes.extend_from_slice(&x.to_le_bytes());
             }
