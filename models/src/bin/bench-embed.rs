@@ -57,7 +57,14 @@ fn main() -> anyhow::Result<()> {
     let (h, f, layers) = (384.0, 1536.0, 12.0);
     row("matmul_peak_f32", matmul_peak()?, "GFLOP/s");
 
+    // BENCH_LENGTHS=128 (comma-separated) measures only those lengths.
+    let lengths: Option<Vec<usize>> = std::env::var("BENCH_LENGTHS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     for (tokens, count) in [(32usize, 256usize), (128, 128), (512, 32)] {
+        if lengths.as_ref().is_some_and(|l| !l.contains(&tokens)) {
+            continue;
+        }
         // Only texts long enough to fill the length, so every input has `tokens` tokens.
         let batch: Vec<&str> = texts
             .iter()

@@ -10,7 +10,14 @@
 //! - recall@10 of int8 queries against a store built with f32 vectors (the store a deployment
 //!   has before it switches): the share of the f32 query's 10 nearest stored cases that the int8
 //!   query also finds (exact search, so the number is the encoder's alone);
-//! - the same for int8 queries against an int8-built store, and f32 queries against it.
+//! - the same for int8 queries against an int8-built store, and f32 queries against it
+//!   (skipped with `--queries-only`, which embeds only the queries in int8);
+//! - the ceiling near-ties set: recall@10 of the f32 query turned by a random direction to a
+//!   given cosine (0.9999 … 0.9990), the recall any encoder that far from f32 can expect;
+//! - recall@10 counting an int8 hit as found when its f32 score is within 0.001 / 0.002 of the
+//!   f32 query's 10th score (how many misses are near-ties).
+//!
+//! `--cache DIR` keeps the f32 vectors (they do not change between int8 variants or runs).
 
 use std::path::PathBuf;
 use triage_core::{EmbedKind, Embedder};
@@ -25,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         });
     let (mut embedder, mut store, mut queries, mut max_tokens) =
         ("multilingual-e5-small".to_string(), None, None, 128usize);
+    let (mut cache, mut queries_only) = (None::<PathBuf>, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -37,8 +45,10 @@ fn main() -> anyhow::Result<()> {
             "--store" => store = Some(PathBuf::from(value()?)),
             "--queries" => queries = Some(PathBuf::from(value()?)),
             "--max-tokens" => max_tokens = value()?.parse()?,
+            "--cache" => cache = Some(PathBuf::from(value()?)),
+            "--queries-only" => queries_only = true,
             _ => {
-                println!("compare-precision [--models-dir DIR] [--embedder NAME] [--max-tokens N] --store FILE.jsonl --queries FILE.jsonl");
+                println!("compare-precision [--models-dir DIR] [--embedder NAME] [--max-tokens N] [--cache DIR] [--queries-only] --store FILE.jsonl --queries FILE.jsonl");
                 return Ok(());
             }
         }
@@ -88,16 +98,65 @@ fn main() -> anyhow::Result<()> {
         asked.len(),
         triage_models::int8_kernel()
     );
-    let store_f32 = embed(&f32_model, &stored)?;
-    let store_int8 = embed(&int8_model, &stored)?;
-    let query_f32 = embed(&f32_model, &asked)?;
+    let cached = |name: &str, texts: &[String]| -> anyhow::Result<Vec<Vec<f32>>> {
+        let Some(dir) = &cache else {
+            return embed(&f32_model, texts);
+        };
+        let path = dir.join(format!(
+            "{embedder}-{max_tokens}-{name}-{}.f32",
+            texts.len()
+        ));
+        if let Ok(bytes) = std::fs::read(&path) {
+            let values: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let width = values.len() / texts.len().max(1);
+            if width > 0 && values.len() == width * texts.len() {
+                return Ok(values.chunks_exact(width).map(<[f32]>::to_vec).collect());
+            }
+        }
+        let vectors = embed(&f32_model, texts)?;
+        std::fs::create_dir_all(dir)?;
+        let bytes: Vec<u8> = vectors
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(&path, bytes)?;
+        Ok(vectors)
+    };
+    let store_f32 = cached(
+        store
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("store"),
+        &stored,
+    )?;
+    let query_f32 = cached(
+        queries
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("queries"),
+        &asked,
+    )?;
+    let started = std::time::Instant::now();
     let query_int8 = embed(&int8_model, &asked)?;
+    eprintln!("int8 queries: {:.1} s", started.elapsed().as_secs_f64());
+    let store_int8 = if queries_only {
+        Vec::new()
+    } else {
+        embed(&int8_model, &stored)?
+    };
 
     let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
     for (set, f32_vectors, int8_vectors) in [
         ("queries", &query_f32, &query_int8),
         ("store", &store_f32, &store_int8),
     ] {
+        if int8_vectors.is_empty() {
+            continue;
+        }
         let mut cosines: Vec<f32> = f32_vectors
             .iter()
             .zip(int8_vectors)
@@ -145,16 +204,72 @@ fn main() -> anyhow::Result<()> {
         recall(&query_int8, &store_f32),
         "",
     );
-    row(
-        "recall10_int8_query_int8_store",
-        recall(&query_int8, &store_int8),
-        "",
-    );
-    row(
-        "recall10_f32_query_int8_store",
-        recall(&query_f32, &store_int8),
-        "",
-    );
+    for tolerance in [0.001f32, 0.002] {
+        let found: usize = query_f32
+            .iter()
+            .zip(&query_int8)
+            .map(|(exact, q)| {
+                let want = top(exact, &store_f32);
+                let tenth = dot(exact, &store_f32[want[want.len() - 1]]);
+                top(q, &store_f32)
+                    .iter()
+                    .filter(|&&i| {
+                        want.contains(&i) || dot(exact, &store_f32[i]) >= tenth - tolerance
+                    })
+                    .count()
+            })
+            .sum();
+        row(
+            &format!("recall10_int8_query_f32_store_within_{tolerance}"),
+            found as f64 / (10 * query_int8.len()) as f64,
+            "",
+        );
+    }
+    // The ceiling: f32 queries turned by a random direction to a given cosine.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut gaussian = move || {
+        let mut uniform = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let (u, v) = (uniform(), uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    for cosine in [0.9999f32, 0.9998, 0.9997, 0.9995, 0.999] {
+        let turned: Vec<Vec<f32>> = query_f32
+            .iter()
+            .map(|q| {
+                let mut e: Vec<f32> = q.iter().map(|_| gaussian()).collect();
+                let along = dot(&e, q);
+                e.iter_mut().zip(q).for_each(|(e, q)| *e -= along * q);
+                let norm = dot(&e, &e).sqrt();
+                let t = (1.0 / (cosine * cosine) - 1.0).sqrt();
+                let mut out: Vec<f32> = q.iter().zip(&e).map(|(q, e)| q + t * e / norm).collect();
+                let norm = dot(&out, &out).sqrt();
+                out.iter_mut().for_each(|x| *x /= norm);
+                out
+            })
+            .collect();
+        row(
+            &format!("recall10_f32_turned_to_cosine_{cosine}"),
+            recall(&turned, &store_f32),
+            "",
+        );
+    }
+    if !store_int8.is_empty() {
+        row(
+            "recall10_int8_query_int8_store",
+            recall(&query_int8, &store_int8),
+            "",
+        );
+        row(
+            "recall10_f32_query_int8_store",
+            recall(&query_f32, &store_int8),
+            "",
+        );
+    }
     Ok(())
 }
 
