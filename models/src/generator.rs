@@ -9,8 +9,10 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use triage_core::prompt::ChatTemplate;
 use triage_core::{GenerateParams, Generation, Generator, StopReason};
 
 /// Longest context served (prompt + new tokens). Gemma 3 allows 32k, but KV memory grows with it
@@ -212,8 +214,35 @@ pub struct GgufGenerator {
     /// Tokens that end generation: EOS and end-of-turn markers.
     stop_tokens: Vec<u32>,
     context: usize,
+    /// The file's own chat template (`tokenizer.chat_template`), for instruct models.
+    chat_template: Option<ChatTemplate>,
     device: Device,
     state: Mutex<State>,
+}
+
+/// The chat template a GGUF file carries, with the text of its BOS and EOS tokens (templates
+/// print them); `None` for a base model's file without one.
+fn chat_template(metadata: &HashMap<String, gguf_file::Value>) -> Option<ChatTemplate> {
+    let source = metadata.get("tokenizer.chat_template")?.to_string().ok()?;
+    let tokens = metadata
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.to_vec().ok());
+    let token = |key: &str| -> String {
+        let id = metadata.get(key).and_then(|v| v.to_u32().ok());
+        match (tokens, id) {
+            (Some(tokens), Some(id)) => tokens
+                .get(id as usize)
+                .and_then(|t| t.to_string().ok())
+                .cloned()
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    };
+    Some(ChatTemplate {
+        source: source.clone(),
+        bos_token: token("tokenizer.ggml.bos_token_id"),
+        eos_token: token("tokenizer.ggml.eos_token_id"),
+    })
 }
 
 /// Loads a GGUF model, choosing the implementation by `general.architecture`.
@@ -244,6 +273,7 @@ impl GgufGenerator {
             .get(&format!("{arch}.context_length"))
             .and_then(|v| v.to_u32().ok())
             .map_or(MAX_CONTEXT, |n| (n as usize).min(MAX_CONTEXT));
+        let chat_template = chat_template(&content.metadata);
         let mut stop_tokens = Vec::new();
         if let Some(eos) = content
             .metadata
@@ -308,6 +338,7 @@ impl GgufGenerator {
             tokenizer,
             stop_tokens,
             context,
+            chat_template,
             device: device.clone(),
             state: Mutex::new(State { model }),
         })
@@ -390,6 +421,10 @@ impl Generator for GgufGenerator {
 
     fn context_length(&self) -> usize {
         self.context
+    }
+
+    fn chat_template(&self) -> Option<ChatTemplate> {
+        self.chat_template.clone()
     }
 
     fn generate(
@@ -492,7 +527,46 @@ impl Generator for GgufGenerator {
 
 #[cfg(test)]
 mod tests {
-    use super::StopScanner;
+    use super::*;
+
+    #[test]
+    fn an_instruct_files_chat_template_comes_with_its_bos_and_eos_text_and_a_base_file_has_none() {
+        let tokens = ["<pad>", "<bos>", "<eos>"]
+            .iter()
+            .map(|t| gguf_file::Value::String(t.to_string()))
+            .collect();
+        let mut metadata = HashMap::from([
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                gguf_file::Value::Array(tokens),
+            ),
+            (
+                "tokenizer.ggml.bos_token_id".to_string(),
+                gguf_file::Value::U32(1),
+            ),
+            (
+                "tokenizer.ggml.eos_token_id".to_string(),
+                gguf_file::Value::U32(2),
+            ),
+        ]);
+        assert_eq!(chat_template(&metadata), None);
+        let source =
+            "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}";
+        metadata.insert(
+            "tokenizer.chat_template".to_string(),
+            gguf_file::Value::String(source.to_string()),
+        );
+        let template = chat_template(&metadata).expect("the file's template");
+        assert_eq!(template.source, source);
+        assert_eq!(
+            (template.bos_token.as_str(), template.eos_token.as_str()),
+            ("<bos>", "<eos>")
+        );
+        let prompt = template
+            .render(&[triage_core::prompt::ChatMessage::user("路灯不亮")], true)
+            .unwrap();
+        assert_eq!(prompt, "<bos><|user|>路灯不亮");
+    }
 
     #[test]
     fn holds_back_a_possible_stop_string() {

@@ -12,6 +12,13 @@ use triage_core::{classify::Classifier, CaseStore, Embedder, Generator, Taxonomy
 const BUILTIN_TAXONOMY: &str = include_str!("../../data/taxonomy.json");
 const BUILTIN_UNITS: &str = include_str!("../../data/units.toml");
 
+/// `--chat-template`: whether the generator is prompted through its model file's chat template.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatTemplate {
+    None,
+    Auto,
+}
+
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     /// qdrant-edge, embedded, on disk under --data-dir
@@ -62,6 +69,11 @@ pub struct GlobalArgs {
         global = true
     )]
     pub generator: String,
+    /// How the generator is prompted: `none` (a base model continuing a few-shot document, the
+    /// default Gemma 3 270M base) or `auto` (an instruct GGUF, through the chat template in its
+    /// metadata)
+    #[arg(long, env = "TRIAGE_CHAT_TEMPLATE", value_enum, default_value_t = ChatTemplate::None, global = true)]
+    pub chat_template: ChatTemplate,
     /// Category taxonomy (JSON) [default: the shipped data/taxonomy.json]
     #[arg(long, env = "TRIAGE_TAXONOMY", global = true)]
     pub taxonomy: Option<PathBuf>,
@@ -295,7 +307,8 @@ impl GlobalArgs {
         Ok(Pipeline::builder(embedder)
             .taxonomy(self.taxonomy()?)
             .units(self.units()?)
-            .prompts(Prompts::load(self.prompts.as_deref())?))
+            .prompts(Prompts::load(self.prompts.as_deref())?)
+            .model_chat_template(self.chat_template == ChatTemplate::Auto))
     }
 
     /// Models, store, taxonomy, units and prompts; the caller adds the classifier (or trains one).

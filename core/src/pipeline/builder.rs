@@ -23,6 +23,7 @@ pub struct PipelineBuilder {
     config: PipelineConfig,
     classifier: Option<Classifier>,
     batch_embeddings: Option<usize>,
+    model_chat_template: bool,
 }
 
 impl PipelineBuilder {
@@ -40,6 +41,7 @@ impl PipelineBuilder {
             config: PipelineConfig::default(),
             classifier: None,
             batch_embeddings: None,
+            model_chat_template: false,
         }
     }
 
@@ -99,7 +101,25 @@ impl PipelineBuilder {
         self
     }
 
-    pub fn build(self) -> Result<Pipeline> {
+    /// Prompt the generator through the chat template its model file carries (an instruct
+    /// GGUF's `tokenizer.chat_template`; `--chat-template auto`). Building fails, naming the
+    /// model, when the generator has none: a base model is prompted with a few-shot document.
+    pub fn model_chat_template(mut self, yes: bool) -> Self {
+        self.model_chat_template = yes;
+        self
+    }
+
+    pub fn build(mut self) -> Result<Pipeline> {
+        if let (true, Some(generator)) = (self.model_chat_template, &self.generator) {
+            let template = generator.chat_template().ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "the generator {} carries no chat template (tokenizer.chat_template): it is a \
+                     base model, prompted without one (leave out --chat-template auto)",
+                    generator.model_id()
+                ))
+            })?;
+            self.config.draft.chat_template = Some(template);
+        }
         let store = self.store.ok_or_else(|| {
             Error::InvalidInput("a pipeline needs a case store (PipelineBuilder::store)".into())
         })?;

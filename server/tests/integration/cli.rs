@@ -326,3 +326,34 @@ fn store_migrate_copies_every_case_with_its_vector() {
         "{suggestion}"
     );
 }
+
+#[test]
+fn asking_for_the_models_chat_template_of_a_base_model_names_the_model_and_the_fix() {
+    let demo = demo();
+    let _guard = demo.lock();
+    // The shipped Gemma 3 270M is a base model: its GGUF carries no tokenizer.chat_template, so
+    // `--chat-template auto` (meant for an instruct GGUF) must refuse rather than prompt it wrongly.
+    let out = demo
+        .cmd()
+        .args(["--chat-template", "auto", "classify", "路灯坏了"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gemma-3-270m")
+            && err.contains("no chat template")
+            && err.contains("base model"),
+        "{err}"
+    );
+    // Without it (the default `none`) the same model drafts from the few-shot document.
+    let out = run_ok(
+        demo.cmd()
+            .args(["--chat-template", "none", "classify", "路灯坏了"]),
+    );
+    let suggestion: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !suggestion["draft"].as_str().unwrap().trim().is_empty(),
+        "{suggestion}"
+    );
+}
