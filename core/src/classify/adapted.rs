@@ -11,7 +11,7 @@
 
 use super::calibrate::{log_softmax, threshold_for_accuracy};
 use super::stack::Stacker;
-use super::{argmax, stratified_folds};
+use super::{confidence_correct, stratified_folds};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,14 +100,7 @@ pub(super) fn cross_validated(
 /// Scores held-out log-probabilities against their gold classes.
 pub(super) fn check(log_probs: &[Vec<f32>], gold: &[usize], target: f32) -> EnsembleCheck {
     let n = gold.len().max(1) as f32;
-    let confidence_correct: Vec<(f32, bool)> = log_probs
-        .iter()
-        .zip(gold)
-        .map(|(lp, &g)| {
-            let best = argmax(lp);
-            (lp[best].exp(), best == g)
-        })
-        .collect();
+    let confidence_correct = confidence_correct(log_probs, gold);
     let coverage = |t: f32| threshold_for_accuracy(&confidence_correct, t).map_or(0.0, |c| c.1);
     EnsembleCheck {
         accuracy: confidence_correct.iter().filter(|c| c.1).count() as f32 / n,

@@ -429,15 +429,7 @@ impl Classifier {
         for (m, w) in active.iter().zip(stacker.method_weights()) {
             classifier.report.method_weights.insert(m.to_string(), w);
         }
-        let confidence_correct: Vec<(f32, bool)> = ensemble
-            .iter()
-            .zip(gold)
-            .map(|(lp, &g)| {
-                let best = argmax(lp);
-                (lp[best].exp(), best == g)
-            })
-            .collect();
-        classifier.set_threshold(&confidence_correct);
+        classifier.set_threshold(&confidence_correct(&ensemble, gold));
 
         // The adapted encoder, held out on one fold; it joins the ensemble when that pays.
         let mut stacker = stacker;
@@ -818,6 +810,19 @@ pub fn argmax(xs: &[f32]) -> usize {
     (0..xs.len())
         .max_by(|&a, &b| xs[a].total_cmp(&xs[b]))
         .unwrap_or(0)
+}
+
+/// Each case's top probability and whether its top class is the gold one (what thresholds and
+/// coverage are read from).
+fn confidence_correct(log_probs: &[Vec<f32>], gold: &[usize]) -> Vec<(f32, bool)> {
+    log_probs
+        .iter()
+        .zip(gold)
+        .map(|(lp, &g)| {
+            let best = argmax(lp);
+            (lp[best].exp(), best == g)
+        })
+        .collect()
 }
 
 fn accuracy(scores: &[Vec<f32>], gold: &[usize]) -> f32 {
