@@ -55,8 +55,9 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Reads a case file (only its labeled cases when `labeled`), saying on stderr how many lines it
-/// skipped (for training files, whose skipped lines are not in the report).
-fn read(
+/// skipped (for training files, whose skipped lines are not in the report). Also `eval-drafts`'
+/// reader: a bad line is said and skipped, never the end of the run.
+pub(crate) fn read(
     path: &Path,
     labeled: bool,
     skipped: &mut Vec<triage_eval::Skipped>,

@@ -4,15 +4,15 @@
 //! their official replies never enter it. Writes report.json and report.md to --out after every
 //! complaint, so a long run stopped early still says exactly what it measured.
 
+use super::eval::read;
 use crate::app::GlobalArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 use triage_core::classify::ClassifierConfig;
-use triage_core::ingest::parse_case_line;
 use triage_core::reply::DraftMethod;
 use triage_core::Case;
 use triage_eval::drafts::{self, DraftsReport};
@@ -53,20 +53,8 @@ pub struct EvalDraftsArgs {
     out: PathBuf,
 }
 
-fn read_cases(path: &PathBuf) -> Result<Vec<Case>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            parse_case_line(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))
-        })
-        .collect()
-}
-
 pub fn run(global: &GlobalArgs, args: EvalDraftsArgs) -> Result<()> {
-    let mut replies: Vec<Case> = read_cases(&args.replies)?
+    let mut replies: Vec<Case> = read(&args.replies, false, &mut Vec::new())?
         .into_iter()
         .filter(|c| c.reply.as_deref().is_some_and(|r| !r.trim().is_empty()))
         .collect();
@@ -83,9 +71,8 @@ pub fn run(global: &GlobalArgs, args: EvalDraftsArgs) -> Result<()> {
     let held_out = replies;
     let held_ids: HashSet<&str> = held_out.iter().map(|c| c.id.as_str()).collect();
     let held_texts: HashSet<&str> = held_out.iter().map(|c| c.text.trim()).collect();
-    let labeled: Vec<Case> = read_cases(&args.train)?
+    let labeled: Vec<Case> = read(&args.train, true, &mut Vec::new())?
         .into_iter()
-        .filter(|c| c.label.is_some())
         .filter(|c| !held_ids.contains(c.id.as_str()) && !held_texts.contains(c.text.trim()))
         .take(args.train_limit)
         .map(|mut c| {

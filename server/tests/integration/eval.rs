@@ -164,3 +164,51 @@ fn eval_workorder_scores_titles_and_locations_and_checks_the_gold_indexes_the_te
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("ids differ"));
 }
+
+#[test]
+fn eval_drafts_measures_held_out_replies_and_says_a_bad_line_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(repo().join("data/sample/replies.jsonl")).unwrap();
+    let mut lines: Vec<&str> = sample.lines().collect();
+    lines.insert(2, "{\"id\": \"broken\", \"text\": ");
+    let replies = dir.path().join("replies.jsonl");
+    std::fs::write(&replies, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("report");
+    let output = run_ok(
+        triage()
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("eval-drafts")
+            .arg("--replies")
+            .arg(&replies)
+            .arg("--train")
+            .arg(repo().join("data/sample/cases.jsonl"))
+            .args(["--train-limit", "150", "--holdout", "12"])
+            .args(["--methods", "retrieval,template", "--out"])
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 lines skipped (first: line 3"),
+        "the bad line is said: {stderr}"
+    );
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["held_out"], 12, "{r}");
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        4,
+        "two methods, before and after the guard: {r}"
+    );
+    for row in rows {
+        assert_eq!(row["drafts"], 12, "{row}");
+        if row["stage"] == "after_guard" {
+            assert_eq!(row["unsupported_facts_per_draft"], 0.0, "{row}");
+            assert_eq!(row["investigative_per_draft"], 0.0, "{row}");
+        }
+    }
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("| template | after guard | 12 |"));
+}
