@@ -477,16 +477,20 @@ fn proper_tag(tag: &str) -> bool {
     )
 }
 
-static SUFFIX_RE: LazyLock<Regex> = LazyLock::new(|| {
-    let mut suffixes: Vec<&str> = SUFFIXES.iter().map(|s| s.0).collect();
-    suffixes.sort_by_key(|s| std::cmp::Reverse(s.chars().count()));
-    let alternation = suffixes
+static SUFFIX_RE: LazyLock<Regex> = LazyLock::new(|| longest_first(SUFFIXES.iter().map(|s| s.0)));
+
+/// One alternation of literal words, longest first, so that a longer word wins over its own
+/// ending (街道办事处 before 街道).
+fn longest_first<'a>(words: impl Iterator<Item = &'a str>) -> Regex {
+    let mut words: Vec<&str> = words.collect();
+    words.sort_by_key(|s| std::cmp::Reverse(s.chars().count()));
+    let alternation = words
         .iter()
         .map(|s| regex::escape(s))
         .collect::<Vec<_>>()
         .join("|");
-    Regex::new(&alternation).expect("suffix pattern")
-});
+    Regex::new(&alternation).expect("escaped literals form a pattern")
+}
 
 /// A school named by its number: 一中, 二小, 三中.
 static NUMBERED_SCHOOL_RE: LazyLock<Regex> =
@@ -656,16 +660,7 @@ const ORG_SUFFIXES: &[(&str, Need)] = {
     ]
 };
 
-static ORG_RE: LazyLock<Regex> = LazyLock::new(|| {
-    let mut suffixes: Vec<&str> = ORG_SUFFIXES.iter().map(|s| s.0).collect();
-    suffixes.sort_by_key(|s| std::cmp::Reverse(s.chars().count()));
-    let alternation = suffixes
-        .iter()
-        .map(|s| regex::escape(s))
-        .collect::<Vec<_>>()
-        .join("|");
-    Regex::new(&alternation).expect("organisation pattern")
-});
+static ORG_RE: LazyLock<Regex> = LazyLock::new(|| longest_first(ORG_SUFFIXES.iter().map(|s| s.0)));
 
 /// Organisations named in `text` with a name of their own ("麻园派出所", "住建局" after a
 /// district), as spans of level `Institution`; `places` are the text's places (`extract`), where
