@@ -62,6 +62,14 @@ pub fn truncate_chars(text: &str, max_chars: usize) -> &str {
     }
 }
 
+/// `text` inside a Markdown table cell: a `|` would end the cell and a line break the row, so
+/// the one is escaped and the other written as `<br>`. Every report's tables go through here.
+pub fn markdown_cell(text: &str) -> String {
+    text.replace('|', "\\|")
+        .replace("\r\n", "<br>")
+        .replace(['\n', '\r'], "<br>")
+}
+
 /// The word segmenter with its bundled dictionary, loaded once per process (~0.2 s) and shared
 /// by the lexical classifier and the place extractor.
 pub fn jieba() -> &'static jieba_rs::Jieba {
@@ -93,6 +101,11 @@ mod tests {
             normalize("  Ａ市１２３　路 \t 灯\r\n\n坏了！ "),
             "A市123 路 灯\n坏了！"
         );
+    }
+
+    #[test]
+    fn a_markdown_cell_keeps_its_row_whole() {
+        assert_eq!(markdown_cell("A|B\r\nC\nD"), "A\\|B<br>C<br>D");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Instant;
 use triage_core::guard::{Checked, DraftCheck};
 use triage_core::pipeline::{Complaint, Pipeline};
 use triage_core::reply::DraftMethod;
+use triage_core::text::markdown_cell;
 use triage_core::Case;
 
 /// Whether a draft is scored as written or as the guard left it.
@@ -307,7 +308,7 @@ fn clip(text: &str, chars: usize) -> String {
 }
 
 fn cell(text: &str) -> String {
-    clip(text, 400).replace('|', "\\|").replace('\n', "<br>")
+    markdown_cell(&clip(text, 400))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use triage_core::hotspots::{heat, HeatParams, Hotspot};
+use triage_core::text::{markdown_cell, truncate_chars};
 use triage_core::Case;
 
 /// A gold cluster (`hotspots-gold.jsonl`).
@@ -244,7 +245,7 @@ pub fn markdown(reports: &[GoldReport]) -> String {
 }
 
 fn cell(s: &str) -> String {
-    s.replace('|', "/").chars().take(40).collect()
+    markdown_cell(truncate_chars(s, 40))
 }
 
 /// Baseline: average-linkage agglomerative clustering of the (L2-normalised) vectors. Returns the

@@ -15,6 +15,7 @@ pub use report::{build_report, EvalRecord, Report, Skipped};
 
 use std::fmt::Write as _;
 use std::path::Path;
+use triage_core::text::markdown_cell;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -141,11 +142,6 @@ pub fn summary_table(report: &Report) -> String {
     out
 }
 
-/// A label inside a Markdown table cell: a `|` would end the cell, a newline the row.
-fn cell(label: &str) -> String {
-    label.replace('|', "\\|").replace(['\n', '\r'], " ")
-}
-
 fn markdown(r: &Report) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Evaluation report\n");
@@ -255,7 +251,7 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(
             md,
             "| {} | {:.3} | {:.3} | {:.3} | {} |",
-            cell(label),
+            markdown_cell(label),
             c.precision,
             c.recall,
             c.f1,
@@ -268,12 +264,12 @@ fn markdown(r: &Report) -> String {
             md,
             "\n## Confusion matrix ({})\n\nRows are the right category, columns the predicted one.\n\n| gold / predicted | {} |\n|---|{}",
             r.method,
-            c.labels.iter().map(|l| cell(l)).collect::<Vec<_>>().join(" | "),
+            c.labels.iter().map(|l| markdown_cell(l)).collect::<Vec<_>>().join(" | "),
             "---|".repeat(c.labels.len())
         );
         for (label, row) in c.labels.iter().zip(&c.matrix) {
             let counts: Vec<String> = row.iter().map(|n| n.to_string()).collect();
-            let _ = writeln!(md, "| {} | {} |", cell(label), counts.join(" | "));
+            let _ = writeln!(md, "| {} | {} |", markdown_cell(label), counts.join(" | "));
         }
     }
     let _ = writeln!(
@@ -284,7 +280,7 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(
             md,
             "| {} | {:.1} | {:.1} | {:.1} |",
-            cell(stage),
+            markdown_cell(stage),
             l.p50,
             l.p95,
             l.p99

@@ -5,6 +5,7 @@ use super::segment::{
     check_line, list_segments, list_streams, read_first_line, read_tail, Checked,
 };
 use super::{Entry, Incident, Models, Outcome};
+use crate::text::markdown_cell;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -439,7 +440,7 @@ impl AuditReport {
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    escape(&r.key),
+                    markdown_cell(&r.key),
                     r.suggestions,
                     r.abstained,
                     r.decisions,
@@ -467,7 +468,13 @@ impl AuditReport {
                 "## {title}\n\n| suggested | chosen | n |\n|---|---|--:|"
             );
             for c in rows {
-                let _ = writeln!(md, "| {} | {} | {} |", escape(&c.from), escape(&c.to), c.n);
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    markdown_cell(&c.from),
+                    markdown_cell(&c.to),
+                    c.n
+                );
             }
             let _ = writeln!(md);
         }
@@ -486,8 +493,4 @@ impl AuditReport {
         }
         md
     }
-}
-
-fn escape(cell: &str) -> String {
-    cell.replace('|', "\\|").replace('\n', " ")
 }

@@ -15,6 +15,7 @@ use triage_core::ingest::parse_case_line;
 use triage_core::pipeline::{
     AlertRequest, CaseSource, DigestRequest, HotspotRequest, Loaded, Pipeline, Scope,
 };
+use triage_core::text::markdown_cell;
 use triage_core::Case;
 use triage_eval::hotspots::{BroadTheme, GoldCluster, GoldReport};
 
@@ -541,7 +542,7 @@ fn replay_markdown(messages: usize, early: &triage_core::hotspots::EarlyWarning)
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             f.rank,
-            f.title.replace('|', "/"),
+            markdown_cell(&f.title),
             f.n,
             f.first_time.as_deref().unwrap_or("-"),
             f.alert_time.as_deref().unwrap_or("not flagged"),
@@ -664,8 +665,8 @@ pub fn run_digest(global: &GlobalArgs, args: DigestArgs) -> Result<()> {
             h.rank,
             h.heat,
             h.n,
-            h.place,
-            h.title.replace('|', "/")
+            markdown_cell(&h.place),
+            markdown_cell(&h.title)
         );
     }
     write(&args.out, "digest.md", &md)?;
@@ -704,9 +705,9 @@ fn markdown(hotspots: &[Hotspot], params: &HotspotParams, loaded: &Loaded) -> St
             h.concentration,
             day(&h.time_from),
             day(&h.time_to),
-            h.place.replace('|', "/"),
-            h.category.as_deref().unwrap_or("-"),
-            h.title.replace('|', "/"),
+            markdown_cell(&h.place),
+            markdown_cell(h.category.as_deref().unwrap_or("-")),
+            markdown_cell(&h.title),
             h.example_ids.join(", ")
         );
     }
