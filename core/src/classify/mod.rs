@@ -142,6 +142,20 @@ pub struct Neighbor<'a> {
     pub score: f32,
 }
 
+impl<'a> Neighbor<'a> {
+    /// The labeled ones among search hits, as the neighbour method's votes.
+    pub fn votes(hits: &'a [crate::store::Hit]) -> Vec<Self> {
+        hits.iter()
+            .filter_map(|h| {
+                Some(Neighbor {
+                    label: h.case.label.as_deref()?,
+                    score: h.score,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Probabilities over `Classifier::labels`, for the ensemble and for each method.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassScores {

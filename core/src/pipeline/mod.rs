@@ -528,15 +528,7 @@ impl Pipeline {
             .collect();
         lap("search", &mut timings);
 
-        let neighbors: Vec<Neighbor> = labeled
-            .iter()
-            .filter_map(|h| {
-                Some(Neighbor {
-                    label: h.case.label.as_deref()?,
-                    score: h.score,
-                })
-            })
-            .collect();
+        let neighbors = Neighbor::votes(&labeled);
         let scores = classifier.predict(full, vector, embedded.scores.as_deref(), &neighbors)?;
         lap("classify", &mut timings);
 

@@ -121,15 +121,7 @@ impl Pipeline {
             } else {
                 Vec::new()
             };
-            let votes: Vec<Neighbor> = neighbors
-                .iter()
-                .filter_map(|h| {
-                    Some(Neighbor {
-                        label: h.case.label.as_deref()?,
-                        score: h.score,
-                    })
-                })
-                .collect();
+            let votes = Neighbor::votes(&neighbors);
             let scores = classifier.predict(&text, vector, adapted.as_deref(), &votes)?;
             let categories: Vec<(String, f32)> = classifier
                 .labels
