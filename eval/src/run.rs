@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use triage_core::adapt::AdaptProgress;
-use triage_core::classify::{stratified_folds, ClassifierConfig, ENSEMBLE};
+use triage_core::classify::{stratified_folds, ClassifierConfig, LabeledText, ENSEMBLE};
 use triage_core::ingest::parse_case_line;
 use triage_core::pipeline::{Complaint, Pipeline, PipelineBuilder, TrainOptions};
 use triage_core::{Case, CaseStore, EmbedKind, Embedded};
@@ -34,6 +34,9 @@ pub struct Run<'a> {
     pub classifier: ClassifierConfig,
     /// Who hears how an adaptation of the encoder goes.
     pub adapt_progress: Option<&'a (dyn Fn(&AdaptProgress) + Sync)>,
+    /// Short labeled texts (titles) for the lexical model; those that repeat a test case's title
+    /// or text are left out of every run that scores that case (`without_test_texts`).
+    pub extra_texts: Vec<LabeledText>,
 }
 
 /// The cases of a JSONL file, labeled or not (a test case may carry only a gold unit, or a reply
@@ -150,7 +153,11 @@ impl Run<'_> {
     /// A store in a temporary directory holding `cases`, and a classifier trained on them. Bind
     /// as `let (_dir, pipeline) = …`: later bindings drop first, so the store closes before its
     /// directory goes.
-    fn fresh_pipeline(&self, cases: &[(Case, Vec<f32>)]) -> Result<(tempfile::TempDir, Pipeline)> {
+    fn fresh_pipeline(
+        &self,
+        cases: &[(Case, Vec<f32>)],
+        extra_texts: &[LabeledText],
+    ) -> Result<(tempfile::TempDir, Pipeline)> {
         let dir = tempfile::tempdir().map_err(|source| crate::Error::Io {
             path: "a temporary data directory".into(),
             source,
@@ -163,6 +170,7 @@ impl Run<'_> {
         pipeline.optimize()?;
         let options = TrainOptions {
             progress: self.adapt_progress,
+            extra_texts,
             ..Default::default()
         };
         pipeline.set_classifier(pipeline.train_with(self.classifier.clone(), options)?)?;
@@ -203,7 +211,12 @@ impl Run<'_> {
         meta["train_cases"] = train.len().into();
         let passages = self.embed_all(&train, EmbedKind::Passage, "train")?;
         let cases: Vec<(Case, Vec<f32>)> = train.into_iter().zip(passages).collect();
-        let (_dir, pipeline) = self.fresh_pipeline(&cases)?;
+        let extra = without_test_texts(&self.extra_texts, test);
+        meta["extra_texts"] = serde_json::json!({
+            "given": self.extra_texts.len(),
+            "left_out_as_test": self.extra_texts.len() - extra.len(),
+        });
+        let (_dir, pipeline) = self.fresh_pipeline(&cases, &extra)?;
         let c = pipeline.require_classifier()?;
         meta["classifier"] = serde_json::json!({
             "version": c.version,
@@ -254,7 +267,9 @@ impl Run<'_> {
                 .map(|i| (cases[i].clone(), vectors[i].clone()))
                 .collect();
             let held: Vec<usize> = (0..cases.len()).filter(|&i| folds[i] == fold).collect();
-            let (_dir, pipeline) = self.fresh_pipeline(&train)?;
+            let held_plain: Vec<Case> = held.iter().map(|&i| cases[i].clone()).collect();
+            let extra = without_test_texts(&self.extra_texts, &held_plain);
+            let (_dir, pipeline) = self.fresh_pipeline(&train, &extra)?;
             let held_cases: Vec<(Case, Vec<String>)> = held
                 .iter()
                 .map(|&i| (cases[i].clone(), pipeline.gold_units(&cases[i])))
@@ -272,6 +287,63 @@ impl Run<'_> {
         }
         Ok(combine_folds(folds_predicted, skipped, meta))
     }
+}
+
+/// Labeled short texts of a JSONL file: each line's `title` (or `text`) and `label`; lines
+/// without either, or that do not parse, are `skipped`.
+pub fn read_texts(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<LabeledText>> {
+    let bytes = std::fs::read(path).map_err(|source| crate::Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let parsed = std::str::from_utf8(line)
+            .map_err(|_| "not UTF-8".to_string())
+            .and_then(|line| {
+                if line.trim().is_empty() {
+                    return Ok(None);
+                }
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::trim);
+                let text = field("title")
+                    .filter(|t| !t.is_empty())
+                    .or(field("text"))
+                    .filter(|t| !t.is_empty())
+                    .ok_or("no \"title\" or \"text\"")?;
+                let label = field("label")
+                    .filter(|l| !l.is_empty())
+                    .ok_or("no \"label\"")?;
+                Ok(Some(LabeledText {
+                    text: text.to_string(),
+                    label: label.to_string(),
+                }))
+            });
+        match parsed {
+            Ok(Some(t)) => out.push(t),
+            Ok(None) => {}
+            Err(reason) => skipped.push(Skipped {
+                line: i + 1,
+                reason,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// `extra` less every text taken for the title of a test case (`titles::owners`: most of its
+/// character pairs are in the case's title and text): a case scored must not have its own title,
+/// or a rewording of it, among the training rows.
+pub fn without_test_texts(extra: &[LabeledText], test: &[Case]) -> Vec<LabeledText> {
+    let texts: Vec<String> = test.iter().map(Case::full_text).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let shorts: Vec<&str> = extra.iter().map(|e| e.text.as_str()).collect();
+    extra
+        .iter()
+        .zip(triage_core::classify::titles::owners(&shorts, &texts))
+        .filter(|(_, owners)| owners.is_empty())
+        .map(|(e, _)| e.clone())
+        .collect()
 }
 
 /// Scores `test` with an existing pipeline (the current store and classifier, no retraining).

@@ -24,6 +24,7 @@ mod lexical;
 pub mod sparse;
 pub mod stack;
 pub mod svm;
+pub mod titles;
 mod zero_shot;
 
 use crate::adapt::{AdaptConfig, AdaptJob, AdaptMode, AdaptProgress, EncoderHead};
@@ -47,8 +48,8 @@ pub const ENSEMBLE: &str = "ensemble";
 
 /// Format of the saved file; bump when `Classifier`'s layout changes.
 /// 2: the lexical featuriser counts words too. 3: methods are an enum, each with its model.
-/// 4: the adapted encoder method and its training report.
-const FILE_FORMAT: u32 = 4;
+/// 4: the adapted encoder method and its training report. 5: coverage at 99% in the report.
+const FILE_FORMAT: u32 = 5;
 
 /// The classification methods. Their order is the order of the ensemble's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -135,6 +136,15 @@ pub struct LabeledExample<'a> {
     pub label: &'a str,
 }
 
+/// A short labeled text that is not a case (a call-taker's title of one): extra training rows for
+/// the lexical model only. It has no vector and is never searched, so the embedding methods and
+/// the store do not see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabeledText {
+    pub text: String,
+    pub label: String,
+}
+
 /// A labeled similar case found for a complaint, for the `knn` vote.
 #[derive(Debug, Clone, Copy)]
 pub struct Neighbor<'a> {
@@ -173,7 +183,11 @@ pub struct TrainingReport {
     pub method_weights: BTreeMap<String, f32>,
     /// Share of cases confident enough to be routed without review at `target_accuracy`.
     pub coverage: Option<f32>,
+    /// Share that could be routed at 99% accuracy (out-of-fold, best threshold for it).
+    pub coverage_99: Option<f32>,
     pub seconds: f32,
+    /// Extra short texts the lexical model was trained on, beside the cases' (`LabeledText`).
+    pub extra_texts: usize,
     /// What adapting the encoder gave, when it was tried.
     pub adapt: Option<AdaptReport>,
 }
@@ -334,13 +348,16 @@ impl Classifier {
         embedder: &str,
         config: ClassifierConfig,
     ) -> Result<Self> {
-        Self::train_adapting(examples, taxonomy, profiles, embedder, config, None)
+        Self::train_adapting(examples, &[], taxonomy, profiles, embedder, config, None)
     }
 
     /// `train`, adapting the encoder's top layers as `config.adapt` says when `adaptation` gives
-    /// an embedder that can.
+    /// an embedder that can, and with `extra` short texts as more training rows of the lexical
+    /// model (those whose label is not in the label space are left out).
+    #[allow(clippy::too_many_arguments)]
     pub fn train_adapting(
         examples: &[LabeledExample],
+        extra: &[LabeledText],
         taxonomy: &Taxonomy,
         profiles: Option<&[Vec<f32>]>,
         embedder: &str,
@@ -355,6 +372,11 @@ impl Classifier {
             .map(|(i, l)| (l.as_str(), i))
             .collect();
         let gold: Vec<usize> = examples.iter().map(|e| index[e.label]).collect();
+        let extra: Vec<(&str, usize)> = extra
+            .iter()
+            .filter_map(|e| Some((e.text.trim(), *index.get(e.label.as_str())?)))
+            .filter(|(t, _)| !t.is_empty())
+            .collect();
         let zero_shot = profiles.map(|p| zero_shot::ZeroShot::new(&labels, taxonomy, p, 1.0));
 
         let mut report = TrainingReport {
@@ -399,7 +421,8 @@ impl Classifier {
 
         // Out-of-fold raw scores of every method.
         let texts: Vec<&str> = examples.iter().map(|e| e.text).collect();
-        let lexical = lexical::Features::fit(&texts, &config);
+        classifier.report.extra_texts = extra.len();
+        let lexical = lexical::Features::fit(&texts, &extra, &config);
         let embedding = embedding::Features::fit(examples);
         let folds = Folds::new(gold, classes, config.folds, config.seed);
         let mut raw: BTreeMap<Method, Vec<Vec<f32>>> = BTreeMap::new();
@@ -435,7 +458,14 @@ impl Classifier {
             .map(|i| active.iter().map(|m| calibrated[m][i].clone()).collect())
             .collect();
         let stacker = Stacker::fit(&inputs, gold, classes);
-        let ensemble: Vec<Vec<f32>> = inputs.iter().map(|x| stacker.log_probs(x)).collect();
+        // The ensemble's out-of-fold numbers and its threshold are read from stackers that did not
+        // see the case either (cross-fitted over the out-of-fold rows): read from the stacker
+        // fitted on every row, the threshold sat on its own training data and the routed cases
+        // fell short of the target accuracy out of sample.
+        let ensemble =
+            adapted::cross_validated(&inputs, gold, classes, &folds.all(), config.seed, |test| {
+                complement(examples.len(), test)
+            });
         classifier
             .report
             .oof_accuracy
@@ -592,6 +622,9 @@ impl Classifier {
     /// The threshold (and its coverage) that reaches the target accuracy on held-out
     /// (confidence, correct) pairs.
     fn set_threshold(&mut self, confidence_correct: &[(f32, bool)]) {
+        self.report.coverage_99 = Some(
+            threshold_for_accuracy(confidence_correct, 0.99).map_or(0.0, |(_, coverage)| coverage),
+        );
         match threshold_for_accuracy(confidence_correct, self.config.target_accuracy) {
             Some((threshold, coverage)) => {
                 self.threshold = threshold;
@@ -742,11 +775,7 @@ fn adapt_encoder(
         .collect();
     let classes = folds.classes;
     let positions: Vec<usize> = (0..held.len()).collect();
-    let others = |total: usize, test: &[usize]| {
-        let mut keep = vec![true; total];
-        test.iter().for_each(|&i| keep[i] = false);
-        (0..total).filter(|&i| keep[i]).collect::<Vec<_>>()
-    };
+    let others = complement;
     // With it: fitted on the other held-out cases (the only ones with its predictions).
     let with_lp = adapted::cross_validated(
         &with_inputs,
@@ -788,6 +817,13 @@ fn adapt_encoder(
             .collect(),
     });
     Ok((report, chosen))
+}
+
+/// The rows of `0..total` not in `test`.
+fn complement(total: usize, test: &[usize]) -> Vec<usize> {
+    let mut keep = vec![true; total];
+    test.iter().for_each(|&i| keep[i] = false);
+    (0..total).filter(|&i| keep[i]).collect()
 }
 
 /// Taxonomy categories first (in their order), then labels seen in data that it lacks.
@@ -860,6 +896,7 @@ pub fn train_from_cases(
     taxonomy: &Taxonomy,
     config: ClassifierConfig,
     adaptation: Option<Adaptation>,
+    extra: &[LabeledText],
 ) -> Result<Classifier> {
     // Labels are matched to the taxonomy by id or name; unknown labels stay as they are.
     let labels: Vec<String> = cases
@@ -889,8 +926,18 @@ pub fn train_from_cases(
     } else {
         Some(embedder.embed(&profile_refs, crate::EmbedKind::Passage)?)
     };
+    let extra: Vec<LabeledText> = extra
+        .iter()
+        .map(|e| LabeledText {
+            text: e.text.clone(),
+            label: taxonomy
+                .resolve(&e.label)
+                .map_or_else(|| e.label.clone(), |cat| cat.id.clone()),
+        })
+        .collect();
     Classifier::train_adapting(
         &examples,
+        &extra,
         taxonomy,
         profile_vectors.as_deref(),
         embedder.model_id(),
@@ -1101,8 +1148,16 @@ mod tests {
             progress: None,
             stop: None,
         };
-        Classifier::train_adapting(&examples, &taxonomy, None, "toy", config, Some(adaptation))
-            .unwrap()
+        Classifier::train_adapting(
+            &examples,
+            &[],
+            &taxonomy,
+            None,
+            "toy",
+            config,
+            Some(adaptation),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -1186,9 +1241,16 @@ mod tests {
             progress: None,
             stop: None,
         };
-        let c =
-            Classifier::train_adapting(&examples, &taxonomy, None, "toy", config, Some(adaptation))
-                .unwrap();
+        let c = Classifier::train_adapting(
+            &examples,
+            &[],
+            &taxonomy,
+            None,
+            "toy",
+            config,
+            Some(adaptation),
+        )
+        .unwrap();
         let skipped = c.report.adapt.unwrap().skipped.unwrap();
         assert!(skipped.contains("cannot be adapted"), "{skipped}");
     }

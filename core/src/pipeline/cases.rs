@@ -2,7 +2,7 @@
 
 use super::{Pipeline, SimilarCase};
 use crate::adapt::AdaptProgress;
-use crate::classify::{train_from_cases, Adaptation, Classifier, ClassifierConfig};
+use crate::classify::{train_from_cases, Adaptation, Classifier, ClassifierConfig, LabeledText};
 use crate::{ingest, text, Case, CaseFilter, EmbedKind, Error, Pages, Result};
 use serde::Deserialize;
 use serde_json::json;
@@ -54,6 +54,8 @@ pub struct TrainOptions<'a> {
     pub work_dir: Option<&'a Path>,
     pub progress: Option<&'a (dyn Fn(&AdaptProgress) + Sync)>,
     pub stop: Option<&'a AtomicBool>,
+    /// Short labeled texts that are not cases (titles), more training rows of the lexical model.
+    pub extra_texts: &'a [LabeledText],
 }
 
 /// What to do with a label no known category has.
@@ -256,6 +258,7 @@ impl Pipeline {
             &self.taxonomy,
             config,
             Some(adaptation),
+            options.extra_texts,
         )?;
         classifier.units = self.train_units(&classifier)?;
         Ok(classifier)

@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// Seed of the cross-validation folds and of --hold-out's split
     #[arg(long, default_value_t = 17)]
     seed: u64,
+    /// JSONL of short labeled texts (`title` or `text`, and `label`), extra training rows of
+    /// the lexical model; any that repeat or reword a test case's title are left out
+    #[arg(long, conflicts_with = "current")]
+    titles: Option<PathBuf>,
     #[command(flatten)]
     adapt: crate::commands::train::AdaptArgs,
 }
@@ -117,6 +121,13 @@ pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
                 ..Default::default()
             },
             adapt_progress: Some(&progress),
+            extra_texts: match &args.titles {
+                Some(path) => {
+                    meta["titles"] = path.display().to_string().into();
+                    crate::commands::train::read_titles(path)?
+                }
+                None => Vec::new(),
+            },
         };
         match args.cv {
             Some(k) => run.cross_validate(&test, k, args.seed, skipped, meta)?,

@@ -16,6 +16,10 @@ pub struct TrainArgs {
     /// Folds of the out-of-fold predictions that calibrate the ensemble
     #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// JSONL of short labeled texts (`title` or `text`, and `label`: what call-takers typed),
+    /// extra training rows of the lexical model; not stored as cases
+    #[arg(long)]
+    titles: Option<std::path::PathBuf>,
     #[command(flatten)]
     adapt: AdaptArgs,
 }
@@ -184,6 +188,27 @@ pub fn describe_adaptation(report: &AdaptReport) -> String {
     )
 }
 
+/// The labeled short texts of `--titles`, saying on stderr how many lines were skipped.
+pub(crate) fn read_titles(
+    path: &std::path::Path,
+) -> Result<Vec<triage_core::classify::LabeledText>> {
+    let mut skipped = Vec::new();
+    let titles = triage_eval::run::read_texts(path, &mut skipped)?;
+    if let Some(first) = skipped.first() {
+        eprintln!(
+            "{}: {} lines skipped (first: line {}: {})",
+            path.display(),
+            skipped.len(),
+            first.line,
+            first.reason
+        );
+    }
+    if titles.is_empty() {
+        bail!("no labeled texts in {}", path.display());
+    }
+    Ok(titles)
+}
+
 pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
     args.adapt.check(global)?;
     let pipeline = global.builder(false)?.build()?;
@@ -196,10 +221,15 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
     let dir = global.classifier_dir();
     let work_dir = dir.join("adapt-work");
     let progress = adapt_progress();
+    let titles = match &args.titles {
+        Some(path) => read_titles(path)?,
+        None => Vec::new(),
+    };
     let options = TrainOptions {
         work_dir: Some(&work_dir),
         progress: Some(&progress),
         stop: None,
+        extra_texts: &titles,
     };
     let classifier = pipeline.train_with(config, options)?;
     classifier.save(&dir.join(format!("{}.bin", classifier.version)))?;
@@ -250,6 +280,15 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
             classifier.config.target_accuracy * 100.0
         ),
         None => println!("cold start (zero-shot only): abstain threshold {:.2} is a default, not measured", classifier.threshold),
+    }
+    if r.extra_texts > 0 {
+        println!(
+            "  the lexical model also learned from {} short texts (--titles)",
+            r.extra_texts
+        );
+    }
+    if let Some(c) = r.coverage_99 {
+        println!("  at 99% accuracy {:.1}% could be (out-of-fold)", c * 100.0);
     }
     Ok(())
 }

@@ -65,6 +65,57 @@ fn train_test_run_scores_every_labeled_line_and_names_the_bad_ones() {
 }
 
 #[test]
+fn titles_train_the_lexical_model_and_a_test_case_own_title_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test, titles) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+        dir.path().join("titles.jsonl"),
+    );
+    sample_lines(&train, 200, 500);
+    sample_lines(&test, 0, 60);
+    // Short labeled texts: the heads of unseen cases (kept), the heads of the test cases (their
+    // own "titles": left out), and a line without a label (skipped and said).
+    let sample = std::fs::read_to_string(repo().join("data/sample/cases.jsonl")).unwrap();
+    let head = |line: &str| {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let text: String = v["text"].as_str().unwrap().chars().take(24).collect();
+        serde_json::json!({"title": text, "label": v["label"]}).to_string()
+    };
+    let lines: Vec<&str> = sample.lines().collect();
+    let mut rows: Vec<String> = lines[600..700].iter().map(|l| head(l)).collect();
+    rows.extend(lines[..10].iter().map(|l| head(l)));
+    rows.push(r#"{"title": "没有类别的标题"}"#.into());
+    std::fs::write(&titles, rows.join("\n") + "\n").unwrap();
+    let out = dir.path().join("report");
+    let output = run_ok(
+        triage()
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["eval", "--train"])
+            .arg(&train)
+            .arg("--test")
+            .arg(&test)
+            .arg("--titles")
+            .arg(&titles)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 lines skipped"), "{stderr}");
+    let r = report(&out);
+    assert_eq!(r["n"], 60, "{r}");
+    let extra = &r["meta"]["extra_texts"];
+    assert_eq!(extra["given"], 110, "{r}");
+    let left_out = extra["left_out_as_test"].as_u64().unwrap();
+    assert!((10..30).contains(&left_out), "{extra}");
+    let training = &r["meta"]["classifier"]["training"];
+    assert_eq!(training["extra_texts"].as_u64().unwrap(), 110 - left_out);
+    assert!(training["coverage_99"].is_number(), "{training}");
+    assert!(r["accuracy"].as_f64().unwrap() > 0.7, "{r}");
+}
+
+#[test]
 fn cross_validation_pools_every_fold_held_out_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let test = dir.path().join("labeled.jsonl");
