@@ -15,6 +15,7 @@
 //! slices (`kernels`); prompt blocks use candle's tiled int8 kernels on zero-padded rows.
 
 use crate::error::{Error, Result};
+use crate::profile::{time, Op};
 use crate::{kernels, q8_0};
 use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Storage, Tensor, D};
@@ -472,37 +473,43 @@ impl Gemma3 {
             });
         }
         let c = &self.config;
-        let ids = Tensor::new(tokens, &self.device)?;
-        // The embedding rows may carry the output projection's zero padding.
-        let x = self.embeddings.embedding(&ids)?.narrow(1, 0, c.hidden)?;
-        let mut x = (x.unsqueeze(0)? * (c.hidden as f64).sqrt())?; // (1, L, hidden)
-        let global = Attend::new(c, start, len, None, &self.device)?;
-        let local = Attend::new(c, start, len, Some(c.sliding_window), &self.device)?;
+        let mut x = time(Op::Embed, || -> candle_core::Result<Tensor> {
+            let ids = Tensor::new(tokens, &self.device)?;
+            let x = self.embeddings.embedding(&ids)?;
+            x.unsqueeze(0)? * (c.hidden as f64).sqrt() // (1, L, hidden)
+        })?;
+        let (global, local) = time(Op::NormRope, || -> Result<_> {
+            Ok((
+                Attend::new(c, start, len, None, &self.device)?,
+                Attend::new(c, start, len, Some(c.sliding_window), &self.device)?,
+            ))
+        })?;
         for (i, layer) in self.layers.iter().enumerate() {
             let attend = if c.is_global(i) { &global } else { &local };
-            let h = layer.attn_norm.forward(&x)?;
+            let h = time(Op::NormRope, || layer.attn_norm.forward(&x))?;
             let h = self.attention(layer, &h, attend, cache, i)?;
-            x = (layer.post_attn_norm.forward(&h)? + x)?;
-            let h = layer.ffn_norm.forward(&x)?;
-            let [gate, up]: [Tensor; 2] = layer
-                .gate_up
-                .forward(&h)?
+            x = time(Op::NormRope, || layer.post_attn_norm.forward(&h)? + &x)?;
+            let h = time(Op::NormRope, || layer.ffn_norm.forward(&x))?;
+            let [gate, up]: [Tensor; 2] = time(Op::GateUp, || layer.gate_up.forward(&h))?
                 .try_into()
                 .expect("two projections");
-            let gated = gelu_mul(&gate, &up)?;
-            let h = layer.down.forward(&gated)?;
-            x = (layer.post_ffn_norm.forward(&h)? + x)?;
+            let gated = time(Op::Gelu, || gelu_mul(&gate, &up))?;
+            let h = time(Op::Down, || layer.down.forward(&gated))?;
+            x = time(Op::NormRope, || layer.post_ffn_norm.forward(&h)? + &x)?;
         }
         cache.len += len;
-        let last = x.narrow(1, len - 1, 1)?;
-        let logits = self
-            .output
-            .forward(&self.norm.forward(&last)?)?
-            .flatten_all()?;
-        Ok(match c.final_softcap {
-            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
-            None => logits,
-        })
+        let logits = time(Op::Output, || -> candle_core::Result<Tensor> {
+            let last = x.narrow(1, len - 1, 1)?;
+            let logits = self
+                .output
+                .forward(&self.norm.forward(&last)?)?
+                .flatten_all()?;
+            match c.final_softcap {
+                Some(cap) => (logits / cap)?.tanh()? * cap,
+                None => Ok(logits),
+            }
+        })?;
+        Ok(logits)
     }
 
     fn attention(
@@ -520,37 +527,43 @@ impl Gemma3 {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let [q, k, v]: [Tensor; 3] = layer.qkv.forward(x)?.try_into().expect("three projections");
-        let q = layer.q_norm.forward(&split(q, c.heads)?)?;
-        let k = layer.k_norm.forward(&split(k, c.kv_heads)?)?;
-        let v = split(v, c.kv_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &attend.cos, &attend.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &attend.cos, &attend.sin)?;
-        let (k, v) = cache.append(index, attend.start, attend.first_key, &k, &v)?;
+        let [q, k, v]: [Tensor; 3] = time(Op::Qkv, || layer.qkv.forward(x))?
+            .try_into()
+            .expect("three projections");
+        let (q, k, v) = time(Op::NormRope, || -> candle_core::Result<_> {
+            let q = layer.q_norm.forward(&split(q, c.heads)?)?;
+            let k = layer.k_norm.forward(&split(k, c.kv_heads)?)?;
+            let v = split(v, c.kv_heads)?;
+            let q = candle_nn::rotary_emb::rope(&q, &attend.cos, &attend.sin)?;
+            let k = candle_nn::rotary_emb::rope(&k, &attend.cos, &attend.sin)?;
+            Ok((q, k, v))
+        })?;
+        let (k, v) = time(Op::KvWrite, || {
+            cache.append(index, attend.start, attend.first_key, &k, &v)
+        })?;
         // Grouped-query attention: each key/value head serves heads / kv_heads query heads.
         let groups = c.heads / c.kv_heads;
-        if len == 1 && x.device().is_cpu() {
-            return Ok(layer
-                .o
-                .forward(&attend_one(&q, &k, &v, groups, attend.scale)?)?);
-        }
-        let keys = k.dim(2)?;
-        let q = (q.reshape((c.kv_heads, groups * len, c.head_dim))? * attend.scale)?;
-        let scores = q.matmul(&k.squeeze(0)?.t()?)?; // (kv, groups*len, keys)
-        let scores = match &attend.mask {
-            Some(m) => scores
-                .reshape((c.kv_heads, groups, len, keys))?
-                .broadcast_add(m)?
-                .reshape((c.kv_heads, groups * len, keys))?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v.squeeze(0)?)?; // (kv, groups*len, head_dim)
-        let out = out
-            .reshape((c.heads, len, c.head_dim))?
-            .transpose(0, 1)?
-            .reshape((1, len, c.heads * c.head_dim))?;
-        Ok(layer.o.forward(&out)?)
+        let out = time(Op::Attention, || -> candle_core::Result<Tensor> {
+            if len == 1 && x.device().is_cpu() {
+                return attend_one(&q, &k, &v, groups, attend.scale);
+            }
+            let keys = k.dim(2)?;
+            let q = (q.reshape((c.kv_heads, groups * len, c.head_dim))? * attend.scale)?;
+            let scores = q.matmul(&k.squeeze(0)?.t()?)?; // (kv, groups*len, keys)
+            let scores = match &attend.mask {
+                Some(m) => scores
+                    .reshape((c.kv_heads, groups, len, keys))?
+                    .broadcast_add(m)?
+                    .reshape((c.kv_heads, groups * len, keys))?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let out = probs.matmul(&v.squeeze(0)?)?; // (kv, groups*len, head_dim)
+            out.reshape((c.heads, len, c.head_dim))?
+                .transpose(0, 1)?
+                .reshape((1, len, c.heads * c.head_dim))
+        })?;
+        Ok(time(Op::AttnOut, || layer.o.forward(&out))?)
     }
 }
 

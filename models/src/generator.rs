@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gemma3::{Gemma3, KvCache};
 use crate::gguf_tokenizer::GgufTokenizer;
+use crate::profile::{time, Op};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
@@ -98,7 +99,7 @@ impl Model {
                 prefixes,
                 current,
             } => {
-                let mut cache = prefixes.take(prompt, model);
+                let mut cache = time(Op::PrefixCache, || prefixes.take(prompt, model));
                 let reused = cache.len();
                 let mut logits = None;
                 for block in prompt[reused..].chunks(PREFILL_BLOCK) {
@@ -433,7 +434,7 @@ impl Generator for GgufGenerator {
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> triage_core::Result<Generation> {
-        let tokens = self.tokenizer.encode(prompt)?;
+        let tokens = time(Op::Tokenize, || self.tokenizer.encode(prompt))?;
         if tokens.is_empty() {
             return Err(triage_core::Error::InvalidInput(
                 "the prompt is empty".into(),
@@ -479,19 +480,21 @@ impl Generator for GgufGenerator {
                 }
                 break StopReason::MaxTokens;
             }
-            // A small base model falls into loops ("您好！您好！…"); penalise what it just said.
-            if params.repeat_penalty != 1.0 && !recent.is_empty() {
-                let window = &recent[recent.len().saturating_sub(REPEAT_WINDOW)..];
-                logits = candle_transformers::utils::apply_repeat_penalty(
-                    &logits,
-                    params.repeat_penalty,
-                    window,
-                )
-                .map_err(|e| triage_core::Error::Model(e.to_string()))?;
-            }
-            let next = sampler
-                .sample(&logits)
-                .map_err(|e| triage_core::Error::Model(e.to_string()))?;
+            let next = time(Op::Sample, || -> triage_core::Result<u32> {
+                // A small base model falls into loops ("您好！您好！…"); penalise what it just said.
+                if params.repeat_penalty != 1.0 && !recent.is_empty() {
+                    let window = &recent[recent.len().saturating_sub(REPEAT_WINDOW)..];
+                    logits = candle_transformers::utils::apply_repeat_penalty(
+                        &logits,
+                        params.repeat_penalty,
+                        window,
+                    )
+                    .map_err(|e| triage_core::Error::Model(e.to_string()))?;
+                }
+                sampler
+                    .sample(&logits)
+                    .map_err(|e| triage_core::Error::Model(e.to_string()))
+            })?;
             generated += 1;
             recent.push(next);
             if self.stop_tokens.contains(&next) {

@@ -9,6 +9,7 @@ pub mod gemma3;
 pub mod generator;
 pub mod gguf_tokenizer;
 mod kernels;
+pub mod profile;
 mod q8_0;
 
 pub use adapt::AdaptedTop;

@@ -7,6 +7,10 @@
 //! prompt with the same few-shot prefix (taken from the prefix cache), load time and peak RSS.
 //! `scripts/peers/bench_llamacpp.py` runs the same prompts through llama.cpp. Threads default to
 //! `CANDLE_NUM_THREADS`/`RAYON_NUM_THREADS`, else the number of cores.
+//!
+//! With `TRIAGE_PROFILE=1`, '#' lines on stderr give the time per op class of the cold run and
+//! of the cached-prefix run; `--show` prints the greedy text (to check that a change to the
+//! kernels leaves the output the same).
 
 use candle_core::Device;
 use std::path::PathBuf;
@@ -31,14 +35,16 @@ fn main() -> anyhow::Result<()> {
             PathBuf::from(std::env::var("HOME").unwrap_or_default())
                 .join(".cache/hotline-triage/models")
         });
+    let mut show = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--models-dir" => models = args.next().map(PathBuf::from).unwrap_or(models),
             // candle reads this when its thread pool starts, at the first matmul.
             "--threads" => std::env::set_var("CANDLE_NUM_THREADS", args.next().unwrap_or_default()),
+            "--show" => show = true,
             "-h" | "--help" => {
-                println!("bench-generate [--models-dir DIR] [--threads N]");
+                println!("bench-generate [--models-dir DIR] [--threads N] [--show]");
                 return Ok(());
             }
             // The models directory as a bare argument (scripts/bench.sh).
@@ -52,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         &Device::Cpu,
     )?;
     row("load_time", started.elapsed().as_secs_f64(), "s");
+    eprintln!("# peak RSS after loading: {:.0} MB", peak_rss_mb());
     let threads = std::env::var("CANDLE_NUM_THREADS")
         .or_else(|_| std::env::var("RAYON_NUM_THREADS"))
         .ok()
@@ -83,6 +90,12 @@ fn main() -> anyhow::Result<()> {
                 true
             })?;
             let total = t.elapsed().as_secs_f64();
+            if show {
+                eprintln!("# greedy text: {:?}", g.text);
+            }
+            for (op, seconds, calls) in triage_models::profile::take() {
+                eprintln!("# profile {op:<12} {:>9.2} ms {calls:>6} calls", seconds * 1e3);
+            }
             Ok((
                 first.unwrap_or(total),
                 total,
@@ -104,14 +117,18 @@ fn main() -> anyhow::Result<()> {
     let (ttft, _, _, cached) = timed(&prompts[1], &greedy(1))?;
     row("ttft_cached_prefix", ttft * 1e3, "ms");
     row("cached_prompt_tokens", cached as f64, "tokens");
-    let rss = std::fs::read_to_string("/proc/self/status")
+    row("peak_rss", peak_rss_mb(), "MB");
+    Ok(())
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
-        .unwrap_or(0.0);
-    row("peak_rss", rss / 1024.0, "MB");
-    Ok(())
+        .unwrap_or(0.0)
+        / 1024.0
 }
