@@ -9,15 +9,16 @@
 //! - rotary angles are computed for the positions of each step only;
 //! - the KV cache holds any number of positions and is cut back for prefix reuse.
 //!
-//! Speed on the CPU (bench-generate; one thread here: prompts 1.45x, decode ~0.93x llama.cpp):
-//! Q5_0 weights become Q8_0 exactly at load; projections of the same input are one matmul;
-//! single-token steps multiply Q8_0 weights with `q8_0::gemv` and do attention and GELU on
-//! slices (`kernels`); prompt blocks use candle's tiled int8 kernels on zero-padded rows.
+//! Speed on the CPU (bench-generate against llama.cpp: scripts/bench.sh, README): every matrix
+//! is Q8_0, read from the file into place, and multiplied by `q8_0::matmul` on candle's
+//! threads, one row or a prompt block alike; projections of the same input are one matmul;
+//! single-token steps do attention, rotary embedding and GELU on slices (`kernels`).
 
 use crate::error::{Error, Result};
 use crate::profile::{time, Op};
 use crate::{kernels, q8_0};
-use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::k_quants::BlockQ8_0;
+use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, GgmlType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Storage, Tensor, D};
 use std::path::Path;
 use std::sync::Arc;
@@ -94,16 +95,9 @@ fn q5_0_as_q8_0(t: QTensor) -> candle_core::Result<QTensor> {
         return Ok(t);
     }
     let data = t.data()?;
-    let mut out = Vec::with_capacity(data.len() / 22 * 34);
-    // A Q5_0 block: f16 scale, 4 bytes with the high bits, 16 bytes of low nibbles.
-    for block in data.chunks_exact(22) {
-        out.extend_from_slice(&block[..2]);
-        let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
-        let low = &block[6..];
-        let value =
-            |nibble: u8, bit: u32| ((nibble | (((high >> bit) & 1) << 4) as u8) as i8 - 16) as u8;
-        out.extend((0..16).map(|j| value(low[j] & 0x0F, j as u32)));
-        out.extend((0..16).map(|j| value(low[j] >> 4, j as u32 + 16)));
+    let mut out = vec![0u8; data.len() / 22 * 34];
+    for (block, o) in data.chunks_exact(22).zip(out.chunks_exact_mut(34)) {
+        q5_0_block_as_q8_0(block, o);
     }
     ggml_file::qtensor_from_ggml(
         GgmlDType::Q8_0,
@@ -113,108 +107,124 @@ fn q5_0_as_q8_0(t: QTensor) -> candle_core::Result<QTensor> {
     )
 }
 
-/// How a matrix is applied. One row at a time (decode) with Q8_0 weights: `q8_0::gemv` on the
-/// weights as loaded. Several rows (prompt blocks): candle's matmul; its fast x86 kernel
-/// (weights repacked into tiles, int8 dot products with VNNI) takes Q8_0 weights only when the
-/// input width is a multiple of 256, Gemma 3 270M's being 640, so for prompts such matrices are
-/// stored with their rows padded by zero blocks to 768 and the input padded by zeros: 8x the
-/// speed of the generic kernel for 20% more bytes. The zero columns add nothing (though the input
-/// is then quantized per 256 values, not per 32).
+/// Q8_0 and Q5_0 matrices of the same width read from the file straight into candle's Q8_0
+/// block storage, stacked (rows one after another); Q5_0 is re-encoded as in `q5_0_as_q8_0`.
+/// `None` when a matrix has another type. candle's `Content::tensor` holds the file's bytes and
+/// a copy of them at once: 356 MB for the 178 MB embedding table, which set the process's peak
+/// memory.
+fn read_q8_0<R: std::io::Read + std::io::Seek>(
+    ct: &gguf_file::Content,
+    file: &mut R,
+    names: &[String],
+) -> candle_core::Result<Option<QTensor>> {
+    let mut infos = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(info) = ct.tensor_infos.get(name) else {
+            candle_core::bail!("no tensor {name}")
+        };
+        infos.push((info, info.shape.dims2()?));
+    }
+    let k = infos[0].1 .1;
+    let usable = |(info, (_, width)): &(&gguf_file::TensorInfo, (usize, usize))| {
+        matches!(info.ggml_dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0)
+            && *width == k
+            && k.is_multiple_of(32)
+    };
+    if !infos.iter().all(usable) {
+        return Ok(None);
+    }
+    let rows: usize = infos.iter().map(|(_, (n, _))| n).sum();
+    let mut blocks = vec![<BlockQ8_0 as GgmlType>::zeros(); rows * k / 32];
+    // SAFETY: BlockQ8_0 is repr(C), 34 bytes (an f16 and 32 i8) with no padding; any bytes are
+    // a valid value.
+    let bytes: &mut [u8] = unsafe {
+        std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), blocks.len() * 34)
+    };
+    let mut at = 0;
+    for (info, (n, _)) in infos {
+        let count = n * k / 32;
+        file.seek(std::io::SeekFrom::Start(ct.tensor_data_offset + info.offset))?;
+        let out = &mut bytes[at * 34..(at + count) * 34];
+        if info.ggml_dtype == GgmlDType::Q8_0 {
+            file.read_exact(out)?;
+        } else {
+            let mut q5 = vec![0u8; count * 22];
+            file.read_exact(&mut q5)?;
+            for (block, out) in q5.chunks_exact(22).zip(out.chunks_exact_mut(34)) {
+                q5_0_block_as_q8_0(block, out);
+            }
+        }
+        at += count;
+    }
+    Ok(Some(QTensor::new(
+        QStorage::Cpu(Box::new(blocks)),
+        (rows, k),
+    )?))
+}
+
+/// One Q5_0 block (f16 scale, 4 bytes with the high bits, 16 bytes of low nibbles) as a Q8_0
+/// block (the same scale, 32 int8 values).
+fn q5_0_block_as_q8_0(block: &[u8], out: &mut [u8]) {
+    out[..2].copy_from_slice(&block[..2]);
+    let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+    let low = &block[6..22];
+    let value = |nibble: u8, bit: u32| ((nibble | (((high >> bit) & 1) << 4) as u8) as i8 - 16) as u8;
+    for j in 0..16 {
+        out[2 + j] = value(low[j] & 0x0F, j as u32);
+        out[18 + j] = value(low[j] >> 4, j as u32 + 16);
+    }
+}
+
+/// How a matrix is applied. On a CPU that runs `q8_0::matmul`, every matrix is Q8_0 and goes
+/// through it, for one row (decode) and many (prompt blocks) alike, so a position's numbers do
+/// not depend on how its prompt was cut into blocks. Q5_0 becomes Q8_0 exactly at load; other
+/// types (the Q4_K and Q6_K output and down projections of a Q4_K_M file) are dequantized and
+/// quantized again as Q8_0 (per 32 values, scale max|w|/127: an error of at most 1/17 of a
+/// Q4_K step and 1/8 of a Q6_K step, more bytes per weight than the file's). candle's kernels
+/// for those types took 56% of a cold run's time for 35% of the layers' multiply-adds (TRIAGE_PROFILE:
+/// attention output and down projection against q/k/v and gate/up), and its repacked copies
+/// of them stayed in memory beside the originals. Elsewhere: candle's matmul.
 struct Linear {
     weight: QMatMul,
-    /// Width of the input the model provides, and of the (padded) weight rows.
-    width: usize,
-    padded: usize,
-    /// Q8_0 weights on a CPU that runs `q8_0::gemv`.
-    gemv: bool,
+    q8_0: bool,
 }
 
 impl Linear {
-    /// `rows_at_once`: whether the matrix is applied to several rows at once (prompts), which is
-    /// worth padding for; the vocabulary projection sees only the last position.
-    fn new(weight: QTensor, rows_at_once: bool) -> candle_core::Result<Self> {
-        let (n, width) = weight.shape().dims2()?;
-        let q8_0 = weight.dtype() == GgmlDType::Q8_0 && weight.device().is_cpu();
-        let gemv = q8_0 && q8_0::supported();
-        let padded = if q8_0 && rows_at_once && tiles_for_q8_0() {
-            width.next_multiple_of(256)
-        } else {
-            width
+    fn new(weight: QTensor) -> candle_core::Result<Self> {
+        let cpu = weight.device().is_cpu() && q8_0::supported();
+        let weight = match weight.dtype() {
+            GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => weight,
+            _ if cpu && weight.shape().dims2()?.1.is_multiple_of(32) => {
+                QTensor::quantize(&weight.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+            }
+            _ => weight,
         };
-        if padded == width {
-            return Ok(Self {
-                weight: QMatMul::from_qtensor(weight)?,
-                width,
-                padded,
-                gemv,
-            });
-        }
-        // Q8_0 blocks: f16 scale + 32 int8; a zero block is 34 zero bytes.
-        let (row, pad) = (width / 32 * 34, (padded - width) / 32 * 34);
-        let mut bytes = Vec::with_capacity(n * (row + pad));
-        for r in weight.data()?.chunks_exact(row) {
-            bytes.extend_from_slice(r);
-            bytes.resize(bytes.len() + pad, 0);
-        }
-        let weight = ggml_file::qtensor_from_ggml(
-            GgmlDType::Q8_0,
-            &bytes,
-            vec![n, padded],
-            &weight.device(),
-        )?;
+        let q8_0 = cpu && weight.dtype() == GgmlDType::Q8_0;
         Ok(Self {
             weight: QMatMul::from_qtensor(weight)?,
-            width,
-            padded,
-            gemv,
+            q8_0,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
-            QMatMul::QTensor(weight) if self.gemv && x.elem_count() == self.width => {
-                let n = weight.shape().dims()[0];
+            QMatMul::QTensor(weight) if self.q8_0 => {
+                let (n, k) = weight.shape().dims2()?;
                 let bytes = weight.data()?;
                 let rows = q8_0::Q8Rows {
                     bytes: &bytes,
-                    blocks: self.width / 32,
-                    stride: self.padded / 32,
+                    blocks: k / 32,
                 };
-                let mut y = vec![0f32; n];
-                q8_0::gemv(&rows, &x.flatten_all()?.to_vec1()?, &mut y, threads());
+                let input = x.flatten_all()?.to_vec1::<f32>()?;
+                let mut y = vec![0f32; input.len() / k * n];
+                q8_0::matmul(&rows, &input, &mut y, n);
                 let mut dims = x.dims().to_vec();
                 *dims.last_mut().expect("input has a last dimension") = n;
                 Tensor::from_vec(y, dims, x.device())
             }
-            _ if self.padded == self.width => self.weight.forward(x),
-            _ => self
-                .weight
-                .forward(&x.pad_with_zeros(D::Minus1, 0, self.padded - self.width)?),
+            _ => self.weight.forward(x),
         }
     }
-}
-
-/// Whether candle has its tiled Q8_0 kernel for this CPU (it needs int8 dot products).
-fn tiles_for_q8_0() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512vnni")
-            || std::arch::is_x86_feature_detected!("avxvnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Threads for `q8_0::gemv`: candle's setting, so one knob sets both.
-fn threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::env::var("CANDLE_NUM_THREADS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(rayon::current_num_threads)
-    })
 }
 
 /// Projections of the same input (q/k/v, gate/up). When their weights share a type they are
@@ -234,7 +244,7 @@ impl Projections {
             return Ok(Self::Separate(
                 weights
                     .into_iter()
-                    .map(|w| Linear::new(w, true))
+                    .map(Linear::new)
                     .collect::<candle_core::Result<_>>()?,
             ));
         }
@@ -252,7 +262,7 @@ impl Projections {
             &Device::Cpu,
         )?;
         Ok(Self::Fused {
-            weight: Linear::new(stacked, true)?,
+            weight: Linear::new(stacked)?,
             sizes,
         })
     }
@@ -383,17 +393,43 @@ impl Gemma3 {
     ) -> Result<Self> {
         let config = Gemma3Config::from_gguf(ct, path)?;
         let eps = config.eps as f32;
-        let mut tensor = |name: &str| {
+        let tensor = |file: &mut R, name: &str| -> Result<QTensor> {
             ct.tensor(file, name, device)
                 .and_then(q5_0_as_q8_0)
                 .map_err(|e| Error::bad(path, format!("tensor {name}: {e}")))
+        };
+        // Q8_0 and Q5_0 matrices on the CPU are read straight into block storage.
+        let matrices = |file: &mut R, names: &[String]| -> Result<Option<QTensor>> {
+            if !device.is_cpu() {
+                return Ok(None);
+            }
+            read_q8_0(ct, file, names)
+                .map_err(|e| Error::bad(path, format!("tensors {names:?}: {e}")))
+        };
+        let projections = |file: &mut R, p: &str, parts: &[&str]| -> Result<Projections> {
+            let names: Vec<String> = parts.iter().map(|n| format!("{p}.{n}.weight")).collect();
+            Ok(match matrices(file, &names)? {
+                Some(stacked) => Projections::Fused {
+                    weight: Linear::new(stacked)?,
+                    sizes: names
+                        .iter()
+                        .map(|n| ct.tensor_infos[n].shape.dims()[0])
+                        .collect(),
+                },
+                None => Projections::new(
+                    names
+                        .iter()
+                        .map(|n| tensor(file, n))
+                        .collect::<Result<_>>()?,
+                )?,
+            })
         };
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let p = format!("blk.{i}");
             let mut norm = |name: &str| -> Result<RmsNorm> {
                 Ok(RmsNorm {
-                    weight: tensor(&format!("{p}.{name}.weight"))?.dequantize(device)?,
+                    weight: tensor(file, &format!("{p}.{name}.weight"))?.dequantize(device)?,
                     eps,
                 })
             };
@@ -414,30 +450,25 @@ impl Gemma3 {
                 post_attn_norm,
                 ffn_norm,
                 post_ffn_norm,
-                qkv: Projections::new(vec![
-                    tensor(&format!("{p}.attn_q.weight"))?,
-                    tensor(&format!("{p}.attn_k.weight"))?,
-                    tensor(&format!("{p}.attn_v.weight"))?,
-                ])?,
-                o: Linear::new(tensor(&format!("{p}.attn_output.weight"))?, true)?,
-                gate_up: Projections::new(vec![
-                    tensor(&format!("{p}.ffn_gate.weight"))?,
-                    tensor(&format!("{p}.ffn_up.weight"))?,
-                ])?,
-                down: Linear::new(tensor(&format!("{p}.ffn_down.weight"))?, true)?,
+                qkv: projections(file, &p, &["attn_q", "attn_k", "attn_v"])?,
+                o: Linear::new(tensor(file, &format!("{p}.attn_output.weight"))?)?,
+                gate_up: projections(file, &p, &["ffn_gate", "ffn_up"])?,
+                down: Linear::new(tensor(file, &format!("{p}.ffn_down.weight"))?)?,
             });
         }
         let norm = RmsNorm {
-            weight: tensor("output_norm.weight")?.dequantize(device)?,
+            weight: tensor(file, "output_norm.weight")?.dequantize(device)?,
             eps,
         };
-        // The output projection is tied to the embeddings unless the file has its own; then the
-        // embeddings are looked up in its (possibly padded) rows, dequantized on demand.
-        let embeddings = tensor("token_embd.weight")?;
+        // The output projection is tied to the embeddings unless the file has its own.
+        let embeddings = match matrices(file, &["token_embd.weight".to_string()])? {
+            Some(t) => t,
+            None => tensor(file, "token_embd.weight")?,
+        };
         let (output, embeddings) = match ct.tensor(file, "output.weight", device) {
-            Ok(t) => (Linear::new(t, false)?, Arc::new(embeddings)),
+            Ok(t) => (Linear::new(t)?, Arc::new(embeddings)),
             Err(_) => {
-                let output = Linear::new(embeddings, false)?;
+                let output = Linear::new(embeddings)?;
                 let QMatMul::QTensor(rows) = &output.weight else {
                     return Err(Error::bad(path, "token_embd.weight is not quantized"));
                 };

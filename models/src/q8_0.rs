@@ -1,27 +1,34 @@
-//! Matrix × vector for Q8_0 weights on x86-64: the products of one decode step.
+//! Products with Q8_0 weights on x86-64, for one input row (decode) or many (prompt blocks).
 //!
-//! candle 0.11 multiplies a single row by Q8_0 weights either with its generic kernel (AVX2
-//! without VNNI: 18 GMAC/s here) or, when the input width is a multiple of 256, with weights
-//! repacked into a second copy; Gemma 3 270M's width is 640 and its vocabulary projection alone
-//! is 178 MB of Q8_0 read at every token. This reads the GGUF's Q8_0 blocks where they are and
-//! does what llama.cpp does: quantize the input to Q8_0 (int8 per 32 values, f16 scale) and sum
+//! This reads the GGUF's Q8_0 blocks where they are (no padded or repacked copy) and does what
+//! llama.cpp does: quantize each input row to Q8_0 (int8 per 32 values, f16 scale) and sum
 //! int8 products per block, with AVX-512 VNNI where the CPU has it.
+//!
+//! Every output `y[i][r]` is computed by the same operations whatever the number of input rows
+//! and however the work is split between threads: a row of a prompt block gets the same bits
+//! as the same row run alone. Several input rows share each load of a weight block (a block of
+//! 4 rows reads the weights once instead of 4 times), which is what makes prompts faster than
+//! decode per token. The threads are candle's (`barrier_pool`), so one pool serves candle's
+//! kernels and these (two pools on two cores took turns spinning).
 
 use half::f16;
 
 const BLOCK: usize = 32;
 /// A Q8_0 block: f16 scale, then 32 int8 values.
 const BLOCK_BYTES: usize = 34;
+/// Input rows that share one pass over the weights.
+const TILE: usize = 4;
+/// Weight rows per unit of work handed to a thread (about 11 KB at width 640: stays in L1
+/// while the input tiles go by).
+const ROWS_PER_UNIT: usize = 16;
 
-/// Q8_0 rows as GGUF stores them; each row is `stride` blocks, of which the first `blocks` are
-/// used (the rest being zero padding).
+/// Q8_0 rows as GGUF stores them: `blocks` blocks per row.
 pub(crate) struct Q8Rows<'a> {
     pub bytes: &'a [u8],
     pub blocks: usize,
-    pub stride: usize,
 }
 
-/// Whether `gemv` runs on this CPU.
+/// Whether `matmul` runs on this CPU.
 pub(crate) fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -39,7 +46,7 @@ fn vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
-/// The input quantized like llama.cpp's `quantize_row_q8_0`: per 32 values, the scale
+/// Input rows quantized like llama.cpp's `quantize_row_q8_0`: per 32 values, the scale
 /// `max|x| / 127` (rounded to f16) and the values divided by it, rounded half to even.
 struct Quantized {
     scales: Vec<f32>,
@@ -58,90 +65,139 @@ fn quantize(x: &[f32]) -> Quantized {
     Quantized { scales, values }
 }
 
-/// `y = W x`, one output per row of `rows`; `x.len()` is `rows.blocks * 32`. Rows are split
-/// between `threads` threads of rayon's pool (each output is computed by one thread, so the
-/// result does not depend on the split).
-pub(crate) fn gemv(rows: &Q8Rows, x: &[f32], y: &mut [f32], threads: usize) {
-    assert!(supported(), "q8_0::gemv needs AVX2, FMA and F16C");
-    assert_eq!(x.len(), rows.blocks * BLOCK);
-    assert!(rows.bytes.len() >= y.len() * rows.stride * BLOCK_BYTES);
+/// `y = x Wᵀ`: `x` is `m` rows of `rows.blocks * 32` values, `y` is `m` rows of `n` outputs
+/// (one per weight row). Work is split between candle's threads by weight rows.
+pub(crate) fn matmul(rows: &Q8Rows, x: &[f32], y: &mut [f32], n: usize) {
+    assert!(supported(), "q8_0::matmul needs AVX2, FMA and F16C");
+    let width = rows.blocks * BLOCK;
+    assert!(width > 0 && x.len().is_multiple_of(width));
+    let m = x.len() / width;
+    assert_eq!(y.len(), m * n);
+    assert!(rows.bytes.len() >= n * rows.blocks * BLOCK_BYTES);
     let input = quantize(x);
-    let row_bytes = rows.stride * BLOCK_BYTES;
-    let run = |first: usize, out: &mut [f32]| {
-        let bytes = &rows.bytes[first * row_bytes..(first + out.len()) * row_bytes];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU features were checked above; `bytes` holds `out.len()` rows of
-        // `stride` blocks and the input `blocks` blocks (asserted).
-        unsafe {
-            if vnni() {
-                x86::rows_vnni(bytes, row_bytes, rows.blocks, &input, out)
-            } else {
-                x86::rows_avx2(bytes, row_bytes, rows.blocks, &input, out)
+    let row_bytes = rows.blocks * BLOCK_BYTES;
+    let out = SharedOut(y.as_mut_ptr());
+    let run = |units: std::ops::Range<usize>| {
+        let first = units.start * ROWS_PER_UNIT;
+        let last = (units.end * ROWS_PER_UNIT).min(n);
+        for i in (0..m).step_by(TILE) {
+            let inputs = (m - i).min(TILE);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU features were checked above; the weight rows first..last and the
+            // input rows i..i+inputs lie inside `rows` and `input` (asserted); each (row, output)
+            // pair is written by the one thread that holds its unit.
+            unsafe {
+                let tile = x86::Tile {
+                    values: input.values.as_ptr().add(i * width),
+                    scales: input.scales.as_ptr().add(i * rows.blocks),
+                    inputs,
+                    blocks: rows.blocks,
+                };
+                for r in first..last {
+                    let weights = rows.bytes.as_ptr().add(r * row_bytes);
+                    let mut sums = [0f32; TILE];
+                    if vnni() {
+                        x86::row_vnni(weights, &tile, &mut sums)
+                    } else {
+                        x86::row_avx2(weights, &tile, &mut sums)
+                    }
+                    for (j, s) in sums[..inputs].iter().enumerate() {
+                        out.at((i + j) * n + r).write(*s);
+                    }
+                }
             }
         }
     };
-    if threads <= 1 || y.len() < 512 {
-        run(0, y);
-        return;
+    let units = n.div_ceil(ROWS_PER_UNIT);
+    if units == 1 {
+        run(0..1);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(units, run);
     }
-    // A few chunks per thread, so a thread that the OS delays holds up little.
-    use rayon::prelude::*;
-    let chunk = y.len().div_ceil(threads * 4).next_multiple_of(8);
-    y.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(i, out)| run(i * chunk, out));
 }
+
+/// The output, written by several threads at disjoint places.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+impl SharedOut {
+    /// SAFETY: `i` is inside the output.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: as the caller promises.
+        unsafe { self.0.add(i) }
+    }
+}
+// SAFETY: threads write disjoint elements (one weight row each) and the caller waits for all.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Quantized, BLOCK, BLOCK_BYTES};
+    use super::{BLOCK, BLOCK_BYTES, TILE};
     use std::arch::x86_64::*;
 
-    /// One kernel per instruction set: the loop over rows and blocks is the same, the int8
-    /// dot product of a block differs (`$dot`: 32 int8 pairs into 8 int32 lanes). One row at a
-    /// time, so the weights stream through memory in order (interleaving 2-8 rows ran 4x slower
-    /// on the test machine's AMD EPYC), even and odd blocks in two accumulators so that
-    /// consecutive multiply-adds do not wait for each other.
-    macro_rules! rows_kernel {
+    /// Up to `TILE` quantized input rows of `blocks` blocks each, one after another.
+    pub(super) struct Tile {
+        pub values: *const i8,
+        pub scales: *const f32,
+        pub inputs: usize,
+        pub blocks: usize,
+    }
+
+    /// One weight row against the tile's input rows. Per (row, input) the operations are the
+    /// same whatever the tile holds: even and odd blocks in two accumulators (consecutive
+    /// multiply-adds then do not wait for each other), their sum reduced the same way.
+    macro_rules! row_kernel {
         ($name:ident, $features:literal, $dot:ident) => {
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
-                bytes: &[u8],
-                row_bytes: usize,
-                blocks: usize,
-                input: &Quantized,
-                out: &mut [f32],
-            ) {
-                assert!(bytes.len() >= out.len() * row_bytes && row_bytes >= blocks * BLOCK_BYTES);
-                assert!(input.values.len() >= blocks * BLOCK && input.scales.len() >= blocks);
-                let values = input.values.as_ptr();
-                for (r, y) in out.iter_mut().enumerate() {
-                    let mut acc = [_mm256_setzero_ps(); 2];
-                    for b in 0..blocks {
-                        // SAFETY: row r and block b lie inside `bytes`, input block b inside
-                        // `input` (asserted above); the loads are unaligned.
-                        let (w, a, scale) = unsafe {
-                            let block = bytes.as_ptr().add(r * row_bytes + b * BLOCK_BYTES);
-                            let scale = half::f16::from_bits(block.cast::<u16>().read_unaligned());
-                            (
-                                _mm256_loadu_si256(block.add(2).cast()),
-                                _mm256_loadu_si256(values.add(b * BLOCK).cast()),
-                                scale.to_f32() * *input.scales.get_unchecked(b),
-                            )
-                        };
-                        // |w| times a with w's sign: an unsigned × signed product, as the
-                        // instructions want, with the same value as w × a.
-                        let sums = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-                        let acc = &mut acc[b % 2];
-                        *acc =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(scale), *acc);
+            pub(super) unsafe fn $name(weights: *const u8, tile: &Tile, sums: &mut [f32; TILE]) {
+                // SAFETY: as the caller promises (see `inner`).
+                unsafe {
+                    match tile.inputs {
+                        1 => inner::<1>(weights, tile, sums),
+                        2 => inner::<2>(weights, tile, sums),
+                        3 => inner::<3>(weights, tile, sums),
+                        _ => inner::<4>(weights, tile, sums),
                     }
-                    // Horizontal sum of the 16 lanes.
-                    let acc = _mm256_add_ps(acc[0], acc[1]);
-                    let half =
-                        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-                    let half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-                    *y = _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+                }
+
+                #[inline]
+                #[target_feature(enable = $features)]
+                unsafe fn inner<const N: usize>(
+                    weights: *const u8,
+                    tile: &Tile,
+                    sums: &mut [f32; TILE],
+                ) {
+                    // SAFETY (whole body): the caller guarantees `blocks` weight blocks at
+                    // `weights` and `inputs` rows of `blocks` blocks at `values`/`scales`.
+                    unsafe {
+                        let width = tile.blocks * BLOCK;
+                        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+                        for b in 0..tile.blocks {
+                            let block = weights.add(b * BLOCK_BYTES);
+                            let scale = half::f16::from_bits(block.cast::<u16>().read_unaligned());
+                            let scale = scale.to_f32();
+                            let w = _mm256_loadu_si256(block.add(2).cast());
+                            let magnitude = _mm256_sign_epi8(w, w);
+                            for (j, acc) in acc.iter_mut().enumerate() {
+                                let a = _mm256_loadu_si256(tile.values.add(j * width + b * BLOCK).cast());
+                                let d = scale * *tile.scales.add(j * tile.blocks + b);
+                                // |w| times a with w's sign: an unsigned × signed product, as the
+                                // instructions want, with the same value as w × a.
+                                let dot = $dot(magnitude, _mm256_sign_epi8(a, w));
+                                let acc = &mut acc[b % 2];
+                                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d), *acc);
+                            }
+                        }
+                        for (sum, acc) in sums.iter_mut().zip(&acc) {
+                            // Horizontal sum of the 16 lanes.
+                            let acc = _mm256_add_ps(acc[0], acc[1]);
+                            let half =
+                                _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                            let half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+                            *sum = _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+                        }
+                    }
                 }
             }
         };
@@ -160,36 +216,27 @@ mod x86 {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed)
     }
 
-    rows_kernel!(rows_avx2, "avx2,fma,f16c", dot_avx2);
-    rows_kernel!(rows_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni);
+    row_kernel!(row_avx2, "avx2,fma,f16c", dot_avx2);
+    row_kernel!(row_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Q8_0 bytes of rows of `blocks` blocks with the given int8 values and per-block scales,
-    /// each row followed by `pad` zero blocks.
-    fn encode(values: &[i8], scales: &[f32], blocks: usize, pad: usize) -> Vec<u8> {
+    /// Q8_0 bytes of rows of `blocks` blocks with the given int8 values and per-block scales.
+    fn encode(values: &[i8], scales: &[f32]) -> Vec<u8> {
         let mut out = Vec::new();
-        for (b, (chunk, scale)) in values.chunks(BLOCK).zip(scales).enumerate() {
+        for (chunk, scale) in values.chunks(BLOCK).zip(scales) {
             out.extend_from_slice(&f16::from_f32(*scale).to_le_bytes());
             out.extend(chunk.iter().map(|v| *v as u8));
-            if (b + 1) % blocks == 0 {
-                out.resize(out.len() + pad * BLOCK_BYTES, 0);
-            }
         }
         out
     }
 
-    /// Every kernel this CPU runs, and `gemv` on one and two threads, against the same sum in
-    /// f64 over the quantized input (the kernels' only rounding is their f32 accumulation).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn matches_the_exact_product() {
-        assert!(supported(), "x86-64-v3 builds need AVX2, FMA and F16C");
-        // 600 rows (enough to split between threads) of 2 blocks, values spanning the int8
-        // range, with one padding block per row.
+    /// 600 weight rows (more than one unit, so the threads split them) of 2 blocks, values
+    /// spanning the int8 range, and `m` input rows.
+    fn case(m: usize) -> (Vec<i8>, Vec<f32>, Vec<u8>, Vec<f32>) {
         let (n, blocks) = (600, 2);
         let values: Vec<i8> = (0..n * blocks * BLOCK)
             .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
@@ -197,51 +244,85 @@ mod tests {
         let scales: Vec<f32> = (0..n * blocks)
             .map(|i| [0.5, 0.25, 0.125, 2.0][i % 4])
             .collect();
-        let bytes = encode(&values, &scales, blocks, 1);
-        let x: Vec<f32> = (0..blocks * BLOCK)
-            .map(|i| ((i as f32) * 0.37).sin() * 3.0)
+        let bytes = encode(&values, &scales);
+        let x: Vec<f32> = (0..m * blocks * BLOCK)
+            .map(|i| ((i as f32) * 0.37).sin() * 3.0 + (i / 64) as f32 * 0.1)
             .collect();
+        (values, scales, bytes, x)
+    }
+
+    /// `matmul` for 1 to 9 input rows (full tiles and remainders) against the same sum in f64
+    /// over the quantized input: the kernels' only rounding is their f32 accumulation.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn matches_the_exact_product() {
+        assert!(supported(), "x86-64-v3 builds need AVX2, FMA and F16C");
+        let (n, blocks) = (600, 2);
+        for m in [1, 3, 4, 5, 9] {
+            let (values, scales, bytes, x) = case(m);
+            let input = quantize(&x);
+            let mut y = vec![0f32; m * n];
+            matmul(&Q8Rows { bytes: &bytes, blocks }, &x, &mut y, n);
+            for i in 0..m {
+                for r in 0..n {
+                    let want: f64 = (0..blocks)
+                        .map(|b| {
+                            let d = f64::from(scales[r * blocks + b])
+                                * f64::from(input.scales[i * blocks + b]);
+                            let dot: i64 = (0..BLOCK)
+                                .map(|j| {
+                                    i64::from(values[(r * blocks + b) * BLOCK + j])
+                                        * i64::from(input.values[(i * blocks + b) * BLOCK + j])
+                                })
+                                .sum();
+                            d * dot as f64
+                        })
+                        .sum();
+                    let got = f64::from(y[i * n + r]);
+                    let close = (got - want).abs() < 1e-4 * want.abs().max(1.0);
+                    assert!(close, "{m} rows, input {i}, row {r}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    /// A row's outputs do not depend on the rows computed with it (prompt blocks of any size
+    /// give the bits of a single-row decode step), nor on the instruction set.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_row_gets_the_same_bits_alone_or_in_a_block() {
+        let (n, blocks, m) = (600, 2, 7);
+        let (_, _, bytes, x) = case(m);
         let rows = Q8Rows {
             bytes: &bytes,
             blocks,
-            stride: blocks + 1,
         };
-        let input = quantize(&x);
-        let expected: Vec<f64> = (0..n)
-            .map(|r| {
-                (0..blocks)
-                    .map(|b| {
-                        let d = f64::from(scales[r * blocks + b]) * f64::from(input.scales[b]);
-                        let dot: i64 = (0..BLOCK)
-                            .map(|j| {
-                                i64::from(values[(r * blocks + b) * BLOCK + j])
-                                    * i64::from(input.values[b * BLOCK + j])
-                            })
-                            .sum();
-                        d * dot as f64
-                    })
-                    .sum()
-            })
-            .collect();
-        let check = |what: &str, y: &[f32]| {
-            for (r, (got, want)) in y.iter().zip(&expected).enumerate() {
-                let close = (f64::from(*got) - want).abs() < 1e-4 * want.abs().max(1.0);
-                assert!(close, "{what}, row {r}: {got} vs {want}");
-            }
-        };
-        let row_bytes = rows.stride * BLOCK_BYTES;
-        let mut y = vec![0.0; n];
-        // SAFETY: supported() checked; `bytes` holds n rows of `stride` blocks.
-        unsafe { x86::rows_avx2(&bytes, row_bytes, blocks, &input, &mut y) };
-        check("AVX2", &y);
-        if vnni() {
-            // SAFETY: as above, and the CPU has AVX-512 VNNI.
-            unsafe { x86::rows_vnni(&bytes, row_bytes, blocks, &input, &mut y) };
-            check("VNNI", &y);
+        let mut together = vec![0f32; m * n];
+        matmul(&rows, &x, &mut together, n);
+        for (i, row) in x.chunks_exact(blocks * BLOCK).enumerate() {
+            let mut alone = vec![0f32; n];
+            matmul(&rows, row, &mut alone, n);
+            assert_eq!(alone, together[i * n..(i + 1) * n], "input row {i}");
         }
-        for threads in [1, 2] {
-            gemv(&rows, &x, &mut y, threads);
-            check(&format!("gemv on {threads} threads"), &y);
+        if vnni() {
+            let input = quantize(&x);
+            let tile = x86::Tile {
+                values: input.values.as_ptr(),
+                scales: input.scales.as_ptr(),
+                inputs: TILE,
+                blocks,
+            };
+            for r in 0..n {
+                let (mut a, mut b) = ([0f32; TILE], [0f32; TILE]);
+                // SAFETY: the CPU has AVX-512 VNNI (and AVX2, asserted by supported() in
+                // matmul above); row r and TILE input rows lie inside `bytes` and `input`.
+                unsafe {
+                    let weights = bytes.as_ptr().add(r * blocks * BLOCK_BYTES);
+                    x86::row_avx2(weights, &tile, &mut a);
+                    x86::row_vnni(weights, &tile, &mut b);
+                }
+                assert_eq!(a, b, "row {r}: AVX2 and VNNI differ");
+            }
         }
     }
 
