@@ -504,6 +504,7 @@ impl Gemma3 {
             });
         }
         let c = &self.config;
+        crate::profile::set_decoding(len == 1);
         let mut x = time(Op::Embed, || -> candle_core::Result<Tensor> {
             let ids = Tensor::new(tokens, &self.device)?;
             let x = self.embeddings.embedding(&ids)?;
@@ -565,8 +566,8 @@ impl Gemma3 {
             let q = layer.q_norm.forward(&split(q, c.heads)?)?;
             let k = layer.k_norm.forward(&split(k, c.kv_heads)?)?;
             let v = split(v, c.kv_heads)?;
-            let q = candle_nn::rotary_emb::rope(&q, &attend.cos, &attend.sin)?;
-            let k = candle_nn::rotary_emb::rope(&k, &attend.cos, &attend.sin)?;
+            let q = rope(&q, attend)?;
+            let k = rope(&k, attend)?;
             Ok((q, k, v))
         })?;
         let (k, v) = time(Op::KvWrite, || {
@@ -596,6 +597,18 @@ impl Gemma3 {
         })?;
         Ok(time(Op::AttnOut, || layer.o.forward(&out))?)
     }
+}
+
+/// Rotary embedding of `x` (1, heads, L, head_dim) at the step's positions (`kernels::rope` on
+/// the CPU).
+fn rope(x: &Tensor, attend: &Attend) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return candle_nn::rotary_emb::rope(x, &attend.cos, &attend.sin);
+    }
+    let (shape, head_dim) = (x.shape().clone(), x.dim(3)?);
+    let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+    kernels::rope(&mut values, &attend.cos_values, &attend.sin_values, head_dim);
+    Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
 /// `gelu_tanh(gate) * up` (`kernels::gelu_mul` on the CPU).
@@ -662,6 +675,8 @@ fn attend_one(
 struct Attend {
     cos: Tensor,
     sin: Tensor,
+    cos_values: Vec<f32>,
+    sin_values: Vec<f32>,
     start: usize,
     first_key: usize,
     mask: Option<Tensor>,
@@ -684,6 +699,8 @@ impl Attend {
         let (cos, sin) = rotary(c.head_dim, base, start, len, device)?;
         let first_key = window.map_or(0, |w| (start + 1).saturating_sub(w));
         Ok(Self {
+            cos_values: cos.flatten_all()?.to_vec1()?,
+            sin_values: sin.flatten_all()?.to_vec1()?,
             cos,
             sin,
             start,

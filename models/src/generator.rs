@@ -511,6 +511,10 @@ impl Generator for GgufGenerator {
             if hit {
                 break StopReason::StopString;
             }
+            // The last token needs no step (nothing reads its logits): the loop ends above.
+            if generated >= params.max_tokens {
+                continue;
+            }
             let position = tokens.len() + generated - 1;
             logits = state
                 .model

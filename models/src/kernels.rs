@@ -312,6 +312,26 @@ pub fn attend_one(a: &OneQuery, out: &mut [f32]) {
     }
 }
 
+/// Rotary embedding in place with the halves rotated (candle's `rope`, Gemma's layout): `x` is
+/// rows of `head_dim` values for heads × positions (positions fastest), `cos`/`sin` are
+/// positions × head_dim / 2. Each value is computed by candle's expression, so the bits are the
+/// same; this runs on the calling thread (candle's hands every call to rayon's pool, a round
+/// trip between threads for the 4 rows of a decode step).
+pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize) {
+    let half = head_dim / 2;
+    let positions = cos.len() / half;
+    for (r, row) in x.chunks_exact_mut(head_dim).enumerate() {
+        let t = r % positions;
+        let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+        let (x1, x2) = row.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (x1[i], x2[i]);
+            x1[i] = a * cos[i] - b * sin[i];
+            x2[i] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +439,34 @@ mod tests {
                 "gelu({x})"
             );
         }
+    }
+
+    #[test]
+    fn rope_gives_candles_bits() {
+        use candle_core::{Device, Tensor};
+        let (heads, positions, head_dim) = (3, 5, 8);
+        let x: Vec<f32> = (0..heads * positions * head_dim)
+            .map(|i| ((i as f32) * 0.71).sin() * 4.0)
+            .collect();
+        let angles: Vec<f32> = (0..positions * head_dim / 2)
+            .map(|i| i as f32 * 0.37)
+            .collect();
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let dev = &Device::Cpu;
+        let want = candle_nn::rotary_emb::rope(
+            &Tensor::from_vec(x.clone(), (1, heads, positions, head_dim), dev).unwrap(),
+            &Tensor::from_vec(cos.clone(), (positions, head_dim / 2), dev).unwrap(),
+            &Tensor::from_vec(sin.clone(), (positions, head_dim / 2), dev).unwrap(),
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let mut got = x;
+        rope(&mut got, &cos, &sin, head_dim);
+        assert_eq!(got, want);
     }
 
     #[test]

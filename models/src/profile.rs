@@ -2,7 +2,7 @@
 //! prints them): where a prompt's or a token's time goes, by op class. Off, a timed op costs one
 //! load of a flag.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -48,8 +48,15 @@ const OPS: [Op; 13] = [
     Op::Sample,
 ];
 
-static NANOS: [AtomicU64; OPS.len()] = [const { AtomicU64::new(0) }; OPS.len()];
-static CALLS: [AtomicU64; OPS.len()] = [const { AtomicU64::new(0) }; OPS.len()];
+/// Totals of prompt work (index 0) and of single-token decode steps (1).
+static NANOS: [[AtomicU64; OPS.len()]; 2] = [const { [const { AtomicU64::new(0) }; OPS.len()] }; 2];
+static CALLS: [[AtomicU64; OPS.len()]; 2] = [const { [const { AtomicU64::new(0) }; OPS.len()] }; 2];
+static DECODING: AtomicBool = AtomicBool::new(false);
+
+/// Counts what follows as decode (one new token) or prompt work.
+pub fn set_decoding(decoding: bool) {
+    DECODING.store(decoding, Ordering::Relaxed);
+}
 
 /// Whether `TRIAGE_PROFILE` is set (read once).
 pub fn enabled() -> bool {
@@ -65,21 +72,25 @@ pub fn time<T>(op: Op, f: impl FnOnce() -> T) -> T {
     }
     let started = Instant::now();
     let out = f();
-    let i = op as usize;
-    NANOS[i].fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    CALLS[i].fetch_add(1, Ordering::Relaxed);
+    let (phase, i) = (usize::from(DECODING.load(Ordering::Relaxed)), op as usize);
+    NANOS[phase][i].fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    CALLS[phase][i].fetch_add(1, Ordering::Relaxed);
     out
 }
 
-/// The times collected since the last call (name, seconds, calls), ops never timed left out;
-/// resets them.
+/// The times collected since the last call ("prompt/Op" or "decode/Op", seconds, calls), ops
+/// never timed left out; resets them.
 pub fn take() -> Vec<(String, f64, u64)> {
-    OPS.iter()
-        .filter_map(|&op| {
-            let i = op as usize;
-            let nanos = NANOS[i].swap(0, Ordering::Relaxed);
-            let calls = CALLS[i].swap(0, Ordering::Relaxed);
-            (calls > 0).then(|| (format!("{op:?}"), nanos as f64 * 1e-9, calls))
+    ["prompt", "decode"]
+        .iter()
+        .enumerate()
+        .flat_map(|(phase, name)| {
+            OPS.iter().filter_map(move |&op| {
+                let i = op as usize;
+                let nanos = NANOS[phase][i].swap(0, Ordering::Relaxed);
+                let calls = CALLS[phase][i].swap(0, Ordering::Relaxed);
+                (calls > 0).then(|| (format!("{name}/{op:?}"), nanos as f64 * 1e-9, calls))
+            })
         })
         .collect()
 }
