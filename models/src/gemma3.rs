@@ -17,8 +17,7 @@
 use crate::error::{Error, Result};
 use crate::profile::{time, Op};
 use crate::{kernels, q8_0};
-use candle_core::quantized::k_quants::BlockQ8_0;
-use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, GgmlType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{ggml_file, gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Storage, Tensor, D};
 use std::path::Path;
 use std::sync::Arc;
@@ -77,12 +76,29 @@ impl Gemma3Config {
 
 struct RmsNorm {
     weight: Tensor,
+    values: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
+    fn new(weight: Tensor, eps: f32) -> candle_core::Result<Self> {
+        Ok(Self {
+            values: weight.to_vec1()?,
+            weight,
+            eps,
+        })
+    }
+
+    /// `kernels::rms_norm` on the CPU.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+        if !x.device().is_cpu() {
+            return candle_nn::ops::rms_norm(x, &self.weight, self.eps);
+        }
+        let shape = x.shape().clone();
+        let x = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; x.len()];
+        kernels::rms_norm(&x, &self.values, self.eps, &mut out);
+        Tensor::from_vec(out, shape, &Device::Cpu)
     }
 }
 
@@ -107,16 +123,16 @@ fn q5_0_as_q8_0(t: QTensor) -> candle_core::Result<QTensor> {
     )
 }
 
-/// Q8_0 and Q5_0 matrices of the same width read from the file straight into candle's Q8_0
-/// block storage, stacked (rows one after another); Q5_0 is re-encoded as in `q5_0_as_q8_0`.
-/// `None` when a matrix has another type. candle's `Content::tensor` holds the file's bytes and
+/// Q8_0 and Q5_0 matrices of the same width read from the file straight into a `Q8Matrix`,
+/// stacked (rows one after another); Q5_0 is re-encoded as in `q5_0_as_q8_0`. `None` when a
+/// matrix has another type. candle's `Content::tensor` holds the file's bytes and
 /// a copy of them at once: 356 MB for the 178 MB embedding table, which set the process's peak
 /// memory.
 fn read_q8_0<R: std::io::Read + std::io::Seek>(
     ct: &gguf_file::Content,
     file: &mut R,
     names: &[String],
-) -> candle_core::Result<Option<QTensor>> {
+) -> candle_core::Result<Option<q8_0::Q8Matrix>> {
     let mut infos = Vec::with_capacity(names.len());
     for name in names {
         let Some(info) = ct.tensor_infos.get(name) else {
@@ -134,32 +150,30 @@ fn read_q8_0<R: std::io::Read + std::io::Seek>(
         return Ok(None);
     }
     let rows: usize = infos.iter().map(|(_, (n, _))| n).sum();
-    let mut blocks = vec![<BlockQ8_0 as GgmlType>::zeros(); rows * k / 32];
-    // SAFETY: BlockQ8_0 is repr(C), 34 bytes (an f16 and 32 i8) with no padding; any bytes are
-    // a valid value.
-    let bytes: &mut [u8] = unsafe {
-        std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), blocks.len() * 34)
-    };
-    let mut at = 0;
+    let mut matrix = q8_0::Q8Matrix::builder(k, rows);
+    // 256 rows at a time: a small buffer however large the matrix.
+    let row_blocks = k / 32;
+    let mut q8 = Vec::new();
     for (info, (n, _)) in infos {
-        let count = n * k / 32;
-        file.seek(std::io::SeekFrom::Start(ct.tensor_data_offset + info.offset))?;
-        let out = &mut bytes[at * 34..(at + count) * 34];
-        if info.ggml_dtype == GgmlDType::Q8_0 {
-            file.read_exact(out)?;
-        } else {
-            let mut q5 = vec![0u8; count * 22];
-            file.read_exact(&mut q5)?;
-            for (block, out) in q5.chunks_exact(22).zip(out.chunks_exact_mut(34)) {
-                q5_0_block_as_q8_0(block, out);
+        file.seek(std::io::SeekFrom::Start(
+            ct.tensor_data_offset + info.offset,
+        ))?;
+        for first in (0..n).step_by(256) {
+            let count = (n - first).min(256) * row_blocks;
+            q8.resize(count * 34, 0);
+            if info.ggml_dtype == GgmlDType::Q8_0 {
+                file.read_exact(&mut q8)?;
+            } else {
+                let mut q5 = vec![0u8; count * 22];
+                file.read_exact(&mut q5)?;
+                for (block, out) in q5.chunks_exact(22).zip(q8.chunks_exact_mut(34)) {
+                    q5_0_block_as_q8_0(block, out);
+                }
             }
+            matrix.push(&q8);
         }
-        at += count;
     }
-    Ok(Some(QTensor::new(
-        QStorage::Cpu(Box::new(blocks)),
-        (rows, k),
-    )?))
+    Ok(Some(matrix.finish()))
 }
 
 /// One Q5_0 block (f16 scale, 4 bytes with the high bits, 16 bytes of low nibbles) as a Q8_0
@@ -168,7 +182,8 @@ fn q5_0_block_as_q8_0(block: &[u8], out: &mut [u8]) {
     out[..2].copy_from_slice(&block[..2]);
     let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
     let low = &block[6..22];
-    let value = |nibble: u8, bit: u32| ((nibble | (((high >> bit) & 1) << 4) as u8) as i8 - 16) as u8;
+    let value =
+        |nibble: u8, bit: u32| ((nibble | (((high >> bit) & 1) << 4) as u8) as i8 - 16) as u8;
     for j in 0..16 {
         out[2 + j] = value(low[j] & 0x0F, j as u32);
         out[18 + j] = value(low[j] >> 4, j as u32 + 16);
@@ -185,44 +200,58 @@ fn q5_0_block_as_q8_0(block: &[u8], out: &mut [u8]) {
 /// attention output and down projection against q/k/v and gate/up), and its repacked copies
 /// of them stayed in memory beside the originals. Elsewhere: candle's matmul.
 struct Linear {
-    weight: QMatMul,
-    q8_0: bool,
+    weight: Weights,
+}
+
+enum Weights {
+    /// On a CPU that runs `q8_0`.
+    Q8(q8_0::Q8Matrix),
+    Candle(QMatMul),
 }
 
 impl Linear {
     fn new(weight: QTensor) -> candle_core::Result<Self> {
         let cpu = weight.device().is_cpu() && q8_0::supported();
+        let (n, k) = weight.shape().dims2()?;
+        if !cpu
+            || !k.is_multiple_of(32)
+            || matches!(
+                weight.dtype(),
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+            )
+        {
+            return Ok(Self {
+                weight: Weights::Candle(QMatMul::from_qtensor(weight)?),
+            });
+        }
         let weight = match weight.dtype() {
-            GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => weight,
-            _ if cpu && weight.shape().dims2()?.1.is_multiple_of(32) => {
-                QTensor::quantize(&weight.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-            }
-            _ => weight,
+            GgmlDType::Q8_0 => weight,
+            GgmlDType::Q5_0 => q5_0_as_q8_0(weight)?,
+            _ => QTensor::quantize(&weight.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?,
         };
-        let q8_0 = cpu && weight.dtype() == GgmlDType::Q8_0;
-        Ok(Self {
-            weight: QMatMul::from_qtensor(weight)?,
-            q8_0,
-        })
+        let mut matrix = q8_0::Q8Matrix::builder(k, n);
+        matrix.push(&weight.data()?);
+        Ok(Self::q8(matrix.finish()))
+    }
+
+    fn q8(matrix: q8_0::Q8Matrix) -> Self {
+        Self {
+            weight: Weights::Q8(matrix),
+        }
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
-            QMatMul::QTensor(weight) if self.q8_0 => {
-                let (n, k) = weight.shape().dims2()?;
-                let bytes = weight.data()?;
-                let rows = q8_0::Q8Rows {
-                    bytes: &bytes,
-                    blocks: k / 32,
-                };
+            Weights::Q8(matrix) => {
                 let input = x.flatten_all()?.to_vec1::<f32>()?;
-                let mut y = vec![0f32; input.len() / k * n];
-                q8_0::matmul(&rows, &input, &mut y, n);
+                let n = matrix.rows();
+                let mut y = vec![0f32; input.len() / matrix.width() * n];
+                matrix.matmul(&input, &mut y);
                 let mut dims = x.dims().to_vec();
                 *dims.last_mut().expect("input has a last dimension") = n;
                 Tensor::from_vec(y, dims, x.device())
             }
-            _ => self.weight.forward(x),
+            Weights::Candle(weight) => weight.forward(x),
         }
     }
 }
@@ -376,8 +405,8 @@ impl KvCache {
 
 pub struct Gemma3 {
     pub config: Gemma3Config,
-    /// Quantized, shared with the tied output projection; rows are dequantized on lookup.
-    embeddings: Arc<QTensor>,
+    /// Quantized, rows dequantized on lookup; `None`: the rows of the (tied) output projection.
+    embeddings: Option<Arc<QTensor>>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Linear,
@@ -399,7 +428,10 @@ impl Gemma3 {
                 .map_err(|e| Error::bad(path, format!("tensor {name}: {e}")))
         };
         // Q8_0 and Q5_0 matrices on the CPU are read straight into block storage.
-        let matrices = |file: &mut R, names: &[String]| -> Result<Option<QTensor>> {
+        let matrices = |file: &mut R, names: &[String]| -> Result<Option<q8_0::Q8Matrix>> {
+            if !q8_0::supported() {
+                return Ok(None);
+            }
             if !device.is_cpu() {
                 return Ok(None);
             }
@@ -410,7 +442,7 @@ impl Gemma3 {
             let names: Vec<String> = parts.iter().map(|n| format!("{p}.{n}.weight")).collect();
             Ok(match matrices(file, &names)? {
                 Some(stacked) => Projections::Fused {
-                    weight: Linear::new(stacked)?,
+                    weight: Linear::q8(stacked),
                     sizes: names
                         .iter()
                         .map(|n| ct.tensor_infos[n].shape.dims()[0])
@@ -428,10 +460,10 @@ impl Gemma3 {
         for i in 0..config.layers {
             let p = format!("blk.{i}");
             let mut norm = |name: &str| -> Result<RmsNorm> {
-                Ok(RmsNorm {
-                    weight: tensor(file, &format!("{p}.{name}.weight"))?.dequantize(device)?,
+                Ok(RmsNorm::new(
+                    tensor(file, &format!("{p}.{name}.weight"))?.dequantize(device)?,
                     eps,
-                })
+                )?)
             };
             let (q_norm, k_norm, attn_norm) = (
                 norm("attn_q_norm")?,
@@ -456,25 +488,37 @@ impl Gemma3 {
                 down: Linear::new(tensor(file, &format!("{p}.ffn_down.weight"))?)?,
             });
         }
-        let norm = RmsNorm {
-            weight: tensor(file, "output_norm.weight")?.dequantize(device)?,
-            eps,
-        };
-        // The output projection is tied to the embeddings unless the file has its own.
-        let embeddings = match matrices(file, &["token_embd.weight".to_string()])? {
-            Some(t) => t,
-            None => tensor(file, "token_embd.weight")?,
-        };
-        let (output, embeddings) = match ct.tensor(file, "output.weight", device) {
-            Ok(t) => (Linear::new(t)?, Arc::new(embeddings)),
-            Err(_) => {
-                let output = Linear::new(embeddings)?;
-                let QMatMul::QTensor(rows) = &output.weight else {
-                    return Err(Error::bad(path, "token_embd.weight is not quantized"));
-                };
-                let rows = rows.clone();
-                (output, rows)
-            }
+        let norm = RmsNorm::new(tensor(file, "output_norm.weight")?.dequantize(device)?, eps)?;
+        // The output projection is tied to the embeddings unless the file has its own; tied,
+        // the embeddings are looked up in its rows.
+        let (output, embeddings) = match ct.tensor_infos.contains_key("output.weight") {
+            true => (
+                Linear::new(tensor(file, "output.weight")?)?,
+                Some(Arc::new(tensor(file, "token_embd.weight")?)),
+            ),
+            false => match matrices(file, &["token_embd.weight".to_string()])? {
+                Some(m) => (Linear::q8(m), None),
+                None => match Linear::new(tensor(file, "token_embd.weight")?)? {
+                    output @ Linear {
+                        weight: Weights::Q8(_),
+                    } => (output, None),
+                    // candle's matmul and lookup on one copy.
+                    Linear {
+                        weight: Weights::Candle(weight),
+                    } => {
+                        let QMatMul::QTensor(table) = &weight else {
+                            return Err(Error::bad(path, "token_embd.weight is not quantized"));
+                        };
+                        let table = table.clone();
+                        (
+                            Linear {
+                                weight: Weights::Candle(weight),
+                            },
+                            Some(table),
+                        )
+                    }
+                },
+            },
         };
         Ok(Self {
             config,
@@ -484,6 +528,24 @@ impl Gemma3 {
             output,
             device: device.clone(),
         })
+    }
+
+    /// Whether a position's keys, values and logits are the same bits however its prompt was
+    /// cut into blocks (and in a decode step): true on the CPU with every matrix on the Q8_0
+    /// kernels, where each op computes a row on its own (`q8_0`, `attend_rows`, norms, rotary
+    /// embedding, GELU). The prefix cache then reuses any shared prefix.
+    pub fn rows_independent(&self) -> bool {
+        let q8 = |l: &Linear| matches!(l.weight, Weights::Q8(_));
+        let projections = |p: &Projections| match p {
+            Projections::Fused { weight, .. } => q8(weight),
+            Projections::Separate(all) => all.iter().all(q8),
+        };
+        self.device.is_cpu()
+            && q8(&self.output)
+            && self
+                .layers
+                .iter()
+                .all(|l| projections(&l.qkv) && projections(&l.gate_up) && q8(&l.o) && q8(&l.down))
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -506,8 +568,20 @@ impl Gemma3 {
         let c = &self.config;
         crate::profile::set_decoding(len == 1);
         let mut x = time(Op::Embed, || -> candle_core::Result<Tensor> {
-            let ids = Tensor::new(tokens, &self.device)?;
-            let x = self.embeddings.embedding(&ids)?;
+            let x = match (&self.embeddings, &self.output.weight) {
+                (Some(table), _) => table.embedding(&Tensor::new(tokens, &self.device)?)?,
+                (None, Weights::Q8(table)) => {
+                    let mut x = vec![0f32; len * c.hidden];
+                    for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(c.hidden)) {
+                        if t as usize >= table.rows() {
+                            candle_core::bail!("token id {t} is outside the vocabulary");
+                        }
+                        table.row(t as usize, row);
+                    }
+                    Tensor::from_vec(x, (len, c.hidden), &self.device)?
+                }
+                (None, Weights::Candle(_)) => unreachable!("an untied table is kept"),
+            };
             x.unsqueeze(0)? * (c.hidden as f64).sqrt() // (1, L, hidden)
         })?;
         let (global, local) = time(Op::NormRope, || -> Result<_> {
@@ -576,8 +650,8 @@ impl Gemma3 {
         // Grouped-query attention: each key/value head serves heads / kv_heads query heads.
         let groups = c.heads / c.kv_heads;
         let out = time(Op::Attention, || -> candle_core::Result<Tensor> {
-            if len == 1 && x.device().is_cpu() {
-                return attend_one(&q, &k, &v, groups, attend.scale);
+            if x.device().is_cpu() {
+                return attend_rows(&q, &k, &v, groups, attend);
             }
             let keys = k.dim(2)?;
             let q = (q.reshape((c.kv_heads, groups * len, c.head_dim))? * attend.scale)?;
@@ -607,7 +681,12 @@ fn rope(x: &Tensor, attend: &Attend) -> candle_core::Result<Tensor> {
     }
     let (shape, head_dim) = (x.shape().clone(), x.dim(3)?);
     let mut values = x.flatten_all()?.to_vec1::<f32>()?;
-    kernels::rope(&mut values, &attend.cos_values, &attend.sin_values, head_dim);
+    kernels::rope(
+        &mut values,
+        &attend.cos_values,
+        &attend.sin_values,
+        head_dim,
+    );
     Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
@@ -626,46 +705,73 @@ fn gelu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, shape, &device)
 }
 
-/// Attention of the one new position `q` (1, heads, 1, head_dim) over the cached keys and
-/// values `k`, `v` (1, kv_heads, keys, head_dim, views into the cache), all visible: returns
-/// (1, 1, heads * head_dim).
-fn attend_one(
+/// Attention of the new positions `q` (1, heads, L, head_dim) over the cached keys and values
+/// `k`, `v` (1, kv_heads, keys, head_dim, views into the cache from `attend.first_key`): each
+/// position sees itself, the positions before it and, in local layers, only the last `window`
+/// of them. One `kernels::attend_one` per position, over exactly the keys it sees, so a
+/// position gets the same bits in a prompt block of any size as in a decode step (which the
+/// prefix cache relies on to reuse any prefix). Positions are split between candle's threads.
+/// Returns (1, L, heads * head_dim).
+fn attend_rows(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     groups: usize,
-    scale: f64,
+    attend: &Attend,
 ) -> candle_core::Result<Tensor> {
-    let (_, heads, _, head_dim) = q.dims4()?;
-    let (_, _, keys, _) = k.dims4()?;
+    let (_, heads, len, head_dim) = q.dims4()?;
+    // (L, heads, head_dim): a position's heads together.
+    let q = q.squeeze(0)?.transpose(0, 1)?.contiguous()?;
     let q = q.flatten_all()?.to_vec1::<f32>()?;
     let (k_storage, k_layout) = k.storage_and_layout();
     let (v_storage, v_layout) = v.storage_and_layout();
     let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
-        candle_core::bail!("attend_one runs on the CPU");
+        candle_core::bail!("attend_rows runs on the CPU");
     };
     // Both views share the cache's layout: head_dim contiguous, positions head_dim apart.
     let stride = k_layout.stride();
     if stride[3] != 1 || stride[2] != head_dim || v_layout.stride() != stride {
         candle_core::bail!("unexpected cache layout {stride:?}");
     }
-    let mut out = vec![0f32; heads * head_dim];
-    kernels::attend_one(
-        &kernels::OneQuery {
-            q: &q,
-            k: k_cpu.as_slice::<f32>()?,
-            v: v_cpu.as_slice::<f32>()?,
-            k_offset: k_layout.start_offset(),
-            v_offset: v_layout.start_offset(),
-            head_stride: stride[1],
-            keys,
-            head_dim,
-            groups,
-            scale: scale as f32,
-        },
-        &mut out,
-    );
-    Tensor::from_vec(out, (1, 1, heads * head_dim), &Device::Cpu)
+    let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
+    let row = heads * head_dim;
+    let mut out = vec![0f32; len * row];
+    let rows: Vec<std::sync::Mutex<&mut [f32]>> = out
+        .chunks_exact_mut(row)
+        .map(std::sync::Mutex::new)
+        .collect();
+    let run = |positions: std::ops::Range<usize>| {
+        for i in positions {
+            let position = attend.start + i;
+            let first = attend
+                .window
+                .map_or(0, |w| (position + 1).saturating_sub(w));
+            let skip = (first - attend.first_key) * head_dim;
+            let mut out = rows[i].lock().unwrap_or_else(|e| e.into_inner());
+            kernels::attend_one(
+                &kernels::OneQuery {
+                    q: &q[i * row..(i + 1) * row],
+                    k: k_all,
+                    v: v_all,
+                    k_offset: k_layout.start_offset() + skip,
+                    v_offset: v_layout.start_offset() + skip,
+                    head_stride: stride[1],
+                    keys: position + 1 - first,
+                    head_dim,
+                    groups,
+                    scale: attend.scale as f32,
+                },
+                &mut out,
+            );
+        }
+    };
+    if len == 1 {
+        run(0..1);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(len, run);
+    }
+    drop(rows);
+    Tensor::from_vec(out, (1, len, row), &Device::Cpu)
 }
 
 /// What the attention of one kind of layer (global or local) needs for one step: rotary angles
@@ -673,6 +779,7 @@ fn attend_one(
 /// there. Local layers see only the last `window` positions, so they read at most
 /// `window - 1` cached keys however long the context.
 struct Attend {
+    window: Option<usize>,
     cos: Tensor,
     sin: Tensor,
     cos_values: Vec<f32>,
@@ -699,6 +806,7 @@ impl Attend {
         let (cos, sin) = rotary(c.head_dim, base, start, len, device)?;
         let first_key = window.map_or(0, |w| (start + 1).saturating_sub(w));
         Ok(Self {
+            window,
             cos_values: cos.flatten_all()?.to_vec1()?,
             sin_values: sin.flatten_all()?.to_vec1()?,
             cos,

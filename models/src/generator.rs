@@ -73,18 +73,19 @@ enum Model {
     Qwen3(quantized_qwen3::ModelWeights),
 }
 
-/// Prompts run in blocks of this many tokens at multiples of it. Numerically, a matmul over 64
-/// rows is not a matmul over 1 or 512 (other kernels, other summation orders), so reused keys
-/// and values are exact only if they were computed as the same block: the prefix cache reuses
-/// whole blocks of earlier prompts and recomputes the rest the way a cold run does. The same
-/// prompt, seed and settings then give the same text whatever the cache holds. 64 rows keep
-/// the quantized matmuls at full speed and bound the attention scores to heads x 64 x context.
+/// Prompts run in blocks of this many tokens (64 rows keep the matmuls at full speed and bound
+/// the attention work per block). Where the model computes each position the same way in any
+/// block (`Gemma3::rows_independent`: the CPU kernels), the prefix cache reuses any shared
+/// prefix, to the token, and the same prompt, seed and settings give the same text whatever
+/// the cache holds. Elsewhere (candle's kernels: another summation order for 1 row than for 64)
+/// reused keys and values are exact only if computed as the same block: then only whole blocks
+/// of earlier prompts are reused and the rest is recomputed the way a cold run does.
 const PREFILL_BLOCK: usize = 64;
 
 /// A token sequence and the keys and values of its positions.
 struct Sequence {
     tokens: Vec<u32>,
-    /// Leading positions computed in whole prompt blocks, so reusable exactly.
+    /// Leading positions reusable exactly (all of them, or those in whole prompt blocks).
     exact: usize,
     cache: KvCache,
 }
@@ -107,7 +108,10 @@ impl Model {
                 }
                 *current = Some(Sequence {
                     tokens: prompt.to_vec(),
-                    exact: prompt.len() / PREFILL_BLOCK * PREFILL_BLOCK,
+                    exact: match model.rows_independent() {
+                        true => usize::MAX,
+                        false => prompt.len() / PREFILL_BLOCK * PREFILL_BLOCK,
+                    },
                     cache,
                 });
                 Ok((
@@ -168,7 +172,10 @@ impl PrefixCache {
             let shared = common_prefix(&s.tokens, prompt)
                 .min(prompt.len() - 1)
                 .min(s.exact);
-            shared / PREFILL_BLOCK * PREFILL_BLOCK
+            match model.rows_independent() {
+                true => shared,
+                false => shared / PREFILL_BLOCK * PREFILL_BLOCK,
+            }
         };
         let best = (0..self.entries.len()).max_by_key(|&i| (reusable(&self.entries[i]), i));
         let take = match best {

@@ -282,32 +282,61 @@ pub struct OneQuery<'a> {
     pub scale: f32,
 }
 
+/// The query heads of one key/value head go together: each key and value row is read once for
+/// all of them. Per head the arithmetic is fixed (scores in key order, softmax, values added in
+/// key order), so a query gets the same bits whichever step or prompt block computes it.
 pub fn attend_one(a: &OneQuery, out: &mut [f32]) {
-    let hd = a.head_dim;
-    let mut weights = vec![0f32; a.keys];
-    for (h, (q, out)) in
-        a.q.chunks_exact(hd)
-            .zip(out.chunks_exact_mut(hd))
+    let (hd, groups, keys) = (a.head_dim, a.groups, a.keys);
+    let mut weights = vec![0f32; groups * keys];
+    let mut probs = vec![0f32; groups];
+    for (g, (q, out)) in
+        a.q.chunks_exact(hd * groups)
+            .zip(out.chunks_exact_mut(hd * groups))
             .enumerate()
     {
-        let g = h / a.groups;
         let key = |t: usize| &a.k[a.k_offset + g * a.head_stride + t * hd..][..hd];
         let value = |t: usize| &a.v[a.v_offset + g * a.head_stride + t * hd..][..hd];
-        for (t, w) in weights.iter_mut().enumerate() {
-            *w = dot(q, key(t)) * a.scale;
+        for t in 0..keys {
+            let k = key(t);
+            for (h, q) in q.chunks_exact(hd).enumerate() {
+                weights[h * keys + t] = dot(q, k) * a.scale;
+            }
         }
-        let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for w in weights.iter_mut() {
-            *w = exp(*w - max);
-            sum += *w;
+        let mut sums = [0f32; 16];
+        let sums = &mut sums[..groups.min(16)];
+        assert!(groups <= 16, "at most 16 query heads per key/value head");
+        for (w, sum) in weights.chunks_exact_mut(keys).zip(sums.iter_mut()) {
+            let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for w in w.iter_mut() {
+                *w = exp(*w - max);
+                *sum += *w;
+            }
         }
         out.fill(0.0);
-        for (t, w) in weights.iter().enumerate() {
-            let p = w / sum;
-            for (o, v) in out.iter_mut().zip(value(t)) {
-                *o += p * v;
+        for t in 0..keys {
+            let v = value(t);
+            for (h, p) in probs.iter_mut().enumerate() {
+                *p = weights[h * keys + t] / sums[h];
             }
+            for (out, p) in out.chunks_exact_mut(hd).zip(&probs) {
+                for (o, v) in out.iter_mut().zip(v) {
+                    *o += p * v;
+                }
+            }
+        }
+    }
+}
+
+/// RMS norm of each row of `x` (rows of `weight.len()` values), written to `out`: candle's
+/// `rms_norm` arithmetic (so the same bits) on the calling thread; candle's hands blocks of more
+/// than 32 rows to rayon's pool, a round trip between threads per call.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
+        let m = (sum2 / n as f32 + eps).sqrt();
+        for ((d, s), w) in dst.iter_mut().zip(src).zip(weight) {
+            *d = *s / m * *w;
         }
     }
 }
@@ -439,6 +468,31 @@ mod tests {
                 "gelu({x})"
             );
         }
+    }
+
+    #[test]
+    fn rms_norm_gives_candles_bits() {
+        use candle_core::{Device, Tensor};
+        // 40 rows: more than candle's 32-row threshold for its threaded path.
+        let (rows, n) = (40, 24);
+        let x: Vec<f32> = (0..rows * n)
+            .map(|i| ((i as f32) * 0.37).cos() * 3.0)
+            .collect();
+        let w: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 / 10.0).collect();
+        let dev = &Device::Cpu;
+        let want = candle_nn::ops::rms_norm(
+            &Tensor::from_vec(x.clone(), (rows, n), dev).unwrap(),
+            &Tensor::from_vec(w.clone(), n, dev).unwrap(),
+            1e-6,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let mut got = vec![0f32; rows * n];
+        rms_norm(&x, &w, 1e-6, &mut got);
+        assert_eq!(got, want);
     }
 
     #[test]

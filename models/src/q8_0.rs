@@ -116,6 +116,189 @@ pub(crate) fn matmul(rows: &Q8Rows, x: &[f32], y: &mut [f32], n: usize) {
     }
 }
 
+/// Rows of a tile: one AVX-512 vector of int32 or f32 lanes.
+const TILE_ROWS: usize = 16;
+/// A tile block: 16 rows' f16 scales, then their 32 values each as `w + 128` (u8), in 8 groups
+/// of 4 values by row: `[group][row][4]`, so one 64-byte load holds 4 values of all 16 rows.
+const TILE_BYTES: usize = TILE_ROWS * 2 + TILE_ROWS * BLOCK;
+
+/// Q8_0 weights ready for `Q8Matrix::matmul`: `n` rows of `k` values.
+///
+/// With AVX-512 VNNI and `n` a multiple of 16 the rows are stored in tiles of 16 (the GGUF's
+/// bytes rearranged, the same size, no second copy): `vpdpbusd` then multiplies 4 values of 16
+/// rows by 4 input values in one instruction and sums each row's block in an int32 lane, 13
+/// instructions per 16 × 32 multiply-adds instead of about 6 per 32 in the row kernel. Every
+/// output is computed the same way whatever the number of input rows (one decode token or a
+/// prompt block): per block, the exact integer dot product, then `acc = fma(dot, dw·dx, acc)`
+/// in block order. Without VNNI the rows stay as the file has them (`matmul` above).
+pub(crate) struct Q8Matrix {
+    n: usize,
+    k: usize,
+    tiled: bool,
+    bytes: Vec<u8>,
+}
+
+impl Q8Matrix {
+    /// An empty matrix of `k` values per row; `push` adds rows in Q8_0 bytes.
+    pub fn builder(k: usize, rows: usize) -> Q8Builder {
+        assert!(k.is_multiple_of(BLOCK));
+        let tiled = tiles_supported() && rows.is_multiple_of(TILE_ROWS);
+        Q8Builder {
+            matrix: Q8Matrix {
+                n: 0,
+                k,
+                tiled,
+                bytes: Vec::with_capacity(rows * k / BLOCK * BLOCK_BYTES),
+            },
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    pub fn width(&self) -> usize {
+        self.k
+    }
+
+    /// `y = x Wᵀ` for `m` input rows of `k` values (`y`: `m` rows of `n`).
+    pub fn matmul(&self, x: &[f32], y: &mut [f32]) {
+        if !self.tiled {
+            let rows = Q8Rows {
+                bytes: &self.bytes,
+                blocks: self.k / BLOCK,
+            };
+            return matmul(&rows, x, y, self.n);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let blocks = self.k / BLOCK;
+            assert!(x.len().is_multiple_of(self.k));
+            let m = x.len() / self.k;
+            assert_eq!(y.len(), m * self.n);
+            let input = quantize(x);
+            let sums: Vec<i32> = input
+                .values
+                .chunks_exact(BLOCK)
+                .map(|b| b.iter().map(|&v| i32::from(v)).sum())
+                .collect();
+            let out = SharedOut(y.as_mut_ptr());
+            let n = self.n;
+            let run = |tiles: std::ops::Range<usize>| {
+                for t in tiles {
+                    for i in (0..m).step_by(TILE) {
+                        // SAFETY: tiles_supported() held when the matrix was built; tile t and
+                        // input rows i..i+TILE (or fewer) lie inside `bytes` and `input`; tile
+                        // t's outputs are written by the one thread holding it.
+                        unsafe {
+                            x86::tile_vnni(
+                                self.bytes.as_ptr().add(t * blocks * TILE_BYTES),
+                                &x86::Inputs {
+                                    values: input.values.as_ptr().add(i * self.k),
+                                    scales: input.scales.as_ptr().add(i * blocks),
+                                    sums: sums.as_ptr().add(i * blocks),
+                                    rows: (m - i).min(TILE),
+                                    blocks,
+                                },
+                                out.at(i * n + t * TILE_ROWS),
+                                n,
+                            )
+                        }
+                    }
+                }
+            };
+            let tiles = n / TILE_ROWS;
+            if tiles == 1 {
+                run(0..1);
+            } else {
+                candle_core::utils::barrier_pool().execute_chunked(tiles, run);
+            }
+        }
+    }
+
+    /// Row `r` dequantized (an embedding lookup).
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        let blocks = self.k / BLOCK;
+        assert!(r < self.n && out.len() == self.k);
+        for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+            if self.tiled {
+                let tile = &self.bytes[(r / TILE_ROWS * blocks + b) * TILE_BYTES..][..TILE_BYTES];
+                let lane = r % TILE_ROWS;
+                let d = f16::from_le_bytes([tile[2 * lane], tile[2 * lane + 1]]).to_f32();
+                for (j, o) in out.iter_mut().enumerate() {
+                    let byte = tile[TILE_ROWS * 2 + (j / 4 * TILE_ROWS + lane) * 4 + j % 4];
+                    *o = d * (i32::from(byte) - 128) as f32;
+                }
+            } else {
+                let block = &self.bytes[(r * blocks + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                for (o, &q) in out.iter_mut().zip(&block[2..]) {
+                    *o = d * f32::from(q as i8);
+                }
+            }
+        }
+    }
+}
+
+/// Builds a `Q8Matrix` from rows of Q8_0 bytes, tiling 16 rows at a time as they come.
+pub(crate) struct Q8Builder {
+    matrix: Q8Matrix,
+    pending: Vec<u8>,
+}
+
+impl Q8Builder {
+    /// Appends whole rows of Q8_0 bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let row_bytes = self.matrix.k / BLOCK * BLOCK_BYTES;
+        assert!(bytes.len().is_multiple_of(row_bytes));
+        if !self.matrix.tiled {
+            self.matrix.bytes.extend_from_slice(bytes);
+            self.matrix.n += bytes.len() / row_bytes;
+            return;
+        }
+        self.pending.extend_from_slice(bytes);
+        let group = TILE_ROWS * row_bytes;
+        let whole = self.pending.len() / group * group;
+        for rows in self.pending[..whole].chunks_exact(group) {
+            tile_rows(rows, self.matrix.k / BLOCK, &mut self.matrix.bytes);
+            self.matrix.n += TILE_ROWS;
+        }
+        self.pending.drain(..whole);
+    }
+
+    pub fn finish(self) -> Q8Matrix {
+        assert!(self.pending.is_empty(), "rows left over from the last tile");
+        self.matrix
+    }
+}
+
+/// 16 rows of `blocks` Q8_0 blocks as tiles, appended to `out`.
+fn tile_rows(rows: &[u8], blocks: usize, out: &mut Vec<u8>) {
+    let row_bytes = blocks * BLOCK_BYTES;
+    for b in 0..blocks {
+        let block = |r: usize| &rows[r * row_bytes + b * BLOCK_BYTES..][..BLOCK_BYTES];
+        for r in 0..TILE_ROWS {
+            out.extend_from_slice(&block(r)[..2]);
+        }
+        for g in 0..BLOCK / 4 {
+            for r in 0..TILE_ROWS {
+                out.extend(block(r)[2 + 4 * g..][..4].iter().map(|&q| q ^ 0x80));
+            }
+        }
+    }
+}
+
+/// Whether the tiled kernel runs on this CPU.
+fn tiles_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vnni() && supported() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The output, written by several threads at disjoint places.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
@@ -180,20 +363,28 @@ mod x86 {
                             let w = _mm256_loadu_si256(block.add(2).cast());
                             let magnitude = _mm256_sign_epi8(w, w);
                             for (j, acc) in acc.iter_mut().enumerate() {
-                                let a = _mm256_loadu_si256(tile.values.add(j * width + b * BLOCK).cast());
+                                let a = _mm256_loadu_si256(
+                                    tile.values.add(j * width + b * BLOCK).cast(),
+                                );
                                 let d = scale * *tile.scales.add(j * tile.blocks + b);
                                 // |w| times a with w's sign: an unsigned × signed product, as the
                                 // instructions want, with the same value as w × a.
                                 let dot = $dot(magnitude, _mm256_sign_epi8(a, w));
                                 let acc = &mut acc[b % 2];
-                                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d), *acc);
+                                *acc = _mm256_fmadd_ps(
+                                    _mm256_cvtepi32_ps(dot),
+                                    _mm256_set1_ps(d),
+                                    *acc,
+                                );
                             }
                         }
                         for (sum, acc) in sums.iter_mut().zip(&acc) {
                             // Horizontal sum of the 16 lanes.
                             let acc = _mm256_add_ps(acc[0], acc[1]);
-                            let half =
-                                _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                            let half = _mm_add_ps(
+                                _mm256_castps256_ps128(acc),
+                                _mm256_extractf128_ps(acc, 1),
+                            );
                             let half = _mm_add_ps(half, _mm_movehl_ps(half, half));
                             *sum = _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
                         }
@@ -201,6 +392,54 @@ mod x86 {
                 }
             }
         };
+    }
+
+    /// Up to `TILE` quantized input rows for `tile_vnni`, with each block's sum of values.
+    pub(super) struct Inputs {
+        pub values: *const i8,
+        pub scales: *const f32,
+        pub sums: *const i32,
+        pub rows: usize,
+        pub blocks: usize,
+    }
+
+    /// One tile (16 weight rows, all blocks) against the input rows: writes 16 outputs per
+    /// input row at `out + row * stride`. Per (weight row, input row), lane by lane: the int32
+    /// sum of (w + 128)·x over the block's 32 values, less 128·Σx (exact), converted to f32 and
+    /// added as `fma(dot, dw·dx, acc)`, blocks in order. The same for any number of rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(super) unsafe fn tile_vnni(tile: *const u8, x: &Inputs, out: *mut f32, stride: usize) {
+        // SAFETY (whole body): the caller guarantees `blocks` tile blocks at `tile`, `rows`
+        // input rows of `blocks` blocks and 16 outputs per input row at `out`.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); TILE];
+            let width = x.blocks * BLOCK;
+            for b in 0..x.blocks {
+                let block = tile.add(b * super::TILE_BYTES);
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
+                let quants = block.add(super::TILE_ROWS * 2);
+                let w: [__m512i; 8] =
+                    std::array::from_fn(|g| _mm512_loadu_si512(quants.add(g * 64).cast()));
+                for (j, acc) in acc.iter_mut().enumerate().take(x.rows) {
+                    let a = x.values.add(j * width + b * BLOCK).cast::<i32>();
+                    let mut dot = _mm512_setzero_si512();
+                    for (g, w) in w.iter().enumerate() {
+                        dot = _mm512_dpbusd_epi32(
+                            dot,
+                            *w,
+                            _mm512_set1_epi32(a.add(g).read_unaligned()),
+                        );
+                    }
+                    let at = j * x.blocks + b;
+                    let dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(128 * *x.sums.add(at)));
+                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(*x.scales.add(at)));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), d, *acc);
+                }
+            }
+            for (j, acc) in acc.iter().enumerate().take(x.rows) {
+                _mm512_storeu_ps(out.add(j * stride), *acc);
+            }
+        }
     }
 
     #[inline]
@@ -262,7 +501,15 @@ mod tests {
             let (values, scales, bytes, x) = case(m);
             let input = quantize(&x);
             let mut y = vec![0f32; m * n];
-            matmul(&Q8Rows { bytes: &bytes, blocks }, &x, &mut y, n);
+            matmul(
+                &Q8Rows {
+                    bytes: &bytes,
+                    blocks,
+                },
+                &x,
+                &mut y,
+                n,
+            );
             for i in 0..m {
                 for r in 0..n {
                     let want: f64 = (0..blocks)

@@ -94,7 +94,10 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("# greedy text: {:?}", g.text);
             }
             for (op, seconds, calls) in triage_models::profile::take() {
-                eprintln!("# profile {op:<19} {:>9.2} ms {calls:>6} calls", seconds * 1e3);
+                eprintln!(
+                    "# profile {op:<19} {:>9.2} ms {calls:>6} calls",
+                    seconds * 1e3
+                );
             }
             Ok((
                 first.unwrap_or(total),
