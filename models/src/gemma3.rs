@@ -710,7 +710,7 @@ fn gelu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
 /// position sees itself, the positions before it and, in local layers, only the last `window`
 /// of them. One `kernels::attend_one` per position, over exactly the keys it sees, so a
 /// position gets the same bits in a prompt block of any size as in a decode step (which the
-/// prefix cache relies on to reuse any prefix). Positions are split between candle's threads.
+/// prefix cache relies on to reuse any prefix). Positions are split between `pool`'s threads.
 /// Returns (1, L, heads * head_dim).
 fn attend_rows(
     q: &Tensor,
@@ -765,11 +765,7 @@ fn attend_rows(
             );
         }
     };
-    if len == 1 {
-        run(0..1);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(len, run);
-    }
+    crate::pool::for_each_chunk(len, 2, &run);
     drop(rows);
     Tensor::from_vec(out, (1, len, row), &Device::Cpu)
 }

@@ -288,7 +288,6 @@ pub struct OneQuery<'a> {
 pub fn attend_one(a: &OneQuery, out: &mut [f32]) {
     let (hd, groups, keys) = (a.head_dim, a.groups, a.keys);
     let mut weights = vec![0f32; groups * keys];
-    let mut probs = vec![0f32; groups];
     for (g, (q, out)) in
         a.q.chunks_exact(hd * groups)
             .zip(out.chunks_exact_mut(hd * groups))
@@ -302,6 +301,7 @@ pub fn attend_one(a: &OneQuery, out: &mut [f32]) {
                 weights[h * keys + t] = dot(q, k) * a.scale;
             }
         }
+        const CHUNK: usize = 64;
         let mut sums = [0f32; 16];
         let sums = &mut sums[..groups.min(16)];
         assert!(groups <= 16, "at most 16 query heads per key/value head");
@@ -312,16 +312,35 @@ pub fn attend_one(a: &OneQuery, out: &mut [f32]) {
                 *sum += *w;
             }
         }
-        out.fill(0.0);
-        for t in 0..keys {
-            let v = value(t);
-            for (h, p) in probs.iter_mut().enumerate() {
-                *p = weights[h * keys + t] / sums[h];
+        for (w, sum) in weights.chunks_exact_mut(keys).zip(sums.iter()) {
+            for w in w.iter_mut() {
+                *w /= sum;
             }
-            for (out, p) in out.chunks_exact_mut(hd).zip(&probs) {
-                for (o, v) in out.iter_mut().zip(v) {
-                    *o += p * v;
+        }
+        // Values added in key order, per element (as `o += p * v` over t), 64 elements at a
+        // time held in registers rather than loaded and stored at every key.
+        for (h, out) in out.chunks_exact_mut(hd).enumerate() {
+            let probs = &weights[h * keys..(h + 1) * keys];
+            for (c, out) in out.chunks_mut(CHUNK).enumerate() {
+                let mut acc = [0f32; CHUNK];
+                if out.len() == CHUNK {
+                    for (t, &p) in probs.iter().enumerate() {
+                        let v: &[f32; CHUNK] = value(t)[c * CHUNK..][..CHUNK]
+                            .try_into()
+                            .expect("CHUNK values");
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a += p * v;
+                        }
+                    }
+                } else {
+                    for (t, &p) in probs.iter().enumerate() {
+                        let v = &value(t)[c * CHUNK..][..out.len()];
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            *a += p * v;
+                        }
+                    }
                 }
+                out.copy_from_slice(&acc[..out.len()]);
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod gemma3;
 pub mod generator;
 pub mod gguf_tokenizer;
 mod kernels;
+mod pool;
 pub mod profile;
 mod q8_0;
 
@@ -23,6 +24,11 @@ pub use gguf_tokenizer::GgufTokenizer;
 /// The int8 kernel the encoder uses on this CPU: "avx512-vnni", "avx2" or "scalar".
 pub fn int8_kernel() -> &'static str {
     kernels::int8::Isa::detect().name()
+}
+
+/// The Q8_0 kernel the Gemma 3 generator uses on this CPU.
+pub fn generator_kernel() -> &'static str {
+    q8_0::kernel_name()
 }
 
 /// Keeps freed tensor memory in the process. Inference allocates many large, short-lived

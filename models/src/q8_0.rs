@@ -8,8 +8,8 @@
 //! and however the work is split between threads: a row of a prompt block gets the same bits
 //! as the same row run alone. Several input rows share each load of a weight block (a block of
 //! 4 rows reads the weights once instead of 4 times), which is what makes prompts faster than
-//! decode per token. The threads are candle's (`barrier_pool`), so one pool serves candle's
-//! kernels and these (two pools on two cores took turns spinning).
+//! decode per token. The threads are `pool`'s: the caller never waits for a worker that has
+//! not started.
 
 use half::f16;
 
@@ -109,11 +109,7 @@ pub(crate) fn matmul(rows: &Q8Rows, x: &[f32], y: &mut [f32], n: usize) {
         }
     };
     let units = n.div_ceil(ROWS_PER_UNIT);
-    if units == 1 {
-        run(0..1);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(units, run);
-    }
+    crate::pool::for_each_chunk(units, chunk(units), &run);
 }
 
 /// Rows of a tile: one AVX-512 vector of int32 or f32 lanes.
@@ -209,11 +205,7 @@ impl Q8Matrix {
                 }
             };
             let tiles = n / TILE_ROWS;
-            if tiles == 1 {
-                run(0..1);
-            } else {
-                candle_core::utils::barrier_pool().execute_chunked(tiles, run);
-            }
+            crate::pool::for_each_chunk(tiles, chunk(tiles), &run);
         }
     }
 
@@ -289,6 +281,17 @@ fn tile_rows(rows: &[u8], blocks: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// The kernel `Q8Matrix` uses on this CPU.
+pub(crate) fn kernel_name() -> &'static str {
+    if tiles_supported() {
+        "AVX-512 VNNI tiles of 16 rows"
+    } else if supported() {
+        "AVX2 rows"
+    } else {
+        "candle"
+    }
+}
+
 /// Whether the tiled kernel runs on this CPU.
 fn tiles_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -297,6 +300,12 @@ fn tiles_supported() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Units of work per chunk a thread claims: about 8 chunks per thread, so a thread that the OS
+/// holds up leaves little for the others to wait on.
+fn chunk(units: usize) -> usize {
+    units.div_ceil(crate::pool::threads() * 8).max(1)
 }
 
 /// The output, written by several threads at disjoint places.
@@ -569,6 +578,65 @@ mod tests {
                     x86::row_vnni(weights, &tile, &mut b);
                 }
                 assert_eq!(a, b, "row {r}: AVX2 and VNNI differ");
+            }
+        }
+    }
+
+    /// `Q8Matrix` (tiled where the CPU has AVX-512 VNNI) against the straightforward
+    /// definition, bit for bit: per block the exact integer dot product, then
+    /// `fma(dot, dw·dx, acc)` in block order. Any number of input rows (full tiles and
+    /// remainders) gives each row the bits it gets alone; `row` dequantizes what was stored.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tiled_matrix_matches_the_definition_bit_for_bit() {
+        let (n, blocks) = (600 - 600 % TILE_ROWS, 2);
+        let k = blocks * BLOCK;
+        let (values, scales, _, x) = case(9);
+        let values = &values[..n * k];
+        let bytes = encode(values, &scales[..n * blocks]);
+        let mut builder = Q8Matrix::builder(k, n);
+        // In uneven pieces, as the loader reads them.
+        let row_bytes = blocks * BLOCK_BYTES;
+        builder.push(&bytes[..7 * row_bytes]);
+        builder.push(&bytes[7 * row_bytes..]);
+        let matrix = builder.finish();
+        assert_eq!(matrix.tiled, tiles_supported());
+        for m in [1, 3, 4, 5, 9] {
+            let x = &x[..m * k];
+            let input = quantize(x);
+            let mut y = vec![0f32; m * n];
+            matrix.matmul(x, &mut y);
+            if matrix.tiled {
+                for i in 0..m {
+                    for r in 0..n {
+                        let mut acc = 0f32;
+                        for b in 0..blocks {
+                            let dot: i32 = (0..BLOCK)
+                                .map(|j| {
+                                    i32::from(values[(r * blocks + b) * BLOCK + j])
+                                        * i32::from(input.values[(i * blocks + b) * BLOCK + j])
+                                })
+                                .sum();
+                            let dw = f16::from_f32(scales[r * blocks + b]).to_f32();
+                            acc = (dot as f32).mul_add(dw * input.scales[i * blocks + b], acc);
+                        }
+                        assert_eq!(y[i * n + r].to_bits(), acc.to_bits(), "{m} rows: {i}, {r}");
+                    }
+                }
+            }
+            for (i, row) in x.chunks_exact(k).enumerate() {
+                let mut alone = vec![0f32; n];
+                matrix.matmul(row, &mut alone);
+                assert_eq!(alone, y[i * n..(i + 1) * n], "{m} rows: input row {i}");
+            }
+        }
+        let mut row = vec![0f32; k];
+        for r in [0, 17, n - 1] {
+            matrix.row(r, &mut row);
+            for (j, got) in row.iter().enumerate() {
+                let want = f16::from_f32(scales[r * blocks + j / BLOCK]).to_f32()
+                    * f32::from(values[r * k + j]);
+                assert_eq!(*got, want, "row {r}, value {j}");
             }
         }
     }

@@ -58,7 +58,11 @@ fn main() -> anyhow::Result<()> {
         &Device::Cpu,
     )?;
     row("load_time", started.elapsed().as_secs_f64(), "s");
-    eprintln!("# peak RSS after loading: {:.0} MB", peak_rss_mb());
+    eprintln!(
+        "# peak RSS after loading: {:.0} MB; Q8_0 kernel: {}",
+        peak_rss_mb(),
+        triage_models::generator_kernel()
+    );
     let threads = std::env::var("CANDLE_NUM_THREADS")
         .or_else(|_| std::env::var("RAYON_NUM_THREADS"))
         .ok()
