@@ -2,16 +2,20 @@
 # One table of model speed: ours (bench-embed, bench-generate) and, side by side in the same run,
 # the peers on the same files (sentence-transformers/PyTorch, llama.cpp) when installed, with ratios.
 #   scripts/bench.sh            (pip install torch sentence-transformers llama-cpp-python for the peers)
-#   BENCH_ONLY=llm scripts/bench.sh   (or embed: one half of the table); BENCH_RUNS=3, BENCH_THREADS=2
+#   BENCH_ONLY=llm scripts/bench.sh   (or embed: one half of the table); BENCH_RUNS=3, BENCH_THREADS=2,
+#   BENCH_GENERATE=path/to/bench-generate (another build of it, with BENCH_ONLY=llm: no build)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODELS="${TRIAGE_MODELS_DIR:-$HOME/.cache/hotline-triage/models}"
 DEV="${BENCH_TEXTS:-$ROOT/../shared/data/teddycup2020c/dev.jsonl}"
 [ -f "$DEV" ] || DEV="$ROOT/data/sample/cases.jsonl"
-# --workspace: the features the workspace builds with (-p alone would rebuild dependencies).
-cd "$ROOT" && cargo build --release -q --workspace --bin bench-embed --bin bench-generate || exit 1
 ONLY="${BENCH_ONLY:-all}"
+cd "$ROOT" || exit 1
 TARGET="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+# BENCH_GENERATE: another bench-generate binary (say, built at an earlier commit) against the same peer.
+GENERATE="${BENCH_GENERATE:-$TARGET/release/bench-generate}"
+# --workspace: the features the workspace builds with (-p alone would rebuild dependencies).
+[ -n "${BENCH_GENERATE:-}" ] && [ "$ONLY" = llm ] || cargo build --release -q --workspace --bin bench-embed --bin bench-generate || exit 1
 OUT="$(mktemp)"
 export RAYON_NUM_THREADS="${BENCH_THREADS:-2}"
 echo "# CPU features: $(grep -m1 -o -w -E 'avx2|fma|avx512f|avx512bw|avx512_vnni|avx_vnni' /proc/cpuinfo | sort -u | tr '\n' ' ')" >&2
@@ -29,7 +33,7 @@ if [ "$ONLY" != embed ]; then
 LLAMA=1; python3 -c "import llama_cpp" 2>/dev/null || { LLAMA=0; echo "(peer skipped: llama-cpp-python not installed)" >&2; }
 echo "# load before the LLM runs: $(uptime | sed 's/.*load/load/')" >&2
 for run in $(seq "${BENCH_RUNS:-3}"); do
-  "$TARGET/release/bench-generate" "$MODELS" >> "$OUT"
+  "$GENERATE" "$MODELS" >> "$OUT"
   [ "$LLAMA" = 1 ] && BENCH_THREADS="$RAYON_NUM_THREADS" python3 scripts/peers/bench_llamacpp.py "$MODELS" >> "$OUT"
 done
 echo "# load after the LLM runs: $(uptime | sed 's/.*load/load/')" >&2
@@ -48,7 +52,7 @@ def cell(values):
     if len(values) == 1:
         return f"{median:.2f}"
     return f"{median:.2f} ({min(values):.2f}-{max(values):.2f})"
-print(f"{'group':<6} {'metric':<24} {'ours (min-max)':>26} {'peer (min-max)':>26} {'ratio':>7}  unit")
+print(f"{'group':<6} {'metric':<24} {'ours (min-max)':>30} {'peer (min-max)':>30} {'ratio':>7}  unit")
 for (group, metric), by in rows.items():
     ours, peer = by.get("ours"), by.get("peer")
     if ours is None:
@@ -56,7 +60,7 @@ for (group, metric), by in rows.items():
     o = statistics.median(ours[0])
     p = statistics.median(peer[0]) if peer else None
     ratio = f"{o / p:.2f}x" if p else ""
-    print(f"{group:<6} {metric:<24} {cell(ours[0]):>26} {(cell(peer[0]) if peer else '-'):>26} {ratio:>7}  {ours[1]}")
+    print(f"{group:<6} {metric:<24} {cell(ours[0]):>30} {(cell(peer[0]) if peer else '-'):>30} {ratio:>7}  {ours[1]}")
 print("(ratio: ours / peer of the medians; llm rows are BENCH_RUNS runs of each side taking turns)")
 PY
 rm -f "$OUT"

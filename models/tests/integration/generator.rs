@@ -278,3 +278,41 @@ fn cancelling_stops_generation() {
     assert_eq!(g.stop_reason, StopReason::Cancelled);
     assert!(g.generated_tokens < 50);
 }
+
+/// On the CPU every op computes a position on its own, so a prompt's last logits and its keys
+/// and values are the same bits whether it runs as one block, in blocks of other sizes, token
+/// by token, or after a cached prefix cut at any token: what lets the prefix cache reuse a
+/// shared prefix to the token.
+#[test]
+fn a_prompt_gives_the_same_bits_however_it_is_cut_into_blocks() {
+    let path = gemma_path();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let model = Gemma3::load(&content, &mut file, &path, &default_device().unwrap()).unwrap();
+    assert!(model.rows_independent(), "the CPU kernels run here");
+    let tokens = gemma()
+        .encode(&"市民来信：小区门口的路灯坏了一个月，晚上很黑。".repeat(4))
+        .unwrap();
+    let run = |cuts: &[usize]| -> Vec<f32> {
+        let mut cache = model.new_cache();
+        let mut at = 0;
+        let mut logits = None;
+        for &cut in cuts.iter().chain([tokens.len()].iter()) {
+            if cut > at {
+                logits = Some(model.forward(&tokens[at..cut], &mut cache).unwrap());
+                at = cut;
+            }
+        }
+        logits.unwrap().to_vec1().unwrap()
+    };
+    let whole = run(&[]);
+    let n = tokens.len();
+    for cuts in [
+        vec![1],
+        vec![7, 8, 30],
+        (1..n).collect::<Vec<_>>(),
+        vec![n - 1],
+    ] {
+        assert!(run(&cuts) == whole, "cut at {cuts:?}");
+    }
+}
