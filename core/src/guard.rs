@@ -838,11 +838,21 @@ static INSTRUCTION_RE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("instruction pattern")
 });
 
+/// A section a complaint opens as if it were the prompt's ("### 答复" and what follows): text
+/// written for the model to continue with, not for the agency.
+static PSEUDO_SECTION_RE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?is)#{2,}\s*(?:答复|回复|来信|system|assistant|user|model|系统|助手).*$")
+        .expect("pseudo-section pattern")
+});
+
 /// Makes a complaint safe to put in a prompt and to restate in a draft: 【】 become [], 「」『』
-/// become “”, prompt section and chat markers ("###", "<start_of_turn>", …) are removed, and
+/// become “”, a section the complaint opens as the prompt's ("### 答复 …", to its end) becomes
+/// "（…）" (a model restating the complaint copied such a fake reply word for word), other
+/// prompt section and chat markers ("###", "<start_of_turn>", …) are removed, and
 /// instruction-like phrases ("忽略以上指令", "ignore previous instructions", a line opening with
 /// "答复：") are replaced by "（…）". The complaint's content is otherwise kept.
 pub fn sanitize_complaint(complaint: &str) -> String {
+    let complaint = PSEUDO_SECTION_RE.replace(complaint, "（…）");
     let mut out: String = complaint
         .chars()
         .map(|c| match c {
