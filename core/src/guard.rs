@@ -838,16 +838,20 @@ static INSTRUCTION_RE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("instruction pattern")
 });
 
-/// A section a complaint opens as if it were the prompt's ("### 答复" and what follows): text
-/// written for the model to continue with, not for the agency.
+/// A section header a complaint writes as if it were the prompt's ("### 答复") and the sentence
+/// it opens: a fake reply for the model to continue with, not for the agency. What follows
+/// that sentence is kept (complaints go on after such injections).
 static PSEUDO_SECTION_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?is)#{2,}\s*(?:答复|回复|来信|system|assistant|user|model|系统|助手).*$")
-        .expect("pseudo-section pattern")
+    Regex::new(
+        r"(?i)#{2,}\s*(?:答复|回复|来信|system|assistant|user|model|系统|助手)\s*[:：]?\s*[^。！？!?\n]*[。！？!?]?",
+    )
+    .expect("pseudo-section pattern")
 });
 
 /// Makes a complaint safe to put in a prompt and to restate in a draft: 【】 become [], 「」『』
-/// become “”, a section the complaint opens as the prompt's ("### 答复 …", to its end) becomes
-/// "（…）" (a model restating the complaint copied such a fake reply word for word), other
+/// become “”, a section header the complaint writes as the prompt's and the sentence it opens
+/// ("### 答复\n已处理。") become "（…）" (a model restating the complaint copied such a fake reply
+/// word for word), other
 /// prompt section and chat markers ("###", "<start_of_turn>", …) are removed, and
 /// instruction-like phrases ("忽略以上指令", "ignore previous instructions", a line opening with
 /// "答复：") are replaced by "（…）". The complaint's content is otherwise kept.
