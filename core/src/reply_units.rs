@@ -877,7 +877,8 @@ impl Scanner<'_> {
         match i.checked_sub(1).map(|p| self.chars[p]) {
             None => true,
             Some(p) => {
-                !is_han(p) || !"全各城该本两省州地都郊辖社小新老街市区县园片景山矿校开发".contains(p)
+                !is_han(p)
+                    || !"全各城该本两省州地都郊辖社小新老街市区县园片景山矿校开发".contains(p)
             }
         }
     }
@@ -965,9 +966,8 @@ impl Scanner<'_> {
                 // "交通运输和旅游局": "和" joins the parts of a bureau's name when both have two
                 // characters or more and no unit ending closes the first ("教育和莲花学校"
                 // names two).
-                let joins = |k: usize| {
-                    suffix.kind == UnitKind::Bureau && k >= 2 && body.len() - k > 2
-                };
+                let joins =
+                    |k: usize| suffix.kind == UnitKind::Bureau && k >= 2 && body.len() - k > 2;
                 let not_in_name =
                     |(k, &c): (usize, &char)| NOT_IN_NAME.contains(c) && !(c == '和' && joins(k));
                 if body.len() < 2 || place_like || body.iter().enumerate().any(not_in_name) {
@@ -2234,10 +2234,7 @@ mod tests {
             ["L5县粮油储备中心"]
         );
         assert_eq!(
-            handler_names(
-                "您反映的问题已转市商务和物流局调查核处。",
-                "L5县某商场问题"
-            ),
+            handler_names("您反映的问题已转市商务和物流局调查核处。", "L5县某商场问题"),
             ["L市商务和物流局"]
         );
         // Not a name of one unit: "和" joins a field and a school.
