@@ -758,6 +758,9 @@ impl Scanner<'_> {
                 c @ ('市' | '区' | '县') if self.prefix_char_ok(i) => self
                     .known_name(i + 1)
                     .or_else(|| self.place_after(i + 1, 2))
+                    // "已转市商粮局调查", "已转县电力公司核查": a unit the alias table lacks,
+                    // written with its level and a unit ending.
+                    .or_else(|| self.generic_after(i + 1))
                     .map(|b| (c, b)),
                 _ => None,
             };
@@ -874,7 +877,8 @@ impl Scanner<'_> {
         match i.checked_sub(1).map(|p| self.chars[p]) {
             None => true,
             Some(p) => {
-                !is_han(p) || !"全各城该本两省州地都郊辖社小新老街市区县园片景山矿校".contains(p)
+                !is_han(p)
+                    || !"全各城该本两省州地都郊辖社小新老街市区县园片景山矿校开发".contains(p)
             }
         }
     }
@@ -959,7 +963,14 @@ impl Scanner<'_> {
                     .places
                     .iter()
                     .any(|f| starts_with(body, 0, &f.chars));
-                if body.len() < 2 || place_like || body.iter().any(|&c| NOT_IN_NAME.contains(c)) {
+                // "交通运输和旅游局": "和" joins the parts of a bureau's name when both have two
+                // characters or more and no unit ending closes the first ("教育和莲花学校"
+                // names two).
+                let joins =
+                    |k: usize| suffix.kind == UnitKind::Bureau && k >= 2 && body.len() - k > 2;
+                let not_in_name =
+                    |(k, &c): (usize, &char)| NOT_IN_NAME.contains(c) && !(c == '和' && joins(k));
+                if body.len() < 2 || place_like || body.iter().enumerate().any(not_in_name) {
                     return None;
                 }
                 let name = text(self.chars, j, end);
@@ -1659,6 +1670,16 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
     {
         return Some((UnitRole::Handler, span("answers")));
     }
+    // "X已于2019年11月21日在网上进行了公开答复", "X于…作出了书面答复": the unit answered the case.
+    let dated = right.strip_prefix('已').unwrap_or(&right);
+    if dated.starts_with('于')
+        && ["进行了", "作出了", "作了", "给予了"]
+            .iter()
+            .any(|w| dated.contains(w))
+        && ["答复", "回复"].iter().any(|w| dated.contains(w))
+    {
+        return Some((UnitRole::Handler, span("answered")));
+    }
     // Passed on: "交由X办理", "要求X对…进行调查核实", "已转X。".
     // A bare "交"/"转" passes this case on only when done ("已转X", "立即转X"); otherwise it is
     // a step of a procedure ("交A6区人社局就业促进科复核后办理证件").
@@ -1676,7 +1697,8 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
             investigates(&right) || REFERRED_FOR.iter().any(|v| right_head.contains(v));
         return looks_into.then(|| (UnitRole::Referred, span("")));
     }
-    if REFER.iter().any(|v| left.ends_with(v)) {
+    // The object of what another unit did ("经X对县Y医院调查核实") did not act itself.
+    if REFER.iter().any(|v| left.ends_with(v)) || left.ends_with('对') {
         return None;
     }
     // Advice to the citizen ("请向X反映", "可致电X") names a unit that did nothing yet; after
@@ -1743,19 +1765,36 @@ fn group_role(chars: &[char], start: usize, end: usize) -> Option<(UnitRole, Str
 }
 
 /// Whether `i` is inside 《…》 or “…” (a document's or a post's title).
+/// A mark left open for longer than [`LONGEST_TITLE`] (or [`LONGEST_QUOTE`]) characters was never closed ("您在平台《问政
+/// 西地省7月29日，收到…"): it opens no title.
 fn inside_quotes(chars: &[char], i: usize) -> bool {
-    let (mut book, mut quote) = (0i32, 0i32);
-    for &c in &chars[..i] {
+    let mut open: Vec<(char, usize)> = Vec::new();
+    for (k, &c) in chars[..i].iter().enumerate() {
         match c {
-            '《' => book += 1,
-            '》' => book = (book - 1).max(0),
-            '“' => quote += 1,
-            '”' => quote = (quote - 1).max(0),
+            '《' | '“' => open.push((c, k)),
+            '》' | '”' => {
+                let opener = if c == '》' { '《' } else { '“' };
+                if let Some(p) = open.iter().rposition(|&(o, _)| o == opener) {
+                    open.truncate(p);
+                }
+            }
             _ => {}
         }
     }
-    book > 0 || quote > 0
+    open.iter().any(|&(c, k)| {
+        i - k
+            <= if c == '《' {
+                LONGEST_TITLE
+            } else {
+                LONGEST_QUOTE
+            }
+    })
 }
+
+/// The longest title (in characters) a reply encloses in 《…》.
+const LONGEST_TITLE: usize = 60;
+/// The longest quote (a complaint's words) a reply encloses in “…”.
+const LONGEST_QUOTE: usize = 300;
 
 /// The clause before the one that starts at or before `start`.
 fn previous_clause(chars: &[char], start: usize) -> String {
@@ -2181,6 +2220,63 @@ mod tests {
             "咨询A市安沙发展规划"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_forward_to_a_unit_the_alias_table_lacks_names_it_with_its_level() {
+        // The level character gives the district (the complaint's county, its city); the name
+        // ends as a unit does. "和" inside a bureau's name joins its parts.
+        assert_eq!(
+            handler_names(
+                "网友：您好！您反映的问题已转县粮油储备中心核查、办复。",
+                "L5县某粮站收购价格问题"
+            ),
+            ["L5县粮油储备中心"]
+        );
+        assert_eq!(
+            handler_names("您反映的问题已转市商务和物流局调查核处。", "L5县某商场问题"),
+            ["L市商务和物流局"]
+        );
+        // Not a name of one unit: "和" joins a field and a school.
+        assert!(handler_names(
+            "感谢您对L5县教育和红星学校的关心与支持！",
+            "L5县红星学校收费问题"
+        )
+        .is_empty());
+        // "经开区" is a zone's name, not the prefix "区".
+        assert!(handler_names("经开区某某分局已责令其整改。", "L5县某工地问题").is_empty());
+    }
+
+    #[test]
+    fn a_title_mark_left_open_does_not_hide_the_rest_of_the_reply() {
+        // "《问政…" is never closed: the forward at the end is read all the same.
+        assert_eq!(
+            handler_names(
+                "网友您好!您在平台《问政西地省7月29日，收到投诉后，我们高度重视，组织了整治。\
+                 感谢您的关心。2019年7月30日网友：您好！您反映的问题已转县城管局核查、办复。",
+                "投诉L5县某菜市场占道经营"
+            ),
+            ["L5县城市管理和综合执法局"]
+        );
+    }
+
+    #[test]
+    fn a_unit_that_answered_on_a_date_and_not_the_object_of_anothers_check() {
+        assert_eq!(
+            handler_names(
+                "L5县公安局于2018年9月18日在网上进行了明确答复，请查阅。",
+                "L5县某处治安问题"
+            ),
+            ["L5县公安局"]
+        );
+        // "经X对县Y医院调查核实": Y was checked, X did it.
+        assert_eq!(
+            handler_names(
+                "经L5县卫生健康局对县某某民营医院调查核实，该院已整改。",
+                "举报L5县某某民营医院"
+            ),
+            ["L5县卫生健康委员会"]
+        );
     }
 
     #[test]
