@@ -34,11 +34,6 @@ pub enum Feature {
     /// Share of the district's past cases in the complaint's likely categories it handled: a
     /// learned P(unit | category, district).
     HistoryCell,
-    /// Of all past cases in the complaint's likely categories, the share that units of its type
-    /// handled, in any district (its type: a bureau's or centre's name less the district,
-    /// "住房和城乡建设局"; a street, town or district government by its kind): the history of
-    /// the category pooled over districts, for districts whose own history is thin.
-    HistoryType,
     /// Its share of the similar past cases (similarity-weighted).
     SimilarShare,
     /// It handled the most similar past case.
@@ -71,7 +66,7 @@ pub enum Feature {
     OtherKind,
 }
 
-const FEATURES: usize = 22;
+const FEATURES: usize = 21;
 
 impl Feature {
     pub const ALL: [Feature; FEATURES] = [
@@ -79,7 +74,6 @@ impl Feature {
         Feature::HistoryCategory,
         Feature::HistoryDistrict,
         Feature::HistoryCell,
-        Feature::HistoryType,
         Feature::SimilarShare,
         Feature::SimilarTop,
         Feature::SimilarCount,
@@ -105,7 +99,6 @@ impl Feature {
             Feature::HistoryCategory => "history_category",
             Feature::HistoryDistrict => "history_district",
             Feature::HistoryCell => "history_cell",
-            Feature::HistoryType => "history_type",
             Feature::SimilarShare => "similar_share",
             Feature::SimilarTop => "similar_top",
             Feature::SimilarCount => "similar_count",
@@ -382,11 +375,6 @@ pub struct Router {
     /// and district counts apart, so each unit's cases are spread over its districts in
     /// proportion (exact for the usual unit of one district).
     cell_cases: HashMap<(String, String), f32>,
-    /// Each unit's type (see [`Feature::HistoryType`]), parallel to `units`.
-    types: Vec<String>,
-    /// Past cases with a unit, per (unit type, category), and per category.
-    type_cases: HashMap<(String, String), f32>,
-    category_cases: HashMap<String, f32>,
     /// For reading the units a complaint names.
     aliases: UnitAliases,
     weights: Weights,
@@ -471,15 +459,6 @@ impl Router {
         let (mut everywhere, mut places) = (Vec::new(), Vec::new());
         let mut district_cases: HashMap<String, u32> = HashMap::new();
         let mut cell_cases: HashMap<(String, String), f32> = HashMap::new();
-        let types: Vec<String> = units.iter().map(|u| unit_type(directory, u)).collect();
-        let mut type_cases: HashMap<(String, String), f32> = HashMap::new();
-        let mut category_cases: HashMap<String, f32> = HashMap::new();
-        for (unit, t) in units.iter().zip(&types) {
-            for (c, m) in &unit.case_categories {
-                *type_cases.entry((t.clone(), c.clone())).or_default() += *m as f32;
-                *category_cases.entry(c.clone()).or_default() += *m as f32;
-            }
-        }
         for (i, unit) in units.iter_mut().enumerate() {
             by_id.entry(unit.id.clone()).or_insert(i);
             if unit.districts.is_empty() {
@@ -509,9 +488,6 @@ impl Router {
             places,
             district_cases,
             cell_cases,
-            types,
-            type_cases,
-            category_cases,
             aliases: aliases.clone(),
             weights: learned.model.weights(),
             fit: learned.model.fit.clone(),
@@ -826,9 +802,6 @@ impl Router {
         let top_unit = query.neighbors.first().map(|n| n.unit_id.as_str());
         // History of the complaint's district, less a training case's own.
         let own_in = |unit: &str| own.filter(|o| o.unit == unit);
-        let own_type = own
-            .and_then(|o| self.by_id.get(o.unit))
-            .map(|&i| self.types[i].as_str());
         let district_total = district.map_or(0.0, |d| {
             let n = self.district_cases.get(d).copied().unwrap_or(0) as f32;
             n - own.filter(|o| o.district == Some(d)).map_or(0.0, |_| 1.0)
@@ -919,35 +892,6 @@ impl Router {
                         set(Feature::HistoryCell, cell.min(1.0));
                     }
                 }
-                // The category's history pooled over districts, by the unit's type.
-                let kind_of = if i < self.units.len() {
-                    std::borrow::Cow::Borrowed(self.types[i].as_str())
-                } else {
-                    std::borrow::Cow::Owned(unit_type(&self.directory, unit))
-                };
-                let pooled: f32 = query
-                    .categories
-                    .iter()
-                    .map(|c| {
-                        let own_cat = own.filter(|o| o.category == Some(c.id.as_str()));
-                        let all = self.category_cases.get(&c.id).copied().unwrap_or(0.0)
-                            - own_cat.map_or(0.0, |_| 1.0);
-                        let mine = self
-                            .type_cases
-                            .get(&(kind_of.to_string(), c.id.clone()))
-                            .copied()
-                            .unwrap_or(0.0)
-                            - own_cat
-                                .filter(|_| own_type == Some(kind_of.as_ref()))
-                                .map_or(0.0, |_| 1.0);
-                        if all > 0.0 {
-                            c.probability * mine.max(0.0) / all
-                        } else {
-                            0.0
-                        }
-                    })
-                    .sum();
-                set(Feature::HistoryType, pooled.min(1.0));
                 // Similar cases.
                 if let Some((w, count)) = votes.get(unit.id.as_str()) {
                     set(Feature::SimilarShare, w / total.max(1e-6));
@@ -999,19 +943,6 @@ impl Router {
             rows,
             extra,
         }
-    }
-}
-
-/// A unit's type for the pooled history: a street, town, village or district government by its
-/// kind (each is named after its own place), any other unit by its name less the district.
-fn unit_type(directory: &UnitDirectory, unit: &RouteUnit) -> String {
-    match unit.kind {
-        UnitKind::Street | UnitKind::Town | UnitKind::Village | UnitKind::DistrictGovernment => {
-            format!("{:?}", unit.kind)
-        }
-        _ => super::learned::split_district(directory, &unit.name)
-            .1
-            .to_string(),
     }
 }
 
@@ -1321,79 +1252,6 @@ mod tests {
             en[0].evidence[0].text(),
             "handled 3 similar past cases (most similar 0.93)"
         );
-    }
-
-    #[test]
-    fn the_history_of_a_category_pooled_over_districts_reaches_a_district_without_its_own() {
-        // 朝阳区's traffic cases went to its street; 海淀区 has no traffic history, but its street
-        // is of the type that handled them, its education bureau is not.
-        let directory = beijing();
-        let learned = LearnedUnits {
-            units: vec![
-                LearnedUnit {
-                    id: "朝阳区望京街道".into(),
-                    name: "朝阳区望京街道".into(),
-                    kind: UnitKind::Street,
-                    district: Some("朝阳区".into()),
-                    parent: Some("北京市".into()),
-                    cases: 3,
-                    categories: [("transport".to_string(), 3)].into(),
-                    districts: [("朝阳区".to_string(), 3)].into(),
-                },
-                LearnedUnit {
-                    id: "海淀区中关村街道".into(),
-                    name: "海淀区中关村街道".into(),
-                    kind: UnitKind::Street,
-                    district: Some("海淀区".into()),
-                    parent: Some("北京市".into()),
-                    cases: 2,
-                    categories: [("urban".to_string(), 2)].into(),
-                    districts: [("海淀区".to_string(), 2)].into(),
-                },
-                LearnedUnit {
-                    id: "hd-edu".into(),
-                    cases: 1,
-                    categories: [("transport".to_string(), 1)].into(),
-                    districts: [("海淀区".to_string(), 1)].into(),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        let router = Router::new(&directory, &learned, &UnitAliases::builtin());
-        let categories = cats(&[("transport", 1.0)]);
-        let query = RouteQuery {
-            text: "路口红绿灯时间太短",
-            categories: &categories,
-            district: Some("海淀区"),
-            neighbors: &[],
-        };
-        let pooled = |own: Option<Own>, id: &str| {
-            let scored = router.score(&query, own);
-            let i = scored
-                .units
-                .iter()
-                .position(|&u| scored.unit(&router, u).id == id)
-                .unwrap_or_else(|| panic!("{id} is a candidate"));
-            scored.rows[i][Feature::HistoryType.index()]
-        };
-        // 3 of the 4 traffic cases went to a street, 1 to an education bureau.
-        assert!((pooled(None, "海淀区中关村街道") - 0.75).abs() < 1e-6);
-        assert!((pooled(None, "hd-edu") - 0.25).abs() < 1e-6);
-        // A training case of a street is left out of the pooled counts.
-        let own = Own {
-            unit: "朝阳区望京街道",
-            category: Some("transport"),
-            district: Some("朝阳区"),
-        };
-        assert!((pooled(Some(own), "海淀区中关村街道") - 2.0 / 3.0).abs() < 1e-6);
-        // The directory alone has no history: the feature is 0 and routing is the rule's.
-        let bare = Router::from_directory(&directory, &UnitAliases::builtin());
-        let scored = bare.score(&query, None);
-        assert!(scored
-            .rows
-            .iter()
-            .all(|r| r[Feature::HistoryType.index()] == 0.0));
     }
 
     #[test]
