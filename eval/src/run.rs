@@ -55,28 +55,32 @@ pub fn read_labeled(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<Case>
 /// The one JSONL reader of both: every line that is not UTF-8, does not parse or (with
 /// `require_label`) has no label is `skipped` with its 1-based line number.
 fn read_jsonl(path: &Path, skipped: &mut Vec<Skipped>, require_label: bool) -> Result<Vec<Case>> {
+    read_lines(path, skipped, |line| match parse_case_line(line) {
+        Ok(case) if require_label && case.label.is_none() => Err("no \"label\"".into()),
+        parsed => parsed,
+    })
+}
+
+/// The line loop of every JSONL reader here: `parse` each non-blank line; a line that is not
+/// UTF-8 or that `parse` refuses is `skipped` with its 1-based line number and the reason.
+fn read_lines<T>(
+    path: &Path,
+    skipped: &mut Vec<Skipped>,
+    parse: impl Fn(&str) -> std::result::Result<T, String>,
+) -> Result<Vec<T>> {
     let text = std::fs::read(path).map_err(|source| crate::Error::Read {
         path: path.display().to_string(),
         source,
     })?;
     let mut out = Vec::new();
     for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        let Ok(line) = std::str::from_utf8(line) else {
-            skipped.push(Skipped {
-                line: i + 1,
-                reason: "not UTF-8".into(),
-            });
-            continue;
+        let parsed = match std::str::from_utf8(line) {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => parse(line),
+            Err(_) => Err("not UTF-8".into()),
         };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_case_line(line) {
-            Ok(case) if require_label && case.label.is_none() => skipped.push(Skipped {
-                line: i + 1,
-                reason: "no \"label\"".into(),
-            }),
-            Ok(case) => out.push(case),
+        match parsed {
+            Ok(item) => out.push(item),
             Err(reason) => skipped.push(Skipped {
                 line: i + 1,
                 reason,
@@ -292,43 +296,22 @@ impl Run<'_> {
 /// Labeled short texts of a JSONL file: each line's `title` (or `text`) and `label`; lines
 /// without either, or that do not parse, are `skipped`.
 pub fn read_texts(path: &Path, skipped: &mut Vec<Skipped>) -> Result<Vec<LabeledText>> {
-    let bytes = std::fs::read(path).map_err(|source| crate::Error::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let parsed = std::str::from_utf8(line)
-            .map_err(|_| "not UTF-8".to_string())
-            .and_then(|line| {
-                if line.trim().is_empty() {
-                    return Ok(None);
-                }
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::trim);
-                let text = field("title")
-                    .filter(|t| !t.is_empty())
-                    .or(field("text"))
-                    .filter(|t| !t.is_empty())
-                    .ok_or("no \"title\" or \"text\"")?;
-                let label = field("label")
-                    .filter(|l| !l.is_empty())
-                    .ok_or("no \"label\"")?;
-                Ok(Some(LabeledText {
-                    text: text.to_string(),
-                    label: label.to_string(),
-                }))
-            });
-        match parsed {
-            Ok(Some(t)) => out.push(t),
-            Ok(None) => {}
-            Err(reason) => skipped.push(Skipped {
-                line: i + 1,
-                reason,
-            }),
-        }
-    }
-    Ok(out)
+    read_lines(path, skipped, |line| {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::trim);
+        let text = field("title")
+            .filter(|t| !t.is_empty())
+            .or(field("text"))
+            .filter(|t| !t.is_empty())
+            .ok_or("no \"title\" or \"text\"")?;
+        let label = field("label")
+            .filter(|l| !l.is_empty())
+            .ok_or("no \"label\"")?;
+        Ok(LabeledText {
+            text: text.to_string(),
+            label: label.to_string(),
+        })
+    })
 }
 
 /// `extra` less every text taken for the title of a test case (`titles::owners`: most of its
