@@ -72,16 +72,21 @@ pub(crate) fn read(
     } else {
         run::read_cases(path, skipped)?
     };
-    if let Some(first) = skipped.get(before) {
+    say_skipped(path, &skipped[before..]);
+    Ok(cases)
+}
+
+/// On stderr: how many lines of `path` were skipped, and the first with its reason.
+pub(crate) fn say_skipped(path: &Path, skipped: &[triage_eval::Skipped]) {
+    if let Some(first) = skipped.first() {
         eprintln!(
             "{}: {} lines skipped (first: line {}: {})",
             path.display(),
-            skipped.len() - before,
+            skipped.len(),
             first.line,
             first.reason
         );
     }
-    Ok(cases)
 }
 
 pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {

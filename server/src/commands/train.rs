@@ -194,15 +194,7 @@ pub(crate) fn read_titles(
 ) -> Result<Vec<triage_core::classify::LabeledText>> {
     let mut skipped = Vec::new();
     let titles = triage_eval::run::read_texts(path, &mut skipped)?;
-    if let Some(first) = skipped.first() {
-        eprintln!(
-            "{}: {} lines skipped (first: line {}: {})",
-            path.display(),
-            skipped.len(),
-            first.line,
-            first.reason
-        );
-    }
+    crate::commands::eval::say_skipped(path, &skipped);
     if titles.is_empty() {
         bail!("no labeled texts in {}", path.display());
     }
