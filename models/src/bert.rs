@@ -4,8 +4,8 @@
 //! layers run as one large matmul over real tokens only, and attention runs per text and head
 //! directly on strided views of the packed Q/K/V matrix: no padding, no masks, no transposes.
 //! The dense layers run in f32 on `gemm` (the default; its AVX-512 kernels when the CPU has them,
-//! see models/Cargo.toml), or in int8 (`Precision::Int8`: weights quantized per output column at
-//! load time, activations per token at each layer, `kernels::int8`). Attention, bias, GELU,
+//! see models/Cargo.toml), or in int8 (`Precision::Int8`: weights quantized per block of 32 inputs
+//! of each output column at load time, activations per block of each token, `kernels::int8`). Attention, bias, GELU,
 //! softmax and layer norm stay in f32: fused loops written so that the compiler vectorises them,
 //! with an exp and erf that need no libm call.
 //!
@@ -64,7 +64,7 @@ fn default_eps() -> f64 {
 /// The arithmetic of the dense layers (the matmuls: 90% of an encoder's work at 128 tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// int8 weights (per output column) and activations (per token), int32 sums, with VNNI
+    /// int8 weights and activations (a scale per block of 32 values), int32 sums, with VNNI
     /// or AVX2 kernels chosen at run time (speed and distance to f32's vectors: see the
     /// README). On a CPU without AVX2 it falls back to f32. Opt-in: its vectors are within
     /// cosine 0.9995 of f32's and `triage eval` within 0.2 points, but search recall@10 against

@@ -94,16 +94,15 @@ fn packed_encoder_matches_candle_on_minilm() {
 }
 
 /// Every token's state, not only the pooled vector: quantization error does not pile up in some
-/// tokens (the longest text has 512).
+/// tokens (the longest text has 512). e5's weights came as 4-bit blocks, which int8 blocks hold
+/// exactly, so only the activations are rounded (measured 0.99988); MiniLM's are f32 (0.99897).
 #[test]
 fn int8_encoder_stays_close_to_candle() {
-    for model in ["multilingual-e5-small", "all-MiniLM-L6-v2"] {
+    for (model, bound) in [
+        ("multilingual-e5-small", 0.9995),
+        ("all-MiniLM-L6-v2", 0.998),
+    ] {
         let worst = worst_token_cosine(model, &texts(), Precision::Int8);
-        assert!(
-            worst >= INT8_TOKEN_COSINE,
-            "{model}: worst token cosine {worst}"
-        );
+        assert!(worst >= bound, "{model}: worst token cosine {worst}");
     }
 }
-
-const INT8_TOKEN_COSINE: f32 = 0.98;
