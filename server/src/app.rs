@@ -51,16 +51,12 @@ pub struct GlobalArgs {
     /// model's limit). 128 keeps routing accuracy and embeds ~5x faster than 512 (see README).
     #[arg(long, env = "TRIAGE_MAX_TOKENS", default_value_t = 128, global = true)]
     pub max_tokens: usize,
-    /// Arithmetic of the embedder's dense layers: f32, or int8 (weights per output channel,
-    /// activations per token; faster, vectors close to f32's: see the README). int8 runs in f32
-    /// on a CPU without AVX2
-    #[arg(
-        long,
-        env = "TRIAGE_EMBEDDER_PRECISION",
-        default_value_t = triage_models::Precision::F32,
-        global = true
-    )]
-    pub embedder_precision: triage_models::Precision,
+    /// Arithmetic of the embedder's dense layers: int8 (a scale per block of 32 values; ~1.9x
+    /// faster, vectors within cosine 0.9999 of f32's: see the README) or f32. Default: int8,
+    /// or f32 where adapted layers need it (`--adapt`, or a current classifier trained with
+    /// it). int8 runs in f32 on a CPU without AVX2
+    #[arg(long, env = "TRIAGE_EMBEDDER_PRECISION", global = true)]
+    pub embedder_precision: Option<triage_models::Precision>,
     /// Generator model: a GGUF file (path, or relative to --models-dir)
     #[arg(
         long,
@@ -200,12 +196,28 @@ impl GlobalArgs {
         }
     }
 
+    /// The encoder's arithmetic: as asked, else f32 when the current classifier has adapted
+    /// layers (f32 copies trained on the f32 encoder's hidden states), else int8.
+    pub fn precision(&self) -> triage_models::Precision {
+        self.embedder_precision.unwrap_or_else(|| {
+            let adapted = self.current_classifier_version().is_ok_and(|version| {
+                Classifier::adapt_path(&self.classifier_dir().join(format!("{version}.bin")))
+                    .exists()
+            });
+            if adapted {
+                triage_models::Precision::F32
+            } else {
+                triage_models::Precision::Int8
+            }
+        })
+    }
+
     pub fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
         let dir = self.model_path(&self.embedder);
         let embedder = triage_models::BertEmbedder::load_with(
             &dir,
             &triage_models::default_device()?,
-            self.embedder_precision,
+            self.precision(),
         )
         .and_then(|e| e.with_max_tokens(self.max_tokens))
         .with_context(|| format!("loading the embedder from {}", dir.display()))?;
@@ -327,5 +339,64 @@ impl GlobalArgs {
     pub fn pipeline(&self, with_generator: bool) -> Result<Pipeline> {
         let builder = self.builder(with_generator)?;
         Ok(builder.classifier(Some(self.load_classifier()?)).build()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use triage_models::Precision;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(flatten)]
+        adapt: crate::commands::train::AdaptArgs,
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("triage").chain(args.iter().copied())).unwrap()
+    }
+
+    /// int8 unless asked otherwise or adapted layers need f32: `--adapt`, or a current
+    /// classifier that has them; an explicit int8 with `--adapt` is refused.
+    #[test]
+    fn precision_is_int8_unless_adapted_layers_need_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let plain = parse(&["--data-dir", data]);
+        assert_eq!(plain.global.precision(), Precision::Int8);
+        let asked = parse(&["--data-dir", data, "--embedder-precision", "f32"]);
+        assert_eq!(asked.global.precision(), Precision::F32);
+
+        let adapting = parse(&["--data-dir", data, "--adapt"]);
+        let global = adapting.adapt.global(&adapting.global).unwrap();
+        assert_eq!(global.precision(), Precision::F32);
+        let refused = parse(&[
+            "--data-dir",
+            data,
+            "--adapt",
+            "--embedder-precision",
+            "int8",
+        ]);
+        let err = refused
+            .adapt
+            .global(&refused.global)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--adapt needs the encoder in f32"), "{err}");
+
+        // A current classifier with adapted layers (what `triage train --adapt` leaves).
+        let classifier = plain.global.classifier_dir();
+        std::fs::create_dir_all(&classifier).unwrap();
+        std::fs::write(classifier.join("current"), "v7\n").unwrap();
+        assert_eq!(plain.global.precision(), Precision::Int8);
+        std::fs::write(classifier.join("v7.adapt.safetensors"), b"").unwrap();
+        assert_eq!(plain.global.precision(), Precision::F32);
+        assert_eq!(asked.global.precision(), Precision::F32);
+        let int8 = parse(&["--data-dir", data, "--embedder-precision", "int8"]);
+        assert_eq!(int8.global.precision(), Precision::Int8);
     }
 }

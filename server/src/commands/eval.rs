@@ -90,7 +90,7 @@ pub(crate) fn say_skipped(path: &Path, skipped: &[triage_eval::Skipped]) {
 }
 
 pub fn run(global: &GlobalArgs, args: EvalArgs) -> Result<()> {
-    args.adapt.check(global)?;
+    let global = &args.adapt.global(global)?;
     let started = Instant::now();
     let mut skipped = Vec::new();
     let mut test = read(&args.test, args.cv.is_some(), &mut skipped)?;

@@ -53,16 +53,20 @@ pub struct AdaptArgs {
 }
 
 impl AdaptArgs {
-    /// Refuses --adapt with an int8 encoder before any work: the adapted layers are f32 copies
-    /// trained on the f32 encoder's hidden states, and an int8 encoder keeps no f32 weights.
-    pub fn check(&self, global: &GlobalArgs) -> Result<()> {
-        if self.adapt && global.embedder_precision != triage_models::Precision::F32 {
-            bail!(
-                "--adapt needs the encoder in f32 (it fine-tunes f32 copies of its top layers on the f32 layers' hidden states); --embedder-precision {} cannot be combined with it",
-                global.embedder_precision
-            );
+    /// The global options of this run: --adapt fine-tunes f32 copies of the encoder's top
+    /// layers on the f32 layers' hidden states, so it runs the encoder in f32, and refuses an
+    /// explicit int8 before any work.
+    pub fn global(&self, global: &GlobalArgs) -> Result<GlobalArgs> {
+        let mut global = global.clone();
+        if self.adapt {
+            match global.embedder_precision {
+                Some(p) if p != triage_models::Precision::F32 => bail!(
+                    "--adapt needs the encoder in f32 (it fine-tunes f32 copies of its top layers on the f32 layers' hidden states); --embedder-precision {p} cannot be combined with it"
+                ),
+                _ => global.embedder_precision = Some(triage_models::Precision::F32),
+            }
         }
-        Ok(())
+        Ok(global)
     }
 
     pub fn config(&self) -> AdaptConfig {
@@ -202,7 +206,7 @@ pub(crate) fn read_titles(
 }
 
 pub fn run(global: &GlobalArgs, args: TrainArgs) -> Result<()> {
-    args.adapt.check(global)?;
+    let global = &args.adapt.global(global)?;
     let pipeline = global.builder(false)?.build()?;
     let config = ClassifierConfig {
         target_accuracy: args.target_accuracy,
