@@ -274,5 +274,5 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn row(metric: &str, value: f64, unit: &str) {
-    println!("precision\t{metric}\t{value:.4}\t{unit}");
+    println!("precision\t{metric}\t{value:.6}\t{unit}");
 }
