@@ -409,7 +409,7 @@ fn var(data: &[f32], shape: &[usize]) -> Result<Var> {
 
 /// A dense layer's weight in f32 (adapted layers are never quantized).
 fn f32_matrix(w: Vec<f32>, k: usize, n: usize) -> Matrix {
-    Matrix::new(w, k, n, Precision::F32)
+    Matrix::F32 { w, k, n }
 }
 
 /// The f32 weights adapting starts from; an encoder loaded in int8 no longer has them.

@@ -4,8 +4,8 @@
 //! layers run as one large matmul over real tokens only, and attention runs per text and head
 //! directly on strided views of the packed Q/K/V matrix: no padding, no masks, no transposes.
 //! The dense layers run in f32 on `gemm` (the default; its AVX-512 kernels when the CPU has them,
-//! see models/Cargo.toml), or in int8 (`Precision::Int8`: weights quantized per block of 32 inputs
-//! of each output column at load time, activations per block of each token, `kernels::int8`). Attention, bias, GELU,
+//! see models/Cargo.toml), or in int8 (`Precision::Int8`: weights quantized per block of 32 or 64
+//! inputs of each output column at load time, activations per block of each token, `kernels::int8`). Attention, bias, GELU,
 //! softmax and layer norm stay in f32: fused loops written so that the compiler vectorises them,
 //! with an exp and erf that need no libm call.
 //!
@@ -64,7 +64,7 @@ fn default_eps() -> f64 {
 /// The arithmetic of the dense layers (the matmuls: 90% of an encoder's work at 128 tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// int8 weights and activations (a scale per block of 32 values), int32 sums, with VNNI
+    /// int8 weights and activations (a scale per block of 32 or 64 values), int32 sums, with VNNI
     /// or AVX2 kernels chosen at run time (speed and distance to f32's vectors: see the
     /// README). On a CPU without AVX2 it falls back to f32. The service's default (`triage`
     /// picks it unless adapted layers need f32): its vectors are within cosine 0.9999 of f32's,
@@ -112,11 +112,21 @@ pub(crate) enum Matrix {
     Int8(PackedWeights),
 }
 
+/// k values per int8 scale: 32 for the attention's matrices, whose inputs (layer-norm outputs
+/// and attention contexts) recall@10 is most sensitive to, and where e5's 4-bit weights are
+/// held exactly; 64 for the feed-forward's, two thirds of the work, at half the f32 steps
+/// (measured: README, "The int8 encoder").
+const ATTENTION_BLOCK: usize = 32;
+const FEED_FORWARD_BLOCK: usize = 64;
+
 impl Matrix {
-    pub(crate) fn new(w: Vec<f32>, k: usize, n: usize, precision: Precision) -> Self {
+    /// `block`: k values per scale when quantized (`kernels::int8`).
+    pub(crate) fn new(w: Vec<f32>, k: usize, n: usize, precision: Precision, block: usize) -> Self {
         match precision {
             Precision::F32 => Matrix::F32 { w, k, n },
-            Precision::Int8 => Matrix::Int8(PackedWeights::quantize(&w, k, n, Isa::detect())),
+            Precision::Int8 => {
+                Matrix::Int8(PackedWeights::quantize(&w, k, n, Isa::detect(), block))
+            }
         }
     }
 
@@ -150,7 +160,7 @@ impl Matrix {
             }
             Matrix::Int8(w) => {
                 let k = x.len() / (dst.len() / base.bias.len()).max(1);
-                scratch.quantize(x, x.len() / k.max(1), k);
+                scratch.quantize(x, x.len() / k.max(1), k, w.block());
                 int8::matmul(dst, scratch, w, base, after);
             }
         }
@@ -355,24 +365,25 @@ impl Bert {
             let mut qkv_bias = read(&format!("{p}attention.self.query.bias"), &[h])?;
             qkv_bias.extend(read(&format!("{p}attention.self.key.bias"), &[h])?);
             qkv_bias.extend(read(&format!("{p}attention.self.value.bias"), &[h])?);
-            let matrix = |w, k, n| Matrix::new(w, k, n, precision);
+            let attention = |w, k, n| Matrix::new(w, k, n, precision, ATTENTION_BLOCK);
+            let feed_forward = |w, k, n| Matrix::new(w, k, n, precision, FEED_FORWARD_BLOCK);
             layers.push(Layer {
-                qkv: matrix(qkv, h, 3 * h),
+                qkv: attention(qkv, h, 3 * h),
                 qkv_bias,
-                attn_out: matrix(
+                attn_out: attention(
                     read_t(&format!("{p}attention.output.dense.weight"), h, h)?,
                     h,
                     h,
                 ),
                 attn_out_bias: read(&format!("{p}attention.output.dense.bias"), &[h])?,
                 attn_norm: norm(&format!("{p}attention.output.LayerNorm"))?,
-                up: matrix(
+                up: feed_forward(
                     read_t(&format!("{p}intermediate.dense.weight"), f, h)?,
                     h,
                     f,
                 ),
                 up_bias: read(&format!("{p}intermediate.dense.bias"), &[f])?,
-                down: matrix(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
+                down: feed_forward(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
                 down_bias: read(&format!("{p}output.dense.bias"), &[h])?,
                 out_norm: norm(&format!("{p}output.LayerNorm"))?,
             });

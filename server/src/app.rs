@@ -51,8 +51,8 @@ pub struct GlobalArgs {
     /// model's limit). 128 keeps routing accuracy and embeds ~5x faster than 512 (see README).
     #[arg(long, env = "TRIAGE_MAX_TOKENS", default_value_t = 128, global = true)]
     pub max_tokens: usize,
-    /// Arithmetic of the embedder's dense layers: int8 (a scale per block of 32 values; ~1.9x
-    /// faster, vectors within cosine 0.9999 of f32's: see the README) or f32. Default: int8,
+    /// Arithmetic of the embedder's dense layers: int8 (a scale per block of 32 or 64 values;
+    /// ~2x faster, vectors within cosine 0.9999 of f32's: see the README) or f32. Default: int8,
     /// or f32 where adapted layers need it (`--adapt`, or a current classifier trained with
     /// it). int8 runs in f32 on a CPU without AVX2
     #[arg(long, env = "TRIAGE_EMBEDDER_PRECISION", global = true)]

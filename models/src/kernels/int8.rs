@@ -1,17 +1,17 @@
 //! int8 matrix products for the encoder's dense layers: `dst (m × n) = base + A (m × k) · W (k × n)`.
-//! k is cut into blocks of 32. W is quantized per block of each output column (symmetric int8,
-//! at load time) and A per block of each row (u8 with a zero point, per call); a block's
-//! products are summed exactly in int32, and the blocks' sums are added in f32, each times its
-//! two scales.
+//! k is cut into blocks (a length per matrix, a multiple of 16: `bert.rs` uses 32 and 64). W is
+//! quantized per block of each output column (symmetric int8, at load time) and A per block of
+//! each row (u8 with a zero point, per call); a block's products are summed exactly in int32,
+//! and the blocks' sums are added in f32, each times its two scales.
 //!
-//! Why blocks of 32: with one scale per column and per row (the first version), every vector
-//! stayed within cosine 0.9997 of f32's, yet recall@10 against f32-built stores was 0.963: the
-//! ten nearest cases are often closer together than that error. One large value set the step
-//! for a whole row or column; a scale per 32 values follows the values (measured: README, "The
-//! int8 encoder").
+//! Why blocks: with one scale per column and per row (the first version), every vector stayed
+//! within cosine 0.9997 of f32's, yet recall@10 against f32-built stores was 0.963: the ten
+//! nearest cases are often closer together than that error. One large value set the step for a
+//! whole row or column; a scale per block follows the values. Shorter blocks are closer to f32,
+//! longer ones faster (one f32 step per block; measured: README, "The int8 encoder").
 //! Why ±120 for weights: the e5 weights came as q4_0 (a scale per block of 32, each value a
-//! whole number of steps, the largest 8 steps). 120 = 8 × 15, so their int8 codes are exact
-//! and the weights lose nothing; other weights lose 1/20 of a bit against ±127.
+//! whole number of steps, the largest 8 steps). 120 = 8 × 15, so in blocks of 32 their int8
+//! codes are exact; other weights lose 1/20 of a bit against ±127.
 //! Why u8 with a zero point for activations: GELU outputs barely go below zero, so a symmetric
 //! code would waste half of its values. The zero point comes out exactly:
 //! Σ (a − z)·w = Σ a·w − z·Σ w, with Σ w per block and column computed at load time; all of
@@ -117,8 +117,8 @@ impl Isa {
 const MR: usize = 3;
 /// Columns are padded to a multiple of this (every tile width divides it).
 const COLUMN_ALIGN: usize = 64;
-/// k values per scale, for weights and activations; k is padded to a multiple of it.
-pub const BLOCK: usize = 32;
+/// What a block's length must be a multiple of (the quantizers' vectors, the kernels' groups).
+const BLOCK_ALIGN: usize = 16;
 /// The largest weight code (see the module's comment).
 const WEIGHT_STEPS: f32 = 120.0;
 
@@ -128,6 +128,8 @@ pub struct PackedWeights {
     k: usize,
     n: usize,
     k_pad: usize,
+    /// k values per scale.
+    block: usize,
     /// int8 values (as i16 for AVX2), tile by tile: tile t holds columns t·tile.. for every
     /// group of k in turn; within a group, column-major with the group's k values adjacent.
     bytes: Vec<i8>,
@@ -139,16 +141,18 @@ pub struct PackedWeights {
 }
 
 impl PackedWeights {
-    /// `w` is k × n, row-major (input-major: row i holds input i's weight for every output).
-    pub fn quantize(w: &[f32], k: usize, n: usize, isa: Isa) -> Self {
+    /// `w` is k × n, row-major (input-major: row i holds input i's weight for every output),
+    /// with a scale per `block` inputs of each column (a multiple of 16).
+    pub fn quantize(w: &[f32], k: usize, n: usize, isa: Isa, block: usize) -> Self {
         assert_eq!(w.len(), k * n);
-        let (k_pad, n_pad) = (k.next_multiple_of(BLOCK), n.next_multiple_of(COLUMN_ALIGN));
-        let blocks = k_pad / BLOCK;
+        assert!(block > 0 && block.is_multiple_of(BLOCK_ALIGN), "block {block}");
+        let (k_pad, n_pad) = (k.next_multiple_of(block), n.next_multiple_of(COLUMN_ALIGN));
+        let blocks = k_pad / block;
         // Codes k_pad × n_pad, and per block and column its scale and code sum.
         let mut codes = vec![0i8; k_pad * n_pad];
         let (mut scales, mut sums) = (vec![0f32; blocks * n_pad], vec![0f32; blocks * n_pad]);
         for b in 0..blocks {
-            let rows = b * BLOCK..((b + 1) * BLOCK).min(k);
+            let rows = b * block..((b + 1) * block).min(k);
             for c in 0..n {
                 let max = rows.clone().fold(0f32, |m, i| m.max(w[i * n + c].abs()));
                 if max == 0.0 {
@@ -193,6 +197,7 @@ impl PackedWeights {
             k,
             n,
             k_pad,
+            block,
             bytes,
             words,
             scales: tile_scales,
@@ -201,14 +206,19 @@ impl PackedWeights {
     }
 
     fn blocks(&self) -> usize {
-        self.k_pad / BLOCK
+        self.k_pad / self.block
+    }
+
+    /// k values per scale.
+    pub fn block(&self) -> usize {
+        self.block
     }
 
     /// Where column c's value for input i sits in `scales` and `sums`.
     #[cfg(test)]
     fn at(&self, i: usize, c: usize) -> usize {
         let tile = self.isa.tile();
-        ((c / tile) * self.blocks() + i / BLOCK) * tile + c % tile
+        ((c / tile) * self.blocks() + i / self.block) * tile + c % tile
     }
 
     /// The int8 codes as the kernels read them, unpacked to k × n (row-major): for tests.
@@ -259,6 +269,7 @@ pub struct QuantizedRows {
     rows: usize,
     k: usize,
     stride: usize,
+    block: usize,
     bytes: Vec<u8>,
     words: Vec<i16>,
     /// Row by row, one per block: the scale and the zero point (a whole number, as f32).
@@ -273,6 +284,7 @@ impl QuantizedRows {
             rows: 0,
             k: 0,
             stride: 0,
+            block: BLOCK_ALIGN,
             bytes: Vec::new(),
             words: Vec::new(),
             scales: Vec::new(),
@@ -280,14 +292,17 @@ impl QuantizedRows {
         }
     }
 
-    /// Quantizes `x` (rows × k, row-major).
-    pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize) {
+    /// Quantizes `x` (rows × k, row-major) with a scale per `block` values of each row (the
+    /// weights' block: `PackedWeights::block`).
+    pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize, block: usize) {
         assert_eq!(x.len(), rows * k);
-        let stride = k.next_multiple_of(BLOCK);
-        let blocks = stride / BLOCK;
+        assert!(block > 0 && block.is_multiple_of(BLOCK_ALIGN), "block {block}");
+        let stride = k.next_multiple_of(block);
+        let blocks = stride / block;
         self.rows = rows;
         self.k = k;
         self.stride = stride;
+        self.block = block;
         self.scales.resize(rows * blocks, 0.0);
         self.zeros.resize(rows * blocks, 0.0);
         let isa = self.isa;
@@ -303,13 +318,13 @@ impl QuantizedRows {
                 .zip(parameters)
                 .with_min_len(32)
                 .for_each(|((out, row), (scales, zeros))| {
-                    quantize_row(row, out, scales, zeros, |block, out| {
+                    quantize_row(row, out, scales, zeros, block, |values, out| {
                         // SAFETY: the wide layout is AVX2's, which this CPU runs (`Isa::detect`).
                         #[cfg(target_arch = "x86_64")]
-                        if block.len() == BLOCK {
-                            return unsafe { x86::quantize_block_avx2(block, out) };
+                        if values.len() == block {
+                            return unsafe { x86::quantize_block_avx2(values, out) };
                         }
-                        quantize_block_scalar(block, out)
+                        quantize_block_scalar(values, out)
                     })
                 });
         } else {
@@ -320,13 +335,13 @@ impl QuantizedRows {
                 .zip(parameters)
                 .with_min_len(32)
                 .for_each(|((out, row), (scales, zeros))| {
-                    quantize_row(row, out, scales, zeros, |block, out| {
+                    quantize_row(row, out, scales, zeros, block, |values, out| {
                         // SAFETY: the CPU runs AVX-512 (`Isa::detect`).
                         #[cfg(target_arch = "x86_64")]
-                        if isa == Isa::Avx512Vnni && block.len() == BLOCK {
-                            return unsafe { x86::quantize_block_avx512(block, out) };
+                        if isa == Isa::Avx512Vnni && values.len() == block {
+                            return unsafe { x86::quantize_block_avx512(values, out) };
                         }
-                        quantize_block_scalar(block, out)
+                        quantize_block_scalar(values, out)
                     })
                 });
         }
@@ -356,7 +371,7 @@ impl QuantizedRows {
     /// Row r's scale and zero point for input i.
     #[cfg(test)]
     fn parameters(&self, r: usize, i: usize) -> (f32, f32) {
-        let at = r * (self.stride / BLOCK) + i / BLOCK;
+        let at = r * (self.stride / self.block) + i / self.block;
         (self.scales[at], self.zeros[at])
     }
 
@@ -382,15 +397,16 @@ fn quantize_row<T: Copy + Default>(
     out: &mut [T],
     scales: &mut [f32],
     zeros: &mut [f32],
+    block: usize,
     block_codes: impl Fn(&[f32], &mut [T]) -> (f32, i32),
 ) {
-    for (((block, out), scale), zero) in row
-        .chunks(BLOCK)
-        .zip(out.chunks_mut(BLOCK))
+    for (((values, out), scale), zero) in row
+        .chunks(block)
+        .zip(out.chunks_mut(block))
         .zip(scales.iter_mut())
         .zip(zeros.iter_mut())
     {
-        let (s, z) = block_codes(block, out);
+        let (s, z) = block_codes(values, out);
         (*scale, *zero) = (s, z as f32);
     }
     out[row.len()..].fill(T::default());
@@ -440,6 +456,10 @@ pub fn matmul(
         "activations and weights quantized for different kernels"
     );
     assert_eq!(a.k, w.k);
+    assert_eq!(
+        a.block, w.block,
+        "activations and weights quantized in other blocks"
+    );
     assert_eq!(a.stride, w.k_pad);
     let (m, n) = (a.rows, w.n);
     assert_eq!(dst.len(), m * n);
@@ -514,6 +534,7 @@ unsafe fn block(
                 row_scales: &a.scales[r * blocks..(r + count) * blocks],
                 row_zeros: &a.zeros[r * blocks..(r + count) * blocks],
                 blocks,
+                block: w.block,
             };
             // SAFETY: the tile's rows and columns lie inside the output (caller) and inside
             // `a` and `w` (r < a.rows, t < ⌈w.n / tile⌉); the CPU runs the packed kernel.
@@ -563,6 +584,8 @@ struct Tile<'a> {
     row_scales: &'a [f32],
     row_zeros: &'a [f32],
     blocks: usize,
+    /// k values per block.
+    block: usize,
 }
 
 impl Tile<'_> {
@@ -598,7 +621,7 @@ fn scalar(job: &Tile, a: &[u8], lda: usize, w: &[i8]) {
             let mut sum = job.base(r, c);
             for b in 0..job.blocks {
                 let mut acc = 0i32;
-                for g in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
+                for g in b * job.block / 4..(b + 1) * job.block / 4 {
                     let x = &a[r * lda + 4 * g..][..4];
                     let y = &w[(g * TILE + c) * 4..][..4];
                     for (&x, &y) in x.iter().zip(y) {
@@ -615,54 +638,57 @@ fn scalar(job: &Tile, a: &[u8], lda: usize, w: &[i8]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{parameters, Tile, BLOCK};
+    use super::{parameters, Tile};
     use std::arch::x86_64::*;
 
-    /// `quantize_block_scalar` for one whole block with AVX-512 (`vcvtps2dq` rounds half to
-    /// even).
+    /// `quantize_block_scalar` for one whole block with AVX-512, 16 values at a time
+    /// (`vcvtps2dq` rounds half to even).
     ///
     /// # Safety
-    /// The CPU has AVX-512 F; `block` and `out` hold BLOCK values.
+    /// The CPU has AVX-512 F; `block` is a multiple of 16 values long, `out` as long.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn quantize_block_avx512(block: &[f32], out: &mut [u8]) -> (f32, i32) {
-        const { assert!(BLOCK == 32, "written for blocks of 32") };
-        assert!(block.len() == BLOCK && out.len() >= BLOCK);
-        // SAFETY: two whole vectors of 16 (asserted above).
-        let (x0, x1) = unsafe {
-            (
-                _mm512_loadu_ps(block.as_ptr()),
-                _mm512_loadu_ps(block.as_ptr().add(16)),
-            )
-        };
-        let (lo, hi) = (_mm512_min_ps(x0, x1), _mm512_max_ps(x0, x1));
+        assert!(block.len().is_multiple_of(16) && out.len() >= block.len());
+        let (mut lo, mut hi) = (
+            _mm512_set1_ps(f32::INFINITY),
+            _mm512_set1_ps(f32::NEG_INFINITY),
+        );
+        for i in (0..block.len()).step_by(16) {
+            // SAFETY: a whole vector inside `block` (asserted above).
+            let x = unsafe { _mm512_loadu_ps(block.as_ptr().add(i)) };
+            (lo, hi) = (_mm512_min_ps(lo, x), _mm512_max_ps(hi, x));
+        }
         let (scale, zero, inverse) = parameters(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
         let (inverse, zero_f) = (_mm512_set1_ps(inverse), _mm512_set1_ps(zero as f32));
         let (floor, ceiling) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
-        let code = |x: __m512| {
-            let v = _mm512_cvtps_epi32(_mm512_fmadd_ps(x, inverse, zero_f));
-            _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(v, floor), ceiling))
-        };
-        // SAFETY: 2 × 16 bytes (asserted above).
-        unsafe {
-            _mm_storeu_si128(out.as_mut_ptr().cast(), code(x0));
-            _mm_storeu_si128(out.as_mut_ptr().add(16).cast(), code(x1));
+        for i in (0..block.len()).step_by(16) {
+            // SAFETY: as above; 16 bytes of `out` (asserted above).
+            unsafe {
+                let x = _mm512_loadu_ps(block.as_ptr().add(i));
+                let v = _mm512_cvtps_epi32(_mm512_fmadd_ps(x, inverse, zero_f));
+                let v = _mm512_min_epi32(_mm512_max_epi32(v, floor), ceiling);
+                _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi8(v));
+            }
         }
         (scale, zero)
     }
 
-    /// `quantize_block_scalar` for one whole block with AVX2, into int16.
+    /// `quantize_block_scalar` for one whole block with AVX2, into int16, 8 values at a time.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `block` and `out` hold BLOCK values.
+    /// The CPU has AVX2 and FMA; `block` is a multiple of 8 values long, `out` as long.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn quantize_block_avx2(block: &[f32], out: &mut [i16]) -> (f32, i32) {
-        const { assert!(BLOCK == 32, "written for blocks of 32") };
-        assert!(block.len() == BLOCK && out.len() >= BLOCK);
-        // SAFETY: four whole vectors of 8 (asserted above).
-        let x: [__m256; 4] =
-            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add(8 * i)) });
-        let lo = _mm256_min_ps(_mm256_min_ps(x[0], x[1]), _mm256_min_ps(x[2], x[3]));
-        let hi = _mm256_max_ps(_mm256_max_ps(x[0], x[1]), _mm256_max_ps(x[2], x[3]));
+        assert!(block.len().is_multiple_of(8) && out.len() >= block.len());
+        let (mut lo, mut hi) = (
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_set1_ps(f32::NEG_INFINITY),
+        );
+        for i in (0..block.len()).step_by(8) {
+            // SAFETY: a whole vector inside `block` (asserted above).
+            let x = unsafe { _mm256_loadu_ps(block.as_ptr().add(i)) };
+            (lo, hi) = (_mm256_min_ps(lo, x), _mm256_max_ps(hi, x));
+        }
         let (mut lows, mut highs) = ([0f32; 8], [0f32; 8]);
         // SAFETY: 8 floats each.
         unsafe {
@@ -674,18 +700,19 @@ mod x86 {
         let (scale, zero, inverse) = parameters(lo, hi);
         let (inverse, zero_f) = (_mm256_set1_ps(inverse), _mm256_set1_ps(zero as f32));
         let (floor, ceiling) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
-        for (i, x) in x.into_iter().enumerate() {
-            let v = _mm256_cvtps_epi32(_mm256_fmadd_ps(x, inverse, zero_f));
-            let v = _mm256_min_epi32(_mm256_max_epi32(v, floor), ceiling);
-            // int32 → int16 within each 128-bit half, then the halves' results together.
-            let packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(v, v), 0b1000);
-            // SAFETY: 8 int16 of `out` (asserted above).
+        for i in (0..block.len()).step_by(8) {
+            // SAFETY: as above; 8 int16 of `out` (asserted above).
             unsafe {
+                let x = _mm256_loadu_ps(block.as_ptr().add(i));
+                let v = _mm256_cvtps_epi32(_mm256_fmadd_ps(x, inverse, zero_f));
+                let v = _mm256_min_epi32(_mm256_max_epi32(v, floor), ceiling);
+                // int32 → int16 within each 128-bit half, then the halves' results together.
+                let packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(v, v), 0b1000);
                 _mm_storeu_si128(
-                    out.as_mut_ptr().add(8 * i).cast(),
+                    out.as_mut_ptr().add(i).cast(),
                     _mm256_castsi256_si128(packed),
-                )
-            };
+                );
+            }
         }
         (scale, zero)
     }
@@ -735,7 +762,7 @@ mod x86 {
         }
         for b in 0..job.blocks {
             let mut acc = [[_mm512_setzero_si512(); 4]; R];
-            for g in b * BLOCK / 4..(b + 1) * BLOCK / 4 {
+            for g in b * job.block / 4..(b + 1) * job.block / 4 {
                 // SAFETY: group g of the tile is 256 bytes at g·256; row r's group g is 4 bytes
                 // at r·lda + 4g (caller).
                 unsafe {
@@ -832,7 +859,7 @@ mod x86 {
         }
         for b in 0..job.blocks {
             let mut acc = [[_mm256_setzero_si256(); 2]; R];
-            for g in b * BLOCK / 2..(b + 1) * BLOCK / 2 {
+            for g in b * job.block / 2..(b + 1) * job.block / 2 {
                 // SAFETY: group g of the tile is 32 int16 at g·32; row r's group g is 2 int16
                 // at r·lda + 2g (caller).
                 unsafe {
@@ -893,6 +920,9 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// The block lengths the encoder uses (see `bert.rs`).
+    const BLOCKS: [usize; 2] = [32, 64];
+
     fn matrix(rows: usize, cols: usize, seed: u32) -> Vec<f32> {
         (0..rows * cols)
             .map(|i| {
@@ -939,11 +969,11 @@ mod tests {
                 .collect();
             let w = matrix(k, n, 2);
             let (bias, residual) = (matrix(1, n, 3), matrix(m, n, 6));
-            let mut first: Option<Vec<f32>> = None;
-            for isa in kernels() {
-                let packed = PackedWeights::quantize(&w, k, n, isa);
+            let mut first: [Option<Vec<f32>>; 2] = [None, None];
+            for (isa, block) in kernels().into_iter().flat_map(|i| BLOCKS.map(|b| (i, b))) {
+                let packed = PackedWeights::quantize(&w, k, n, isa, block);
                 let mut q = QuantizedRows::new(isa);
-                q.quantize(&x, m, k);
+                q.quantize(&x, m, k, block);
                 let (xq, wq) = (q.dequantize(), packed.dequantize());
                 let mut y = vec![f32::NAN; m * n];
                 let base = Base {
@@ -965,8 +995,8 @@ mod tests {
                         );
                     }
                 }
-                match &first {
-                    None => first = Some(y),
+                match &first[block / 32 - 1] {
+                    None => first[block / 32 - 1] = Some(y),
                     Some(f) => assert!(f == &y, "{isa:?} differs from the first kernel"),
                 }
             }
@@ -983,25 +1013,25 @@ mod tests {
             let x: Vec<f32> = matrix(m, k, 7).iter().map(|v| v * 4.0 + 0.5).collect();
             let w = matrix(k, n, 8);
             let (bias, residual) = (matrix(1, n, 9), matrix(m, n, 10));
-            let mut first_codes: Option<(Vec<i32>, Vec<i32>)> = None;
-            for isa in kernels() {
-                let packed = PackedWeights::quantize(&w, k, n, isa);
+            let mut first_codes: [Option<(Vec<i32>, Vec<i32>)>; 2] = [None, None];
+            for (isa, block) in kernels().into_iter().flat_map(|i| BLOCKS.map(|b| (i, b))) {
+                let packed = PackedWeights::quantize(&w, k, n, isa, block);
                 let mut q = QuantizedRows::new(isa);
-                q.quantize(&x, m, k);
+                q.quantize(&x, m, k, block);
                 let (xq, wq) = (q.codes(), packed.codes());
                 assert!(xq.iter().all(|v| (0..=255).contains(v)), "{isa:?}");
                 assert!(wq.iter().all(|v| (-120..=120).contains(v)), "{isa:?}");
                 for c in 0..n {
-                    for b in 0..k.div_ceil(BLOCK) {
-                        let sum: i32 = (b * BLOCK..((b + 1) * BLOCK).min(k))
+                    for b in 0..k.div_ceil(block) {
+                        let sum: i32 = (b * block..((b + 1) * block).min(k))
                             .map(|i| wq[i * n + c])
                             .sum();
-                        let at = packed.at(b * BLOCK, c);
+                        let at = packed.at(b * block, c);
                         assert_eq!(packed.sums[at], sum as f32, "{isa:?} column {c}");
                     }
                 }
-                match &first_codes {
-                    None => first_codes = Some((xq.clone(), wq.clone())),
+                match &first_codes[block / 32 - 1] {
+                    None => first_codes[block / 32 - 1] = Some((xq.clone(), wq.clone())),
                     Some((fx, fw)) => {
                         assert!(fx == &xq && fw == &wq, "{isa:?}: other codes")
                     }
@@ -1020,15 +1050,15 @@ mod tests {
                             } else {
                                 bias[c]
                             };
-                            for b in 0..k.div_ceil(BLOCK) {
-                                let (scale, zero) = q.parameters(r, b * BLOCK);
-                                let exact: i64 = (b * BLOCK..((b + 1) * BLOCK).min(k))
+                            for b in 0..k.div_ceil(block) {
+                                let (scale, zero) = q.parameters(r, b * block);
+                                let exact: i64 = (b * block..((b + 1) * block).min(k))
                                     .map(|i| {
                                         i64::from(xq[r * k + i] - zero as i32)
                                             * i64::from(wq[i * n + c])
                                     })
                                     .sum();
-                                let weight_scale = packed.scales[packed.at(b * BLOCK, c)];
+                                let weight_scale = packed.scales[packed.at(b * block, c)];
                                 want = (exact as f32).mul_add(scale * weight_scale, want);
                             }
                             assert_eq!(
@@ -1048,6 +1078,7 @@ mod tests {
     /// keep their values: the codes are 15 × the steps and scale · code gives the weight back.
     #[test]
     fn q4_blocks_are_stored_exactly() {
+        const BLOCK: usize = 32;
         let (k, n) = (96, 70);
         let steps = matrix(k, n, 11);
         let mut w = vec![0f32; k * n];
@@ -1066,7 +1097,7 @@ mod tests {
             }
         }
         for isa in kernels() {
-            let packed = PackedWeights::quantize(&w, k, n, isa);
+            let packed = PackedWeights::quantize(&w, k, n, isa, BLOCK);
             assert!(packed.codes().iter().all(|q| q % 15 == 0), "{isa:?}");
             for (got, want) in packed.dequantize().iter().zip(&w) {
                 assert!(
@@ -1084,9 +1115,9 @@ mod tests {
         let x = matrix(m, k, 4);
         let w = matrix(k, n, 5);
         for isa in kernels() {
-            let packed = PackedWeights::quantize(&w, k, n, isa);
+            let packed = PackedWeights::quantize(&w, k, n, isa, 32);
             let mut q = QuantizedRows::new(isa);
-            q.quantize(&x, m, k);
+            q.quantize(&x, m, k, 32);
             let mut y = vec![0f32; m * n];
             let zeros = vec![0f32; n];
             let base = Base {
@@ -1117,7 +1148,7 @@ mod tests {
             0.0, 0.0, 0.0, 2.0, 2.0, //
             0.0, 0.0, 0.0, 0.0, 0.0,
         ];
-        q.quantize(&x, 3, 5);
+        q.quantize(&x, 3, 5, 32);
         let back = q.dequantize();
         assert_eq!(back[1], 0.0);
         assert_eq!(back[4], 0.0);

