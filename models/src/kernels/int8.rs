@@ -145,7 +145,10 @@ impl PackedWeights {
     /// with a scale per `block` inputs of each column (a multiple of 16).
     pub fn quantize(w: &[f32], k: usize, n: usize, isa: Isa, block: usize) -> Self {
         assert_eq!(w.len(), k * n);
-        assert!(block > 0 && block.is_multiple_of(BLOCK_ALIGN), "block {block}");
+        assert!(
+            block > 0 && block.is_multiple_of(BLOCK_ALIGN),
+            "block {block}"
+        );
         let (k_pad, n_pad) = (k.next_multiple_of(block), n.next_multiple_of(COLUMN_ALIGN));
         let blocks = k_pad / block;
         // Codes k_pad × n_pad, and per block and column its scale and code sum.
@@ -296,7 +299,10 @@ impl QuantizedRows {
     /// weights' block: `PackedWeights::block`).
     pub fn quantize(&mut self, x: &[f32], rows: usize, k: usize, block: usize) {
         assert_eq!(x.len(), rows * k);
-        assert!(block > 0 && block.is_multiple_of(BLOCK_ALIGN), "block {block}");
+        assert!(
+            block > 0 && block.is_multiple_of(BLOCK_ALIGN),
+            "block {block}"
+        );
         let stride = k.next_multiple_of(block);
         let blocks = stride / block;
         self.rows = rows;
