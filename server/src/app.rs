@@ -200,10 +200,9 @@ impl GlobalArgs {
     /// layers (f32 copies trained on the f32 encoder's hidden states), else int8.
     pub fn precision(&self) -> triage_models::Precision {
         self.embedder_precision.unwrap_or_else(|| {
-            let adapted = self.current_classifier_version().is_ok_and(|version| {
-                Classifier::adapt_path(&self.classifier_dir().join(format!("{version}.bin")))
-                    .exists()
-            });
+            let adapted = self
+                .current_classifier_path()
+                .is_ok_and(|path| Classifier::adapt_path(&path).exists());
             if adapted {
                 triage_models::Precision::F32
             } else {
@@ -305,12 +304,15 @@ impl GlobalArgs {
         Ok(version.trim().to_string())
     }
 
+    /// The file of the current classifier (named by `classifier/current`).
+    pub fn current_classifier_path(&self) -> Result<PathBuf> {
+        let version = self.current_classifier_version()?;
+        Ok(self.classifier_dir().join(format!("{version}.bin")))
+    }
+
     /// The current classifier (named by `classifier/current`).
     pub fn load_classifier(&self) -> Result<Classifier> {
-        let version = self.current_classifier_version()?;
-        Ok(Classifier::load(
-            &self.classifier_dir().join(format!("{version}.bin")),
-        )?)
+        Ok(Classifier::load(&self.current_classifier_path()?)?)
     }
 
     /// The parts of every command's pipeline around an embedder: taxonomy, units, prompts (no
