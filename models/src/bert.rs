@@ -5,9 +5,9 @@
 //! directly on strided views of the packed Q/K/V matrix: no padding, no masks, no transposes.
 //! The dense layers run in f32 on `gemm` (the default; its AVX-512 kernels when the CPU has them,
 //! see models/Cargo.toml), or in int8 (`Precision::Int8`: weights quantized per block of 32 or 64
-//! inputs of each output column at load time, activations per block of each token, `kernels::int8`). Attention, bias, GELU,
-//! softmax and layer norm stay in f32: fused loops written so that the compiler vectorises them,
-//! with an exp and erf that need no libm call.
+//! inputs of each output column at load time, activations per block of each token,
+//! `kernels::int8`). Attention, bias, GELU, softmax and layer norm stay in f32: fused loops
+//! written so that the compiler vectorises them, with an exp and erf that need no libm call.
 //!
 //! candle's `BertModel` (used on other devices) pads every text to the longest of its batch, splits
 //! heads with copies, evaluates erf one element at a time and runs its matmuls on AVX2 only; on
@@ -68,7 +68,7 @@ pub enum Precision {
     /// or AVX2 kernels chosen at run time (speed and distance to f32's vectors: see the
     /// README). On a CPU without AVX2 it falls back to f32. The service's default (`triage`
     /// picks it unless adapted layers need f32): its vectors are within cosine 0.9999 of f32's,
-    /// search recall@10 against f32-built stores 0.992.
+    /// search recall@10 against f32-built stores 0.986.
     Int8,
     /// f32 matmuls on `gemm`: the library's default (the model as shipped, the reference).
     #[default]
