@@ -4,12 +4,28 @@
 use super::{repo, run_ok, triage};
 use serde_json::Value;
 use std::path::Path;
+use std::process::Command;
 
 /// Lines `from..to` of the shipped sample, written to `path`.
 fn sample_lines(path: &Path, from: usize, to: usize) {
     let sample = std::fs::read_to_string(repo().join("data/sample/cases.jsonl")).unwrap();
     let lines: Vec<&str> = sample.lines().skip(from).take(to - from).collect();
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// `triage eval --train TRAIN --test TEST --out OUT`, with a data directory of its own in `dir`.
+fn eval_train_test(dir: &Path, train: &Path, test: &Path, out: &Path) -> Command {
+    let mut command = triage();
+    command
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["eval", "--train"])
+        .arg(train)
+        .arg("--test")
+        .arg(test)
+        .arg("--out")
+        .arg(out);
+    command
 }
 
 fn report(dir: &Path) -> Value {
@@ -30,17 +46,7 @@ fn train_test_run_scores_every_labeled_line_and_names_the_bad_ones() {
     with_bad.extend_from_slice(b"{not json\n");
     std::fs::write(&test, with_bad).unwrap();
     let out = dir.path().join("report");
-    run_ok(
-        triage()
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["eval", "--train"])
-            .arg(&train)
-            .arg("--test")
-            .arg(&test)
-            .arg("--out")
-            .arg(&out),
-    );
+    run_ok(&mut eval_train_test(dir.path(), &train, &test, &out));
     let r = report(&out);
     assert_eq!(r["n"], 120, "{r}");
     let accuracy = r["accuracy"].as_f64().unwrap();
@@ -89,17 +95,9 @@ fn titles_train_the_lexical_model_and_a_test_case_own_title_is_left_out() {
     std::fs::write(&titles, rows.join("\n") + "\n").unwrap();
     let out = dir.path().join("report");
     let output = run_ok(
-        triage()
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["eval", "--train"])
-            .arg(&train)
-            .arg("--test")
-            .arg(&test)
+        eval_train_test(dir.path(), &train, &test, &out)
             .arg("--titles")
-            .arg(&titles)
-            .arg("--out")
-            .arg(&out),
+            .arg(&titles),
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("1 lines skipped"), "{stderr}");
