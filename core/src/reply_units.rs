@@ -134,6 +134,7 @@ struct Form {
 pub struct UnitAliases {
     /// Unit names and aliases, longest first.
     names: Vec<Form>,
+    name_starts: FirstChars,
     /// Place-unit endings ("街道办事处" → "街道"), longest first.
     places: Vec<Form>,
     /// Endings of names the table lacks, longest first.
@@ -200,8 +201,10 @@ impl UnitAliases {
             v.sort_by_key(|f| std::cmp::Reverse(f.chars.len()));
             v
         };
+        let names = longest_first(names);
         Ok(Self {
-            names: longest_first(names),
+            name_starts: FirstChars::new(names.iter().map(|f| f.chars.as_slice())),
+            names,
             places: longest_first(places),
             suffixes: longest_first(suffixes),
             by_name,
@@ -547,6 +550,7 @@ struct Mention {
 struct DistrictNames<'a> {
     /// (name as written, district), longest first.
     names: Vec<(Vec<char>, &'a District)>,
+    starts: FirstChars,
 }
 
 impl<'a> DistrictNames<'a> {
@@ -562,15 +566,47 @@ impl<'a> DistrictNames<'a> {
             })
             .collect();
         names.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
-        Self { names }
+        let starts = FirstChars::new(names.iter().map(|n| n.0.as_slice()));
+        Self { names, starts }
     }
 
     /// The district whose name starts at `i`, and where it ends.
     fn at(&self, chars: &[char], i: usize) -> Option<(usize, &'a District)> {
-        self.names
+        self.starts
+            .first_match(chars, i, |k| &self.names[k].0)
+            .map(|k| (i + self.names[k].0.len(), self.names[k].1))
+    }
+}
+
+/// The positions in a longest-first list of names, by their first character. A scan tries at
+/// each character only the names that start with it, in the list's order, so it finds the same
+/// (longest) name as trying the whole list, without comparing every name at every character.
+#[derive(Debug, Clone, Default)]
+struct FirstChars(HashMap<char, Vec<usize>>);
+
+impl FirstChars {
+    fn new<'a>(names: impl Iterator<Item = &'a [char]>) -> Self {
+        let mut by_first: HashMap<char, Vec<usize>> = HashMap::new();
+        for (k, name) in names.enumerate() {
+            if let Some(&c) = name.first() {
+                by_first.entry(c).or_default().push(k);
+            }
+        }
+        Self(by_first)
+    }
+
+    /// The first name (by its position) of the list that starts at `chars[i]`.
+    fn first_match<'n>(
+        &self,
+        chars: &[char],
+        i: usize,
+        name: impl Fn(usize) -> &'n [char],
+    ) -> Option<usize> {
+        let candidates = self.0.get(chars.get(i)?)?;
+        candidates
             .iter()
-            .find(|(n, _)| starts_with(chars, i, n))
-            .map(|(n, d)| (i + n.len(), *d))
+            .copied()
+            .find(|&k| starts_with(chars, i, name(k)))
     }
 }
 
@@ -885,11 +921,12 @@ impl Scanner<'_> {
 
     /// A name of the alias table starting at `i`: (end, canonical, as written, kind).
     fn known_name(&self, i: usize) -> Option<(usize, String, String, UnitKind)> {
-        let form = self
+        let names = &self.aliases.names;
+        let k = self
             .aliases
-            .names
-            .iter()
-            .find(|f| starts_with(self.chars, i, &f.chars))?;
+            .name_starts
+            .first_match(self.chars, i, |k| &names[k].chars)?;
+        let form = &names[k];
         let end = i + form.chars.len();
         // A bare "政府" is dropped by `named_units` unless a district precedes it.
         Some((
@@ -1862,6 +1899,39 @@ mod tests {
         let (directory, aliases) = shipped();
         let units = extract_units(reply, complaint, &directory, &aliases);
         handlers(&units).map(|u| u.name.clone()).collect()
+    }
+
+    #[test]
+    fn first_characters_find_the_name_a_full_scan_finds() {
+        let (directory, aliases) = shipped();
+        let districts = DistrictNames::new(&directory);
+        let reply =
+            "A市A3区洋湖街道、A7县住建局、市住建局和县公安局J1区分局已核实，A市城管局回复。";
+        let chars: Vec<char> = reply.chars().collect();
+        for i in 0..=chars.len() {
+            let scanned = districts
+                .names
+                .iter()
+                .find(|(n, _)| starts_with(&chars, i, n))
+                .map(|(n, d)| (i + n.len(), d.name.clone()));
+            let indexed = districts
+                .at(&chars, i)
+                .map(|(end, d)| (end, d.name.clone()));
+            assert_eq!(indexed, scanned, "district at {i}");
+            let scanned = aliases
+                .names
+                .iter()
+                .position(|f| starts_with(&chars, i, &f.chars));
+            let names = &aliases.names;
+            let indexed = aliases
+                .name_starts
+                .first_match(&chars, i, |k| &names[k].chars);
+            assert_eq!(indexed, scanned, "unit name at {i}");
+        }
+        assert!(
+            districts.at(&chars, 0).is_some(),
+            "the text names districts"
+        );
     }
 
     #[test]
