@@ -28,6 +28,7 @@ use crate::text::{self, jieba};
 use crate::units::UnitDirectory;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 /// A past reply the draft was offered, which it may cite as `「passage」(case_id)`.
@@ -47,30 +48,42 @@ pub struct Passage {
 #[derive(Debug, Clone)]
 pub struct Sources<'a> {
     directory: &'a UnitDirectory,
+    names: Cow<'a, DirectoryNames>,
     complaint: String,
     /// Folded complaint, extra strings and the complaint's districts with their parents.
     local: String,
-    /// `local` plus the directory's unit names, aliases and contacts.
-    base: String,
     passages: Vec<Passage>,
 }
 
-impl<'a> Sources<'a> {
-    /// `complaint` as the pipeline saw it (title + text), `passages` the past replies the prompt
-    /// offered for citation.
-    pub fn new(complaint: &str, directory: &'a UnitDirectory, passages: &[Passage]) -> Self {
-        let folded = text::fold(complaint);
-        let mut local = folded.clone();
-        for d in &directory.districts {
-            let named = std::iter::once(&d.name)
-                .chain(&d.aliases)
-                .any(|n| !n.is_empty() && folded.contains(&text::fold(n)));
-            if named {
+/// The directory's names as the guard reads them (folded), for one directory: its districts'
+/// names with their parents, and its units' names, aliases and contacts. A pipeline builds them
+/// once and shares them between requests; folding a few thousand unit names cost more than the
+/// checks of a work order.
+#[derive(Debug, Clone)]
+pub struct DirectoryNames {
+    /// Per district: its folded names, and the lines its parents add to the sources.
+    districts: Vec<(Vec<String>, String)>,
+    /// The units' folded names, aliases and contacts, one per line.
+    units: String,
+}
+
+impl DirectoryNames {
+    pub fn new(directory: &UnitDirectory) -> Self {
+        let districts = directory
+            .districts
+            .iter()
+            .map(|d| {
+                let names = std::iter::once(&d.name)
+                    .chain(&d.aliases)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| text::fold(n))
+                    .collect();
+                let mut parents = String::new();
                 let mut parent = d.parent.as_deref();
                 let mut hops = 0;
                 while let Some(p) = parent.filter(|_| hops < 8) {
-                    local.push('\n');
-                    local.push_str(&text::fold(p));
+                    parents.push('\n');
+                    parents.push_str(&text::fold(p));
                     parent = directory
                         .districts
                         .iter()
@@ -78,8 +91,9 @@ impl<'a> Sources<'a> {
                         .and_then(|x| x.parent.as_deref());
                     hops += 1;
                 }
-            }
-        }
+                (names, parents)
+            })
+            .collect();
         let mut units = String::new();
         for u in &directory.units {
             for s in std::iter::once(&u.name)
@@ -90,10 +104,37 @@ impl<'a> Sources<'a> {
                 units.push_str(&text::fold(s));
             }
         }
+        Self { districts, units }
+    }
+}
+
+impl<'a> Sources<'a> {
+    /// `complaint` as the pipeline saw it (title + text), `passages` the past replies the prompt
+    /// offered for citation.
+    pub fn new(complaint: &str, directory: &'a UnitDirectory, passages: &[Passage]) -> Self {
+        let names = Cow::Owned(DirectoryNames::new(directory));
+        Self::with_names(complaint, directory, names, passages)
+    }
+
+    /// `new` with the directory's names already folded (`names` is `DirectoryNames::new` of
+    /// `directory`).
+    pub fn with_names(
+        complaint: &str,
+        directory: &'a UnitDirectory,
+        names: Cow<'a, DirectoryNames>,
+        passages: &[Passage],
+    ) -> Self {
+        let folded = text::fold(complaint);
+        let mut local = folded.clone();
+        for (district, parents) in &names.districts {
+            if district.iter().any(|n| folded.contains(n.as_str())) {
+                local.push_str(parents);
+            }
+        }
         Self {
             directory,
+            names,
             complaint: folded,
-            base: format!("{local}{units}"),
             local,
             passages: passages.to_vec(),
         }
@@ -102,11 +143,8 @@ impl<'a> Sources<'a> {
     /// Adds strings the draft may state (e.g. the suggested unit's name, the category's name).
     pub fn with_extra<S: AsRef<str>>(mut self, extra: &[S]) -> Self {
         for s in extra {
-            let folded = text::fold(s.as_ref());
-            for target in [&mut self.local, &mut self.base] {
-                target.push('\n');
-                target.push_str(&folded);
-            }
+            self.local.push('\n');
+            self.local.push_str(&text::fold(s.as_ref()));
         }
         self
     }
@@ -262,18 +300,15 @@ fn check_once(draft: &str, sources: &Sources, repair: Repair) -> Checked {
             other => kept.push(other),
         }
     }
-    let mut support = sources.base.clone();
     let mut local = sources.local.clone();
     for p in &cited {
-        for target in [&mut support, &mut local] {
-            target.push('\n');
-            target.push_str(&text::fold(&p.text));
-        }
+        local.push('\n');
+        local.push_str(&text::fold(&p.text));
     }
     let ctx = Context {
         directory: sources.directory,
-        support: &support,
-        local: &local,
+        support: &[&local, &sources.names.units],
+        local: &[&local],
         complaint: &sources.complaint,
         repair,
     };
@@ -427,9 +462,10 @@ fn verify_citation<'a>(
 
 struct Context<'a> {
     directory: &'a UnitDirectory,
-    support: &'a str,
+    /// What facts are checked against: the sources with the directory's units.
+    support: &'a [&'a str],
     /// What districts and cities are checked against (no directory).
-    local: &'a str,
+    local: &'a [&'a str],
     complaint: &'a str,
     repair: Repair,
 }
@@ -728,24 +764,26 @@ fn number_slot(number: &str) -> &'static str {
     }
 }
 
-/// Whether a fact occurs in the sources.
-fn supported(fact: &Fact, support: &str) -> bool {
+/// Whether a fact occurs in one of the sources' texts.
+fn supported(fact: &Fact, texts: &[&str]) -> bool {
     let key = text::fold(&fact.key);
-    if key.is_empty() {
-        return true;
-    }
+    key.is_empty() || texts.iter().any(|text| occurs(fact, &key, text))
+}
+
+/// Whether a fact (`key`, folded) occurs in `support`.
+fn occurs(fact: &Fact, key: &str, support: &str) -> bool {
     match fact.kind {
-        FactKind::Number => contains_number(support, &key),
-        FactKind::Code => support.contains(&key),
-        FactKind::Handle | FactKind::Person | FactKind::District => support.contains(&key),
+        FactKind::Number => contains_number(support, key),
+        FactKind::Code => support.contains(key),
+        FactKind::Handle | FactKind::Person | FactKind::District => support.contains(key),
         FactKind::Name(_) => {
-            if support.contains(&key) {
+            if support.contains(key) {
                 return true;
             }
             // The extractor may have taken a word too many on the left ("辖区桂花坪街道"): the
             // name still counts as supported if a shorter tail with at least two characters
             // before its suffix is in a source.
-            let suffix = places::suffix_of(&key).map_or(0, |s| s.chars().count());
+            let suffix = places::suffix_of(key).map_or(0, |s| s.chars().count());
             let chars: Vec<char> = key.chars().collect();
             (1..chars.len())
                 .take_while(|&k| chars.len() - k >= suffix + 2)

@@ -475,3 +475,28 @@ fn the_guard_passes_its_own_output_unchanged() {
     assert_eq!(second.changes, vec![], "{}", first.text);
     assert_eq!(second.text, first.text);
 }
+
+#[test]
+fn names_folded_once_check_like_names_folded_per_call() {
+    let d = directory();
+    let names = DirectoryNames::new(&d);
+    let complaint = "A3区洋湖街道路灯不亮，请A3区城市管理局处理。";
+    let unit = &d.units.first().expect("the directory has units").name;
+    let draft = format!(
+        "您好，{unit}已收到。M3县广播电视台将于2019年5月9日经核实处理，请联系13800000000。"
+    );
+    let per_call = check_draft(&draft, &Sources::new(complaint, &d, &[]));
+    let shared = Sources::with_names(complaint, &d, std::borrow::Cow::Borrowed(&names), &[]);
+    let once = check_draft(&draft, &shared);
+    assert_eq!(once, per_call);
+    assert!(
+        once.text.contains(unit.as_str()),
+        "a directory unit is supported: {}",
+        once.text
+    );
+    assert!(
+        !once.text.contains("M3县"),
+        "a district the complaint does not name is not: {}",
+        once.text
+    );
+}

@@ -148,6 +148,7 @@ impl PipelineBuilder {
             store,
             generator: self.generator,
             taxonomy: self.taxonomy,
+            unit_names: crate::guard::DirectoryNames::new(&self.units),
             units: self.units,
             aliases,
             router: RwLock::new(Arc::new(router)),

@@ -60,8 +60,7 @@ impl Pipeline {
                 let citations =
                     reply::select_citations(&complaint, &candidates, &self.config.draft.citations);
                 passages = candidates.into_iter().map(|c| c.passage).collect();
-                let sources =
-                    guard::Sources::new(&complaint, &self.units, &passages).with_extra(&extra);
+                let sources = self.sources(&complaint, &passages).with_extra(&extra);
                 let render = |summary: &str| -> Result<String> {
                     let order = suggestion.work_order.as_ref();
                     self.prompts.render(
@@ -116,7 +115,7 @@ impl Pipeline {
                 raw
             }
         };
-        let sources = guard::Sources::new(&complaint, &self.units, &passages).with_extra(&extra);
+        let sources = self.sources(&complaint, &passages).with_extra(&extra);
         let checked = guard::check_draft(&raw, &sources);
         stream.finish(&checked.text, on_text);
         Ok(Draft {
@@ -148,7 +147,7 @@ impl Pipeline {
             .into_iter()
             .chain(suggestion.categories.first().map(|c| c.name.clone()))
             .collect();
-        let sources = guard::Sources::new(&complaint, &self.units, passages).with_extra(&extra);
+        let sources = self.sources(&complaint, passages).with_extra(&extra);
         guard::check_draft(text, &sources)
     }
 

@@ -315,6 +315,8 @@ pub struct Pipeline {
     generator: Option<Arc<dyn Generator>>,
     taxonomy: Taxonomy,
     units: UnitDirectory,
+    /// `units`' names as the guard reads them, folded once.
+    unit_names: guard::DirectoryNames,
     aliases: Arc<UnitAliases>,
     /// The configured directory merged with the current classifier's learned units.
     router: RwLock<Arc<Router>>,
@@ -385,6 +387,13 @@ impl Pipeline {
     /// The unit directory (configured units and districts).
     pub fn units(&self) -> &UnitDirectory {
         &self.units
+    }
+
+    /// What a draft or work order of `complaint` may state (`guard::Sources`), with the
+    /// directory's names folded once for all requests.
+    fn sources(&self, complaint: &str, passages: &[guard::Passage]) -> guard::Sources<'_> {
+        let names = std::borrow::Cow::Borrowed(&self.unit_names);
+        guard::Sources::with_names(complaint, &self.units, names, passages)
     }
 
     /// Whether a generator is loaded (reply drafts can be written).
@@ -587,7 +596,7 @@ impl Pipeline {
                 order.title = text::truncate_chars(&title, work_order::TITLE_MAX_CHARS).to_string();
             }
         }
-        let sources = guard::Sources::new(&clean, &self.units, &[]);
+        let sources = self.sources(&clean, &[]);
         let (order, checks) = guard::check_work_order(&order, &sources);
         suggestion.work_order = Some(order);
         suggestion.work_order_checks = checks;
