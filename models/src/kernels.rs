@@ -209,9 +209,10 @@ pub fn softmax(row: &mut [f32]) {
 wide! {
 pub fn activate(xs: &mut [f32], act: Activation) {
     match act {
-        Activation::Gelu => xs
-            .iter_mut()
-            .for_each(|x| *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2))),
+        Activation::Gelu => xs.iter_mut().for_each(|x| {
+            let half = 0.5 * *x;
+            *x = fma(half, erf(*x * std::f32::consts::FRAC_1_SQRT_2), half);
+        }),
         Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
         Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
     }
@@ -227,13 +228,12 @@ pub fn exp(x: f32) -> f32 {
     // from integer adds and shifts (`n as i32` would saturate-check every element, unvectorised).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let shifted = fma(x, std::f32::consts::LOG2_E, ROUND);
     let n = shifted - ROUND;
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6; // ln2 split in two for precision
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let r = fma(n, -1.428_606_8e-6, fma(n, -0.693_145_75, x)); // ln2 split in two for precision
+    let p = [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
+        .iter()
+        .fold(1.0 / 720.0, |p, &c| fma(p, r, c));
     p * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
@@ -242,11 +242,22 @@ pub fn exp(x: f32) -> f32 {
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    (1.0 - poly * exp(-a * a)).copysign(x)
+    let t = 1.0 / fma(0.327_591_1, a, 1.0);
+    let poly = [1.421_413_8, -0.284_496_74, 0.254_829_6]
+        .iter()
+        .fold(fma(1.061_405_4, t, -1.453_152), |p, &c| fma(p, t, c))
+        * t;
+    fma(-poly, exp(-a * a), 1.0).copysign(x)
+}
+
+/// `a · b + c`, one fused instruction where the build has FMA (x86-64-v3, aarch64), two
+/// operations where it has not: there `mul_add` would be a library call per element.
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(any(target_feature = "fma", target_arch = "aarch64"))]
+    return a.mul_add(b, c);
+    #[cfg(not(any(target_feature = "fma", target_arch = "aarch64")))]
+    return a * b + c;
 }
 
 /// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`):
