@@ -246,6 +246,16 @@ impl UnitDirectory {
         let lineage = district.map(|d| self.lineage(d)).unwrap_or_default();
         let mut scored: BTreeMap<&str, UnitSuggestion> = BTreeMap::new();
         for unit in &self.units {
+            // Exact district 1.0, its parent 0.5, … ; a unit for another district does not apply
+            // (checked first: most units of a city's directory are another district's).
+            let level = if unit.districts.is_empty() || lineage.is_empty() {
+                None
+            } else {
+                match lineage.iter().position(|d| unit.districts.contains(d)) {
+                    Some(level) => Some(level),
+                    None => continue,
+                }
+            };
             let Some((category, p)) = categories
                 .iter()
                 .filter(|(c, _)| unit.categories.contains(c))
@@ -253,19 +263,13 @@ impl UnitDirectory {
             else {
                 continue;
             };
-            // Exact district 1.0, its parent 0.5, … ; a unit for another district does not apply.
-            let (place, fit) = if unit.districts.is_empty() {
-                (
+            let (place, fit) = match level {
+                Some(level) => (lineage[level].clone(), 0.5f32.powi(level as i32)),
+                None if unit.districts.is_empty() => (
                     "everywhere".to_string(),
                     if lineage.is_empty() { 1.0 } else { 0.3 },
-                )
-            } else if lineage.is_empty() {
-                (unit.districts.join("/"), 0.2)
-            } else {
-                match lineage.iter().position(|d| unit.districts.contains(d)) {
-                    Some(level) => (lineage[level].clone(), 0.5f32.powi(level as i32)),
-                    None => continue,
-                }
+                ),
+                None => (unit.districts.join("/"), 0.2),
             };
             scored.insert(
                 &unit.id,
