@@ -117,6 +117,11 @@ pub struct Counts {
     pub changes: BTreeMap<String, BTreeMap<String, u64>>,
     /// Wall seconds per stage: read, embed, analyze (search + classify + units), draft, write.
     pub stage_seconds: BTreeMap<String, f64>,
+    /// CPU seconds per step of the analyze stage (search, classify, units, work_order): each
+    /// suggestion's `timings_ms`, summed. Items are analysed in parallel, so these add up to
+    /// about the threads times the stage's wall seconds.
+    #[serde(default)]
+    pub analysis_cpu_seconds: BTreeMap<String, f64>,
 }
 
 impl Counts {
@@ -591,6 +596,9 @@ fn process(
             _ => None,
         };
         let s = analyzed.suggestion();
+        for (step, ms) in &s.timings_ms {
+            *counts.analysis_cpu_seconds.entry(step.clone()).or_default() += ms / 1e3;
+        }
         counts.classified += 1;
         counts.abstained += s.abstain as u64;
         counts.duplicates += s.duplicate.is_some() as u64;

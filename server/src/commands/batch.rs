@@ -142,6 +142,14 @@ fn print_summary(s: &Summary, write_back: WriteBack) {
         .map(|(stage, secs)| format!("{stage} {:.0}%", 100.0 * secs / s.seconds.max(1e-9)))
         .collect();
     println!("time: {}", stages.join(", "));
+    let steps: Vec<String> = c
+        .analysis_cpu_seconds
+        .iter()
+        .map(|(step, secs)| format!("{step} {secs:.2}"))
+        .collect();
+    if !steps.is_empty() {
+        println!("analysis CPU seconds: {}", steps.join(", "));
+    }
     println!("output: {}", s.output.display());
     if c.errors > 0 {
         println!("bad lines: {}", s.errors_file.display());

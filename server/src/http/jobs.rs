@@ -51,7 +51,7 @@ pub struct JobStatus {
     #[schema(value_type = Object)]
     pub spec: BatchSpec,
     /// Counts (consumed, classified, errors, abstained, duplicates, written_back, changes,
-    /// stage_seconds), total, seconds, rate, done.
+    /// stage_seconds, analysis_cpu_seconds), total, seconds, rate, done.
     #[schema(value_type = Option<Object>)]
     pub progress: Option<Summary>,
     pub error: Option<String>,

@@ -192,6 +192,11 @@ fn write_back_stores_predictions_and_never_touches_labels() {
     let n = dry["counts"]["written_back"].as_u64().unwrap();
     assert!(n > 10, "{dry}");
     assert_eq!(dry["counts"]["classified"].as_u64(), Some(n));
+    // Where the analyze stage's time went, step by step.
+    for step in ["search", "classify", "units", "work_order"] {
+        let secs = dry["counts"]["analysis_cpu_seconds"][step].as_f64();
+        assert!(secs.is_some_and(|s| s > 0.0), "{step}: {dry}");
+    }
 
     let records = lines(&dir.path().join("dry.jsonl"));
     let id = records[0]["id"].as_str().unwrap().to_string();
