@@ -1314,14 +1314,22 @@ fn resolve(
 /// ("A3区洋湖街道"), when they write only one.
 fn written_district(texts: &[&[char]], name: &str, districts: &DistrictNames) -> Option<String> {
     let name: Vec<char> = name.chars().collect();
+    // Where the name is written: a district written in front of it ends there (the few places
+    // are found once, rather than every district's name + the name searched in the texts).
+    let places: Vec<(&[char], usize)> = texts
+        .iter()
+        .flat_map(|&t| {
+            (0..(t.len() + 1).saturating_sub(name.len()))
+                .filter(|&at| starts_with(t, at, &name))
+                .map(move |at| (t, at))
+        })
+        .collect();
     let mut found: Option<String> = None;
     // Only a county or urban district is a place's district ("A市安沙镇" writes the city).
     for (written, d) in districts.names.iter().filter(|(_, d)| d.parent.is_some()) {
-        let mut pattern = written.clone();
-        pattern.extend(&name);
-        if texts
+        if places
             .iter()
-            .any(|t| t.windows(pattern.len()).any(|w| w == pattern.as_slice()))
+            .any(|&(t, at)| at >= written.len() && t[at - written.len()..at] == written[..])
         {
             if found.as_ref().is_some_and(|f| f != &d.name) {
                 return None;
@@ -1899,6 +1907,29 @@ mod tests {
         let (directory, aliases) = shipped();
         let units = extract_units(reply, complaint, &directory, &aliases);
         handlers(&units).map(|u| u.name.clone()).collect()
+    }
+
+    #[test]
+    fn the_written_district_is_the_one_in_front_of_the_name() {
+        let (directory, _) = shipped();
+        let districts = DistrictNames::new(&directory);
+        let chars = |s: &str| s.chars().collect::<Vec<char>>();
+        let (reply, complaint) = (
+            chars("经A3区洋湖街道核实，洋湖街道已处理。"),
+            chars("洋湖街道积水"),
+        );
+        let texts: [&[char]; 2] = [&reply, &complaint];
+        assert_eq!(
+            written_district(&texts, "洋湖", &districts).as_deref(),
+            Some("A3区")
+        );
+        // No district in front of it, or two different ones: none.
+        assert_eq!(written_district(&texts[1..], "洋湖", &districts), None);
+        let two = chars("A3区洋湖街道、A5区洋湖街道");
+        assert_eq!(written_district(&[&two], "洋湖", &districts), None);
+        // "A市" is a city, no place's district.
+        let city = chars("A市洋湖街道");
+        assert_eq!(written_district(&[&city], "洋湖", &districts), None);
     }
 
     #[test]
