@@ -79,17 +79,9 @@ impl DirectoryNames {
                     .map(|n| text::fold(n))
                     .collect();
                 let mut parents = String::new();
-                let mut parent = d.parent.as_deref();
-                let mut hops = 0;
-                while let Some(p) = parent.filter(|_| hops < 8) {
+                for p in directory.lineage(&d.name).iter().skip(1) {
                     parents.push('\n');
                     parents.push_str(&text::fold(p));
-                    parent = directory
-                        .districts
-                        .iter()
-                        .find(|x| x.name == p)
-                        .and_then(|x| x.parent.as_deref());
-                    hops += 1;
                 }
                 (names, parents)
             })
