@@ -71,15 +71,6 @@ impl AdaptedTop {
     /// Refuses a head fitted on another model (or another shape of it).
     pub(crate) fn check(&self, bert: &Bert, model_id: &str) -> Result<()> {
         let total = bert.layers();
-        if bert.precision() != Precision::F32 {
-            return Err(Error::bad(
-                "adapted layers",
-                format!(
-                    "they were trained on the hidden states of the f32 encoder, and {model_id} is loaded in {}: run with --embedder-precision f32, or train without --adapt",
-                    bert.precision()
-                ),
-            ));
-        }
         if self.model_id != model_id
             || self.hidden != bert.hidden_size()
             || self.split + self.layers.len() != total
@@ -97,6 +88,22 @@ impl AdaptedTop {
             ));
         }
         Ok(())
+    }
+
+    /// The same top with its layers at the shared encoder's precision. They were trained in
+    /// f32 on the f32 encoder's hidden states; an int8 encoder's differ little (its vectors
+    /// are within cosine 0.9999 of f32's), and quantized adapted layers cost what the
+    /// encoder's own do (README, "Adapting the encoder"). A quantized top is not saved again:
+    /// the classifier keeps the bytes it was loaded from.
+    pub(crate) fn at_precision(self, precision: Precision) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| l.at_precision(precision))
+                .collect(),
+            ..self
+        }
     }
 
     /// Raw class scores of the sequences whose hidden states after `split` layers are `mid`
@@ -127,15 +134,15 @@ impl AdaptedTop {
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}.");
             for (name, data, shape) in [
-                ("qkv", f32_weights(&l.qkv)?, vec![h, 3 * h]),
+                ("qkv", saved_weights(&l.qkv)?, vec![h, 3 * h]),
                 ("qkv_bias", &l.qkv_bias, vec![3 * h]),
-                ("attn_out", f32_weights(&l.attn_out)?, vec![h, h]),
+                ("attn_out", saved_weights(&l.attn_out)?, vec![h, h]),
                 ("attn_out_bias", &l.attn_out_bias, vec![h]),
                 ("attn_norm.weight", &l.attn_norm.0, vec![h]),
                 ("attn_norm.bias", &l.attn_norm.1, vec![h]),
-                ("up", f32_weights(&l.up)?, vec![h, f]),
+                ("up", saved_weights(&l.up)?, vec![h, f]),
                 ("up_bias", &l.up_bias, vec![f]),
-                ("down", f32_weights(&l.down)?, vec![f, h]),
+                ("down", saved_weights(&l.down)?, vec![f, h]),
                 ("down_bias", &l.down_bias, vec![h]),
                 ("out_norm.weight", &l.out_norm.0, vec![h]),
                 ("out_norm.bias", &l.out_norm.1, vec![h]),
@@ -410,6 +417,16 @@ fn var(data: &[f32], shape: &[usize]) -> Result<Var> {
 /// A dense layer's weight in f32 (adapted layers are never quantized).
 fn f32_matrix(w: Vec<f32>, k: usize, n: usize) -> Matrix {
     Matrix::F32 { w, k, n }
+}
+
+/// The f32 weights of an adapted layer, to save.
+fn saved_weights(m: &Matrix) -> Result<&[f32]> {
+    m.f32_weights().ok_or_else(|| {
+        Error::bad(
+            "adapted layers",
+            "they were quantized when loaded; save the bytes they were loaded from",
+        )
+    })
 }
 
 /// The f32 weights adapting starts from; an encoder loaded in int8 no longer has them.

@@ -67,7 +67,7 @@ pub enum Precision {
     /// int8 weights and activations (a scale per block of 32 or 64 values), int32 sums, with VNNI
     /// or AVX2 kernels chosen at run time (speed and distance to f32's vectors: see the
     /// README). On a CPU without AVX2 it falls back to f32. The service's default (`triage`
-    /// picks it unless adapted layers need f32): its vectors are within cosine 0.9999 of f32's,
+    /// picks it unless `--adapt` needs f32): its vectors are within cosine 0.9999 of f32's,
     /// search recall@10 against f32-built stores 0.986.
     Int8,
     /// f32 matmuls on `gemm`: the library's default (the model as shipped, the reference).
@@ -120,13 +120,14 @@ const ATTENTION_BLOCK: usize = 32;
 const FEED_FORWARD_BLOCK: usize = 64;
 
 impl Matrix {
-    /// `block`: k values per scale when quantized (`kernels::int8`).
-    pub(crate) fn new(w: Vec<f32>, k: usize, n: usize, precision: Precision, block: usize) -> Self {
-        match precision {
-            Precision::F32 => Matrix::F32 { w, k, n },
-            Precision::Int8 => {
+    /// The matrix at `precision`: f32 weights are quantized with `block` k values per scale
+    /// (`kernels::int8`); a quantized one is kept.
+    fn at_precision(self, precision: Precision, block: usize) -> Self {
+        match (self, precision) {
+            (Matrix::F32 { w, k, n }, Precision::Int8) => {
                 Matrix::Int8(PackedWeights::quantize(&w, k, n, Isa::detect(), block))
             }
+            (matrix, _) => matrix,
         }
     }
 
@@ -181,6 +182,20 @@ pub(crate) struct Layer {
     pub(crate) down: Matrix,
     pub(crate) down_bias: Vec<f32>,
     pub(crate) out_norm: (Vec<f32>, Vec<f32>),
+}
+
+impl Layer {
+    /// The layer with its matrices at `precision`, quantized as the loader quantizes the
+    /// encoder's own (adapted layers are trained in f32 and run at the shared layers' precision).
+    pub(crate) fn at_precision(self, precision: Precision) -> Self {
+        Self {
+            qkv: self.qkv.at_precision(precision, ATTENTION_BLOCK),
+            attn_out: self.attn_out.at_precision(precision, ATTENTION_BLOCK),
+            up: self.up.at_precision(precision, FEED_FORWARD_BLOCK),
+            down: self.down.at_precision(precision, FEED_FORWARD_BLOCK),
+            ..self
+        }
+    }
 }
 
 /// The word embedding table stays in the memory map (250k rows for an XLM-R vocabulary); rows
@@ -365,28 +380,29 @@ impl Bert {
             let mut qkv_bias = read(&format!("{p}attention.self.query.bias"), &[h])?;
             qkv_bias.extend(read(&format!("{p}attention.self.key.bias"), &[h])?);
             qkv_bias.extend(read(&format!("{p}attention.self.value.bias"), &[h])?);
-            let attention = |w, k, n| Matrix::new(w, k, n, precision, ATTENTION_BLOCK);
-            let feed_forward = |w, k, n| Matrix::new(w, k, n, precision, FEED_FORWARD_BLOCK);
-            layers.push(Layer {
-                qkv: attention(qkv, h, 3 * h),
+            // Read in f32, then quantized whole (`Layer::at_precision` picks each block size).
+            let f32_matrix = |w, k, n| Matrix::F32 { w, k, n };
+            let layer = Layer {
+                qkv: f32_matrix(qkv, h, 3 * h),
                 qkv_bias,
-                attn_out: attention(
+                attn_out: f32_matrix(
                     read_t(&format!("{p}attention.output.dense.weight"), h, h)?,
                     h,
                     h,
                 ),
                 attn_out_bias: read(&format!("{p}attention.output.dense.bias"), &[h])?,
                 attn_norm: norm(&format!("{p}attention.output.LayerNorm"))?,
-                up: feed_forward(
+                up: f32_matrix(
                     read_t(&format!("{p}intermediate.dense.weight"), f, h)?,
                     h,
                     f,
                 ),
                 up_bias: read(&format!("{p}intermediate.dense.bias"), &[f])?,
-                down: feed_forward(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
+                down: f32_matrix(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
                 down_bias: read(&format!("{p}output.dense.bias"), &[h])?,
                 out_norm: norm(&format!("{p}output.LayerNorm"))?,
-            });
+            };
+            layers.push(layer.at_precision(precision));
         }
         drop(tensors);
         Ok(Self {

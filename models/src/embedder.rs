@@ -376,7 +376,7 @@ impl Embedder for BertEmbedder {
         };
         let top = AdaptedTop::from_bytes(bytes)?;
         top.check(bert, &self.spec.model_id)?;
-        Ok(Arc::new(top))
+        Ok(Arc::new(top.at_precision(bert.precision())))
     }
 
     fn embed_scored(

@@ -53,8 +53,8 @@ pub struct GlobalArgs {
     pub max_tokens: usize,
     /// Arithmetic of the embedder's dense layers: int8 (a scale per block of 32 or 64 values;
     /// ~2x faster, vectors within cosine 0.9999 of f32's: see the README) or f32. Default: int8,
-    /// or f32 where adapted layers need it (`--adapt`, or a current classifier trained with
-    /// it). int8 runs in f32 on a CPU without AVX2
+    /// or f32 with `--adapt` (it fine-tunes f32 copies of the top layers). int8 runs in f32 on
+    /// a CPU without AVX2
     #[arg(long, env = "TRIAGE_EMBEDDER_PRECISION", global = true)]
     pub embedder_precision: Option<triage_models::Precision>,
     /// Generator model: a GGUF file (path, or relative to --models-dir)
@@ -196,19 +196,11 @@ impl GlobalArgs {
         }
     }
 
-    /// The encoder's arithmetic: as asked, else f32 when the current classifier has adapted
-    /// layers (f32 copies trained on the f32 encoder's hidden states), else int8.
+    /// The encoder's arithmetic: as asked, else int8. (`--adapt` asks for f32: it fine-tunes
+    /// f32 copies of the top layers; a classifier's adapted layers run at either precision.)
     pub fn precision(&self) -> triage_models::Precision {
-        self.embedder_precision.unwrap_or_else(|| {
-            let adapted = self
-                .current_classifier_path()
-                .is_ok_and(|path| Classifier::adapt_path(&path).exists());
-            if adapted {
-                triage_models::Precision::F32
-            } else {
-                triage_models::Precision::Int8
-            }
-        })
+        self.embedder_precision
+            .unwrap_or(triage_models::Precision::Int8)
     }
 
     pub fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
@@ -362,10 +354,10 @@ mod tests {
         Cli::try_parse_from(std::iter::once("triage").chain(args.iter().copied())).unwrap()
     }
 
-    /// int8 unless asked otherwise or adapted layers need f32: `--adapt`, or a current
-    /// classifier that has them; an explicit int8 with `--adapt` is refused.
+    /// int8 unless asked otherwise or `--adapt` needs f32 (an explicit int8 with it is
+    /// refused); a current classifier with adapted layers runs them in int8 too.
     #[test]
-    fn precision_is_int8_unless_adapted_layers_need_f32() {
+    fn precision_is_int8_unless_asked_or_adapting() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().to_str().unwrap();
         let plain = parse(&["--data-dir", data]);
@@ -396,7 +388,7 @@ mod tests {
         std::fs::write(classifier.join("current"), "v7\n").unwrap();
         assert_eq!(plain.global.precision(), Precision::Int8);
         std::fs::write(classifier.join("v7.adapt.safetensors"), b"").unwrap();
-        assert_eq!(plain.global.precision(), Precision::F32);
+        assert_eq!(plain.global.precision(), Precision::Int8);
         assert_eq!(asked.global.precision(), Precision::F32);
         let int8 = parse(&["--data-dir", data, "--embedder-precision", "int8"]);
         assert_eq!(int8.global.precision(), Precision::Int8);
