@@ -37,8 +37,8 @@ const TOKEN_BUDGET: usize = 8192;
 /// A saved tensor: its name, f32 values and shape.
 type NamedTensor = (String, Vec<f32>, Vec<usize>);
 
-/// Adapted top layers (f32, whatever the shared encoder's precision) and a linear head, branching
-/// off a BERT encoder after `split` layers.
+/// Adapted top layers (trained and saved in f32, run at the shared encoder's precision: see
+/// `at_precision`) and a linear head, branching off a BERT encoder after `split` layers.
 pub struct AdaptedTop {
     model_id: String,
     split: usize,
@@ -134,15 +134,19 @@ impl AdaptedTop {
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("layers.{i}.");
             for (name, data, shape) in [
-                ("qkv", saved_weights(&l.qkv)?, vec![h, 3 * h]),
+                ("qkv", f32_weights(&l.qkv, TOP_IN_INT8)?, vec![h, 3 * h]),
                 ("qkv_bias", &l.qkv_bias, vec![3 * h]),
-                ("attn_out", saved_weights(&l.attn_out)?, vec![h, h]),
+                (
+                    "attn_out",
+                    f32_weights(&l.attn_out, TOP_IN_INT8)?,
+                    vec![h, h],
+                ),
                 ("attn_out_bias", &l.attn_out_bias, vec![h]),
                 ("attn_norm.weight", &l.attn_norm.0, vec![h]),
                 ("attn_norm.bias", &l.attn_norm.1, vec![h]),
-                ("up", saved_weights(&l.up)?, vec![h, f]),
+                ("up", f32_weights(&l.up, TOP_IN_INT8)?, vec![h, f]),
                 ("up_bias", &l.up_bias, vec![f]),
-                ("down", saved_weights(&l.down)?, vec![f, h]),
+                ("down", f32_weights(&l.down, TOP_IN_INT8)?, vec![f, h]),
                 ("down_bias", &l.down_bias, vec![h]),
                 ("out_norm.weight", &l.out_norm.0, vec![h]),
                 ("out_norm.bias", &l.out_norm.1, vec![h]),
@@ -212,14 +216,14 @@ impl AdaptedTop {
             let p = format!("layers.{i}.");
             let r = |name: &str, shape: &[usize]| read(&format!("{p}{name}"), shape);
             top.push(Layer {
-                qkv: f32_matrix(r("qkv", &[h, 3 * h])?, h, 3 * h),
+                qkv: Matrix::f32(r("qkv", &[h, 3 * h])?, h, 3 * h),
                 qkv_bias: r("qkv_bias", &[3 * h])?,
-                attn_out: f32_matrix(r("attn_out", &[h, h])?, h, h),
+                attn_out: Matrix::f32(r("attn_out", &[h, h])?, h, h),
                 attn_out_bias: r("attn_out_bias", &[h])?,
                 attn_norm: (r("attn_norm.weight", &[h])?, r("attn_norm.bias", &[h])?),
-                up: f32_matrix(r("up", &[h, f])?, h, f),
+                up: Matrix::f32(r("up", &[h, f])?, h, f),
                 up_bias: r("up_bias", &[f])?,
-                down: f32_matrix(r("down", &[f, h])?, f, h),
+                down: Matrix::f32(r("down", &[f, h])?, f, h),
                 down_bias: r("down_bias", &[h])?,
                 out_norm: (r("out_norm.weight", &[h])?, r("out_norm.bias", &[h])?),
             });
@@ -414,29 +418,21 @@ fn var(data: &[f32], shape: &[usize]) -> Result<Var> {
     Ok(Var::from_vec(data.to_vec(), shape, &Device::Cpu)?)
 }
 
-/// A dense layer's weight in f32 (adapted layers are never quantized).
-fn f32_matrix(w: Vec<f32>, k: usize, n: usize) -> Matrix {
-    Matrix::F32 { w, k, n }
-}
+/// Why f32 weights are missing, as (what, reason) of the error `f32_weights` gives: adapting
+/// starts from the encoder's f32 weights, which an encoder loaded in int8 no longer has; an
+/// adapted top quantized when loaded (`AdaptedTop::at_precision`) has none to save.
+const ENCODER_IN_INT8: (&str, &str) = (
+    "adaptation",
+    "the encoder was loaded in int8 and adapting needs its f32 weights: run with --embedder-precision f32",
+);
+const TOP_IN_INT8: (&str, &str) = (
+    "adapted layers",
+    "they were quantized when loaded; save the bytes they were loaded from",
+);
 
-/// The f32 weights of an adapted layer, to save.
-fn saved_weights(m: &Matrix) -> Result<&[f32]> {
-    m.f32_weights().ok_or_else(|| {
-        Error::bad(
-            "adapted layers",
-            "they were quantized when loaded; save the bytes they were loaded from",
-        )
-    })
-}
-
-/// The f32 weights adapting starts from; an encoder loaded in int8 no longer has them.
-fn f32_weights(m: &Matrix) -> Result<&[f32]> {
-    m.f32_weights().ok_or_else(|| {
-        Error::bad(
-            "adaptation",
-            "the encoder was loaded in int8 and adapting needs its f32 weights: run with --embedder-precision f32",
-        )
-    })
+/// A dense layer's f32 weights, or the error `(what, reason)` when they were quantized.
+fn f32_weights<'m>(m: &'m Matrix, (what, reason): (&str, &str)) -> Result<&'m [f32]> {
+    m.f32_weights().ok_or_else(|| Error::bad(what, reason))
 }
 
 fn values(v: &Var) -> Result<Vec<f32>> {
@@ -447,14 +443,14 @@ impl TrainLayer {
     fn new(l: &Layer, d: Dims) -> Result<Self> {
         let (h, f) = (d.hidden, d.inter);
         Ok(Self {
-            qkv: var(f32_weights(&l.qkv)?, &[h, 3 * h])?,
+            qkv: var(f32_weights(&l.qkv, ENCODER_IN_INT8)?, &[h, 3 * h])?,
             qkv_bias: var(&l.qkv_bias, &[3 * h])?,
-            attn_out: var(f32_weights(&l.attn_out)?, &[h, h])?,
+            attn_out: var(f32_weights(&l.attn_out, ENCODER_IN_INT8)?, &[h, h])?,
             attn_out_bias: var(&l.attn_out_bias, &[h])?,
             attn_norm: (var(&l.attn_norm.0, &[h])?, var(&l.attn_norm.1, &[h])?),
-            up: var(f32_weights(&l.up)?, &[h, f])?,
+            up: var(f32_weights(&l.up, ENCODER_IN_INT8)?, &[h, f])?,
             up_bias: var(&l.up_bias, &[f])?,
-            down: var(f32_weights(&l.down)?, &[f, h])?,
+            down: var(f32_weights(&l.down, ENCODER_IN_INT8)?, &[f, h])?,
             down_bias: var(&l.down_bias, &[h])?,
             out_norm: (var(&l.out_norm.0, &[h])?, var(&l.out_norm.1, &[h])?),
         })
@@ -481,14 +477,14 @@ impl TrainLayer {
     fn export(&self, d: Dims) -> Result<Layer> {
         let (h, f) = (d.hidden, d.inter);
         Ok(Layer {
-            qkv: f32_matrix(values(&self.qkv)?, h, 3 * h),
+            qkv: Matrix::f32(values(&self.qkv)?, h, 3 * h),
             qkv_bias: values(&self.qkv_bias)?,
-            attn_out: f32_matrix(values(&self.attn_out)?, h, h),
+            attn_out: Matrix::f32(values(&self.attn_out)?, h, h),
             attn_out_bias: values(&self.attn_out_bias)?,
             attn_norm: (values(&self.attn_norm.0)?, values(&self.attn_norm.1)?),
-            up: f32_matrix(values(&self.up)?, h, f),
+            up: Matrix::f32(values(&self.up)?, h, f),
             up_bias: values(&self.up_bias)?,
-            down: f32_matrix(values(&self.down)?, f, h),
+            down: Matrix::f32(values(&self.down)?, f, h),
             down_bias: values(&self.down_bias)?,
             out_norm: (values(&self.out_norm.0)?, values(&self.out_norm.1)?),
         })

@@ -131,6 +131,11 @@ impl Matrix {
         }
     }
 
+    /// A matrix of f32 weights, k × n, input-major.
+    pub(crate) fn f32(w: Vec<f32>, k: usize, n: usize) -> Self {
+        Matrix::F32 { w, k, n }
+    }
+
     /// The f32 weights (k × n, input-major), or `None` when they were quantized at load time.
     pub(crate) fn f32_weights(&self) -> Option<&[f32]> {
         match self {
@@ -381,24 +386,23 @@ impl Bert {
             qkv_bias.extend(read(&format!("{p}attention.self.key.bias"), &[h])?);
             qkv_bias.extend(read(&format!("{p}attention.self.value.bias"), &[h])?);
             // Read in f32, then quantized whole (`Layer::at_precision` picks each block size).
-            let f32_matrix = |w, k, n| Matrix::F32 { w, k, n };
             let layer = Layer {
-                qkv: f32_matrix(qkv, h, 3 * h),
+                qkv: Matrix::f32(qkv, h, 3 * h),
                 qkv_bias,
-                attn_out: f32_matrix(
+                attn_out: Matrix::f32(
                     read_t(&format!("{p}attention.output.dense.weight"), h, h)?,
                     h,
                     h,
                 ),
                 attn_out_bias: read(&format!("{p}attention.output.dense.bias"), &[h])?,
                 attn_norm: norm(&format!("{p}attention.output.LayerNorm"))?,
-                up: f32_matrix(
+                up: Matrix::f32(
                     read_t(&format!("{p}intermediate.dense.weight"), f, h)?,
                     h,
                     f,
                 ),
                 up_bias: read(&format!("{p}intermediate.dense.bias"), &[f])?,
-                down: f32_matrix(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
+                down: Matrix::f32(read_t(&format!("{p}output.dense.weight"), h, f)?, f, h),
                 down_bias: read(&format!("{p}output.dense.bias"), &[h])?,
                 out_norm: norm(&format!("{p}output.LayerNorm"))?,
             };
